@@ -1,0 +1,63 @@
+// Small C shim for Linux system interfaces that Swift's Glibc module does not export
+// (sys/epoll.h, sys/eventfd.h, accept4 with SOCK_NONBLOCK). Plain functions and integer
+// constants only: `struct epoll_event` is packed on x86_64 and its flag constants are an enum,
+// so Swift never sees either.
+#ifndef CLBKIT_SHIM_H
+#define CLBKIT_SHIM_H
+
+#include <stdint.h>
+
+#define LBK_EPOLLIN 0x001u
+#define LBK_EPOLLOUT 0x004u
+#define LBK_EPOLLERR 0x008u
+#define LBK_EPOLLHUP 0x010u
+#define LBK_EPOLLRDHUP 0x2000u
+#define LBK_EPOLLET 0x80000000u
+
+/// epoll_create1(EPOLL_CLOEXEC). Returns the fd or -1 (errno set).
+int lbk_epoll_create(void);
+/// EPOLL_CTL_ADD with `events` and a 64-bit user value. Returns 0 or -1 (errno set).
+int lbk_epoll_add(int epfd, int fd, uint32_t events, uint64_t data);
+/// EPOLL_CTL_MOD. Returns 0 or -1 (errno set).
+int lbk_epoll_mod(int epfd, int fd, uint32_t events, uint64_t data);
+/// EPOLL_CTL_DEL. Returns 0 or -1 (errno set).
+int lbk_epoll_del(int epfd, int fd);
+/// epoll_wait that unpacks the packed events into two plain arrays. Returns the count or -1.
+int lbk_epoll_wait(int epfd, uint32_t *events, uint64_t *datas, int max, int timeout_ms);
+
+/// eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC). Returns the fd or -1.
+int lbk_eventfd(void);
+/// Adds 1 to an eventfd counter. Returns 0 or -1.
+int lbk_eventfd_signal(int fd);
+/// Resets an eventfd counter to zero (reads it). Returns 0 or -1.
+int lbk_eventfd_drain(int fd);
+
+/// accept4(SOCK_NONBLOCK | SOCK_CLOEXEC). Returns the fd or -1.
+/// The peer address is written to `addr` (at least 128 bytes: a sockaddr_storage).
+int lbk_accept(int fd, void *addr, uint32_t *addrlen);
+/// socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0).
+int lbk_socket_stream(int family);
+
+/// CLOCK_MONOTONIC in nanoseconds.
+uint64_t lbk_monotonic_ns(void);
+/// CLOCK_REALTIME in nanoseconds since the Unix epoch.
+uint64_t lbk_wall_ns(void);
+
+/// Sets an int socket option; returns 0 or -1.
+int lbk_setsockopt_int(int fd, int level, int name, int value);
+/// Reads SO_ERROR of a socket (0 when none); returns -1 if getsockopt failed.
+int lbk_socket_error(int fd);
+
+/// Constants the Glibc module exposes awkwardly (as enums or macros Swift cannot import).
+extern const int lbk_SOL_SOCKET;
+extern const int lbk_SO_REUSEADDR;
+extern const int lbk_SO_REUSEPORT;
+extern const int lbk_IPPROTO_TCP;
+extern const int lbk_TCP_NODELAY;
+extern const int lbk_MSG_NOSIGNAL;
+extern const int lbk_SHUT_WR;
+
+/// Names the calling thread (at most 15 characters are kept).
+int lbk_set_thread_name(const char *name);
+
+#endif
