@@ -1,1 +1,81 @@
+// echo: the LBKit test backend. Thin wrapper: flag parsing and wiring; the behaviour lives in
+// LBKit's EchoBackend.
+import Dispatch
+import Glibc
 import LBKit
+
+let usage = """
+    usage: echo --port 5001 [--port 5002 ...] [--host 127.0.0.1] [--mode echo|alternate|slow|down] [--delay-ms 10000]
+    """
+
+func fail(_ message: String) -> Never {
+    StandardOutput.errorLine("echo: \(message)")
+    exit(2)
+}
+
+struct EchoOptions {
+    var ports: [Int] = []
+    var host = "127.0.0.1"
+    var mode = EchoMode.echo
+    var delayMs = 10_000
+}
+
+func parseArguments(_ args: [String]) -> EchoOptions {
+    var options = EchoOptions()
+    var i = 0
+    func nextValue(_ flag: String) -> String {
+        i += 1
+        guard i < args.count else { fail("\(flag): missing value") }
+        return args[i]
+    }
+    while i < args.count {
+        let flag = args[i]
+        switch flag {
+        case "-h", "--help":
+            StandardOutput.line(usage)
+            exit(0)
+        case "--port":
+            let v = nextValue(flag)
+            guard let p = Int(v), (0...65535).contains(p) else { fail("--port: '\(v)' is not a port number") }
+            options.ports.append(p)
+        case "--host": options.host = nextValue(flag)
+        case "--mode":
+            let v = nextValue(flag)
+            guard let m = EchoMode(rawValue: v) else { fail("--mode: '\(v)' is not one of echo, alternate, slow, down") }
+            options.mode = m
+        case "--delay-ms":
+            let v = nextValue(flag)
+            guard let d = Int(v), d >= 0 else { fail("--delay-ms: '\(v)' is not a non-negative integer") }
+            options.delayMs = d
+        default:
+            fail("\(flag): unknown flag (see echo --help)")
+        }
+        i += 1
+    }
+    if options.ports.isEmpty { fail("--port: at least one port is required (see echo --help)") }
+    return options
+}
+
+let options = parseArguments(Array(CommandLine.arguments.dropFirst()))
+signal(SIGPIPE, SIG_IGN)
+let group: EventLoopGroup
+do {
+    group = try EventLoopGroup(loopCount: min(2, EventLoopGroup.coreCount))
+} catch {
+    fail("cannot start event loops: \(error)")
+}
+let backend = EchoBackend(
+    configuration: EchoBackendConfiguration(host: options.host, ports: options.ports, mode: options.mode, delay: .milliseconds(options.delayMs)),
+    group: group)
+let bound: [Int]
+do {
+    bound = try backend.start()
+} catch {
+    fail("--port: \(error)")
+}
+for port in bound { StandardOutput.line("Backend running on port \(port)") }
+
+let stop = SignalWaiter(signals: [SIGTERM, SIGINT])
+await stop.wait()
+await backend.shutdown(timeout: .seconds(2))
+exit(0)

@@ -1,1 +1,79 @@
+// lbserve: the LBKit reference balancer. Thin wrapper: flags -> LoadBalancerConfiguration,
+// then wiring (event loops, demo backends, server, health checks, signals). Logic lives in LBKit.
+import Glibc
 import LBKit
+
+func fail(_ message: String) -> Never {
+    StandardOutput.errorLine("lbserve: \(message)")
+    exit(2)
+}
+
+var environment: [String: String] = [:]
+for key in ["LB_RATE_LIMIT", "LB_BURST"] {
+    if let v = getenv(key) { environment[key] = String(cString: v) }
+}
+let options: LBServeOptions
+do {
+    options = try LBServeCommandLine.parse(Array(CommandLine.arguments.dropFirst()), environment: environment)
+} catch {
+    fail(error.message)
+}
+if options.showHelp {
+    StandardOutput.line(LBServeCommandLine.usage)
+    exit(0)
+}
+if options.configFile != nil {
+    fail("--config: configuration files are not supported yet; use flags")
+}
+
+signal(SIGPIPE, SIG_IGN)
+var config = options.balancer
+let group: EventLoopGroup
+do {
+    group = try EventLoopGroup(loopCount: config.loopCount)
+} catch {
+    fail("cannot start event loops: \(error)")
+}
+
+var demo: EchoBackend?
+if options.demoBackends {
+    let backend = EchoBackend(configuration: EchoBackendConfiguration(host: "127.0.0.1", ports: [5001, 5002, 5003]), group: group)
+    do {
+        for port in try backend.start() {
+            StandardOutput.line("Backend running on port \(port)")
+            config.backends.append(try BackendURL(parsing: "http://127.0.0.1:\(port)"))
+        }
+    } catch {
+        fail("demo backends: \(error)")
+    }
+    demo = backend
+}
+
+let balancer: LoadBalancer
+do {
+    balancer = try LoadBalancer(configuration: config, group: group)
+} catch {
+    fail("--backend: \(error)")
+}
+var serverConfig = HTTPServerConfiguration(host: config.host, port: config.port)
+serverConfig.maxBodyBytes = config.maxBodyBytes
+let server = HTTPServer(configuration: serverConfig, group: group, handler: balancer)
+let address: SocketAddress
+do {
+    address = try server.start()
+} catch {
+    fail("--port: \(error)")
+}
+StandardOutput.line("Router running on port \(address.port)")
+for url in config.backends { StandardOutput.line("[CONFIG] backend \(url)") }
+
+let stop = SignalWaiter(signals: [SIGTERM, SIGINT])
+let healthChecks = Task { await balancer.runHealthChecks() }
+let received = await stop.wait()
+StandardOutput.line("[SHUTDOWN] signal \(received): draining connections")
+healthChecks.cancel()
+await server.shutdown(timeout: .seconds(10))
+await demo?.shutdown(timeout: .seconds(2))
+AccessLogWriter.shared.flush()
+StandardOutput.line("[SHUTDOWN] done")
+exit(0)

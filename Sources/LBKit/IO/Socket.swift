@@ -211,10 +211,10 @@ public final class Socket: Sendable, CustomStringConvertible {
         }
     }
 
-    /// Whether bytes or EOF are known to be pending without a syscall (for pooled-connection
-    /// staleness checks: an idle pooled upstream connection that became readable was closed or
-    /// sent garbage).
-    public var hasPendingReadEvent: Bool { state.withLock { $0.readable && $0.drained } }
+    /// Whether a readiness event arrived since the last read attempt (each read clears the flag
+    /// first). For pooled-connection staleness checks: an idle pooled upstream connection that became
+    /// readable was closed by the backend or received unsolicited bytes.
+    public var hasPendingReadEvent: Bool { state.withLock { $0.readable } }
 
     /// Returns true when a read syscall should be attempted now; clears the readable flag first so
     /// that an event arriving during the syscall is not lost.

@@ -1,0 +1,409 @@
+import CLBKitShim
+import Synchronization
+
+/// Settings of an ``HTTPClient``.
+public struct HTTPClientConfiguration: Sendable {
+    /// How long a TCP connect may take.
+    public var connectTimeout: Duration = .seconds(1)
+    /// Idle keep-alive connections kept per endpoint per event loop.
+    public var maxIdlePerLoop = 128
+    /// An idle pooled connection older than this is closed instead of reused.
+    public var idleTimeout: Duration = .seconds(30)
+    /// Largest response body accepted; larger -> ``HTTPClientError/Kind/responseTooLarge``.
+    public var maxResponseBytes = 64 * 1024 * 1024
+    /// Parser limits for response heads.
+    public var limits = HTTPParserLimits()
+
+    /// Creates a configuration with defaults.
+    public init() {}
+}
+
+/// A request to send upstream: head plus the whole body. The client sets `Content-Length`.
+public struct HTTPClientRequest: Sendable {
+    /// Method, target, version (sent as HTTP/1.1) and header fields.
+    public var head: HTTPRequestHead
+    /// The body bytes.
+    public var body: [UInt8]
+
+    /// Creates a request.
+    public init(head: HTTPRequestHead, body: [UInt8] = []) {
+        self.head = head
+        self.body = body
+    }
+}
+
+/// Why an upstream exchange failed, and whether the request may have reached the backend.
+public struct HTTPClientError: Error, Sendable, CustomStringConvertible {
+    /// What went wrong.
+    public enum Kind: Sendable, Equatable {
+        /// TCP connect was refused.
+        case connectRefused
+        /// TCP connect did not complete in time.
+        case connectTimeout
+        /// TCP connect failed otherwise.
+        case connectFailed(String)
+        /// The connection broke (reset or closed) before a complete response.
+        case connectionReset
+        /// The response did not arrive before the deadline.
+        case timedOut
+        /// The response was not valid HTTP/1.x.
+        case malformedResponse(String)
+        /// The response body exceeded ``HTTPClientConfiguration/maxResponseBytes``.
+        case responseTooLarge
+    }
+
+    /// What went wrong.
+    public var kind: Kind
+    /// False when the request provably never reached the backend (connect failures, a stale pooled
+    /// connection): such a request is always safe to send elsewhere.
+    public var requestSent: Bool
+
+    /// Creates an error.
+    public init(kind: Kind, requestSent: Bool) {
+        self.kind = kind
+        self.requestSent = requestSent
+    }
+
+    public var description: String {
+        switch kind {
+        case .connectRefused: "connection refused"
+        case .connectTimeout: "connect timed out"
+        case .connectFailed(let why): "connect failed: \(why)"
+        case .connectionReset: "connection reset before a complete response"
+        case .timedOut: "response timed out"
+        case .malformedResponse(let why): "malformed response: \(why)"
+        case .responseTooLarge: "response too large"
+        }
+    }
+}
+
+/// A response read from upstream, with the whole body (de-chunked).
+public struct HTTPClientResponse: Sendable {
+    /// Status line and header fields as received.
+    public var head: HTTPResponseHead
+    /// The body bytes.
+    public var body: [UInt8]
+    /// Whether the connection was reused from the pool.
+    public var reusedConnection: Bool
+}
+
+/// One upstream address with its connection pools (one per event loop, so an exchange never
+/// crosses threads).
+public final class HTTPEndpoint: Sendable, CustomStringConvertible {
+    /// The resolved address.
+    public let address: SocketAddress
+    /// Value for the `Host` header when the request has none, e.g. `127.0.0.1:5001`.
+    public let authority: String
+    let pools: [ConnectionPool]
+    private let opened = Atomic<Int>(0)
+
+    /// Creates an endpoint for `address` with a pool per loop of `group`.
+    public init(address: SocketAddress, authority: String? = nil, group: EventLoopGroup) {
+        self.address = address
+        self.authority = authority ?? address.description
+        pools = group.loops.map { _ in ConnectionPool() }
+    }
+
+    public var description: String { authority }
+
+    /// Idle pooled connections over all loops.
+    public var idleConnectionCount: Int { pools.reduce(0) { $0 + $1.idle.withLock { $0.count } } }
+    /// Connections opened over the endpoint's lifetime.
+    public var connectionsOpened: Int { opened.load(ordering: .relaxed) }
+    func noteOpened() { opened.add(1, ordering: .relaxed) }
+
+    /// Closes every idle pooled connection.
+    public func closeIdleConnections() {
+        for pool in pools {
+            let idle = pool.idle.withLock { p -> [PooledConnection] in
+                let all = p
+                p.removeAll()
+                return all
+            }
+            for c in idle { c.socket.close() }
+        }
+    }
+}
+
+/// The idle connections of one endpoint on one event loop (LIFO: the most recently used first).
+final class ConnectionPool: Sendable {
+    let idle = Mutex<[PooledConnection]>([])
+}
+
+/// A pooled upstream connection and its read buffer.
+///
+/// `@unchecked Sendable`: exactly one owner at a time. It is either inside its endpoint's pool
+/// (guarded by that pool's mutex) or checked out by a single exchange, which is the only code that
+/// touches `buffer` and `lastUsed` until it returns the connection to the pool.
+final class PooledConnection: @unchecked Sendable {
+    let socket: Socket
+    var buffer = InboundBuffer(capacity: 16 * 1024)
+    var lastUsed: UInt64
+    var exchanges = 0
+
+    init(socket: Socket, now: UInt64) {
+        self.socket = socket
+        self.lastUsed = now
+    }
+}
+
+/// Our HTTP/1.1 client for talking to backends: keep-alive connection pools per endpoint and loop,
+/// connect timeout, a deadline per exchange, chunked / Content-Length / read-to-close responses, and
+/// one transparent retry on a fresh connection when a pooled connection turns out to be stale.
+///
+/// ```swift
+/// let client = HTTPClient(group: group)
+/// let endpoint = HTTPEndpoint(address: try SocketAddress(host: "127.0.0.1", port: 5001), group: group)
+/// let response = try await client.execute(
+///     HTTPClientRequest(head: HTTPRequestHead(method: "GET", target: "/health")),
+///     to: endpoint, on: group.loops[0], timeout: .seconds(3))
+/// ```
+public final class HTTPClient: Sendable {
+    /// The client's settings.
+    public let configuration: HTTPClientConfiguration
+
+    /// Creates a client.
+    public init(configuration: HTTPClientConfiguration = HTTPClientConfiguration()) {
+        self.configuration = configuration
+    }
+
+    /// Sends `request` to `endpoint` on `loop` and reads the whole response before `timeout` elapses.
+    public func execute(_ request: HTTPClientRequest, to endpoint: HTTPEndpoint, on loop: EventLoop,
+                        timeout: Duration) async throws(HTTPClientError) -> HTTPClientResponse {
+        let deadline = lbk_monotonic_ns() &+ UInt64(max(0, timeout.nanosecondsClamped))
+        return try await execute(request, to: endpoint, on: loop, deadline: deadline)
+    }
+
+    /// Sends `request` and reads the response before `deadline` (monotonic ns).
+    public func execute(_ request: HTTPClientRequest, to endpoint: HTTPEndpoint, on loop: EventLoop,
+                        deadline: UInt64) async throws(HTTPClientError) -> HTTPClientResponse {
+        var wire: [UInt8] = []
+        wire.reserveCapacity(512 + request.body.count)
+        var head = request.head
+        head.version = .http1_1
+        if !head.headers.contains(name: "Host") { head.headers.add(name: "Host", value: endpoint.authority) }
+        head.headers.remove(name: "Transfer-Encoding")
+        if !request.body.isEmpty || ["POST", "PUT", "PATCH"].contains(head.method) {
+            head.headers.replaceOrAdd(name: "Content-Length", value: String(request.body.count))
+        } else {
+            head.headers.remove(name: "Content-Length")
+        }
+        HTTPSerializer.appendRequestHead(head, to: &wire)
+        wire.append(contentsOf: request.body)
+
+        var allowStaleRetry = true
+        while true {
+            let (connection, reused) = try await acquire(endpoint, loop: loop, deadline: deadline, fresh: !allowStaleRetry)
+            do throws(ExchangeFailure) {
+                let (response, keepAlive) = try await exchange(wire, method: head.method, on: connection, deadline: deadline)
+                connection.exchanges += 1
+                if keepAlive {
+                    release(connection, to: endpoint, loop: loop)
+                } else {
+                    connection.socket.close()
+                }
+                return HTTPClientResponse(head: response.head, body: response.body, reusedConnection: reused)
+            } catch {
+                connection.socket.close()
+                if reused && allowStaleRetry && error.isStaleConnectionSymptom {
+                    // The backend closed this pooled connection before our request reached it
+                    // (RFC 9112 9.3.1): retry once on a new connection.
+                    allowStaleRetry = false
+                    continue
+                }
+                throw error.clientError
+            }
+        }
+    }
+
+    // MARK: Pool
+
+    private func acquire(_ endpoint: HTTPEndpoint, loop: EventLoop, deadline: UInt64, fresh: Bool) async throws(HTTPClientError) -> (PooledConnection, Bool) {
+        let now = lbk_monotonic_ns()
+        if !fresh {
+            let pool = endpoint.pools[loop.index % endpoint.pools.count]
+            let idleLimit = UInt64(max(0, configuration.idleTimeout.nanosecondsClamped))
+            while let candidate = pool.idle.withLock({ $0.popLast() }) {
+                // Readable while idle means EOF or unsolicited bytes: the backend is done with it.
+                if candidate.socket.hasPendingReadEvent || now &- candidate.lastUsed > idleLimit || candidate.socket.loop !== loop {
+                    candidate.socket.close()
+                    continue
+                }
+                return (candidate, true)
+            }
+        }
+        let connectDeadline = min(deadline, now &+ UInt64(max(0, configuration.connectTimeout.nanosecondsClamped)))
+        do {
+            let socket = try await Socket.connect(to: endpoint.address, loop: loop, deadline: connectDeadline)
+            endpoint.noteOpened()
+            return (PooledConnection(socket: socket, now: now), false)
+        } catch {
+            switch error {
+            case .connectionRefused: throw HTTPClientError(kind: .connectRefused, requestSent: false)
+            case .timedOut: throw HTTPClientError(kind: .connectTimeout, requestSent: false)
+            default: throw HTTPClientError(kind: .connectFailed(error.description), requestSent: false)
+            }
+        }
+    }
+
+    private func release(_ connection: PooledConnection, to endpoint: HTTPEndpoint, loop: EventLoop) {
+        guard connection.buffer.isEmpty else {
+            // Bytes after a complete response: the backend is out of sync; do not reuse.
+            connection.socket.close()
+            return
+        }
+        connection.lastUsed = lbk_monotonic_ns()
+        let pool = endpoint.pools[loop.index % endpoint.pools.count]
+        let max = configuration.maxIdlePerLoop
+        let kept = pool.idle.withLock { p -> Bool in
+            guard p.count < max else { return false }
+            p.append(connection)
+            return true
+        }
+        if !kept { connection.socket.close() }
+    }
+
+    // MARK: Exchange
+
+    struct ExchangeFailure: Error {
+        var clientError: HTTPClientError
+        /// No response byte arrived and the connection broke (EOF/reset) — the stale-pool shape.
+        var isStaleConnectionSymptom: Bool
+    }
+
+    private func exchange(_ wire: [UInt8], method: String, on connection: PooledConnection,
+                          deadline: UInt64) async throws(ExchangeFailure) -> (HTTPClientResponse, Bool) {
+        do {
+            try await connection.socket.write(wire, deadline: deadline)
+        } catch {
+            let stale = error == .connectionReset || error == .closed
+            throw ExchangeFailure(clientError: mapIO(error, sent: true), isStaleConnectionSymptom: stale)
+        }
+        var responseStarted = false
+        while true {
+            let parsed = try await readHead(connection, method: method, deadline: deadline, started: &responseStarted)
+            if parsed.head.status >= 100 && parsed.head.status < 200 {
+                continue  // 100 Continue / 103 Early Hints: skip interim responses
+            }
+            let body = try await readBody(connection, framing: parsed.framing, deadline: deadline)
+            let keepAlive = parsed.keepAlive && parsed.framing != .untilClose
+            return (HTTPClientResponse(head: parsed.head, body: body, reusedConnection: false), keepAlive)
+        }
+    }
+
+    private func readHead(_ connection: PooledConnection, method: String, deadline: UInt64,
+                          started: inout Bool) async throws(ExchangeFailure) -> ParsedResponseHead {
+        var scanFrom = 0
+        let limits = configuration.limits
+        while true {
+            if !connection.buffer.isEmpty {
+                started = true
+                let from = scanFrom
+                let result: Result<ParsedResponseHead?, HTTPParseError> = connection.buffer.withReadableBytes { bytes in
+                    do throws(HTTPParseError) {
+                        return .success(try HTTPResponseHeadParser.parse(bytes, requestMethod: method, limits: limits, scanFrom: from))
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+                switch result {
+                case .success(let parsed?):
+                    connection.buffer.consume(parsed.headLength)
+                    return parsed
+                case .success(nil):
+                    scanFrom = connection.buffer.readableCount
+                case .failure(let error):
+                    throw ExchangeFailure(clientError: HTTPClientError(kind: .malformedResponse(error.reason), requestSent: true),
+                                          isStaleConnectionSymptom: false)
+                }
+            }
+            let n: Int
+            do {
+                n = try await connection.socket.read(into: &connection.buffer, deadline: deadline)
+            } catch {
+                throw ExchangeFailure(clientError: mapIO(error, sent: true),
+                                      isStaleConnectionSymptom: !started && error == .connectionReset)
+            }
+            if n == 0 {
+                throw ExchangeFailure(clientError: HTTPClientError(kind: .connectionReset, requestSent: true),
+                                      isStaleConnectionSymptom: !started)
+            }
+        }
+    }
+
+    private func readBody(_ connection: PooledConnection, framing: HTTPBodyFraming,
+                          deadline: UInt64) async throws(ExchangeFailure) -> [UInt8] {
+        let maxBytes = configuration.maxResponseBytes
+        switch framing {
+        case .none:
+            return []
+        case .contentLength(let length):
+            guard length <= maxBytes else { throw failure(.responseTooLarge) }
+            if connection.buffer.readableCount >= length { return connection.buffer.take(length) }
+            var body: [UInt8] = []
+            body.reserveCapacity(length)
+            body.append(contentsOf: connection.buffer.take(length))
+            while body.count < length {
+                try await readMore(connection, deadline: deadline, eofIsError: true)
+                body.append(contentsOf: connection.buffer.take(length - body.count))
+            }
+            return body
+        case .chunked:
+            var decoder = ChunkedDecoder(limits: configuration.limits)
+            var body: [UInt8] = []
+            while true {
+                if !connection.buffer.isEmpty {
+                    let result: Result<Int, HTTPParseError> = connection.buffer.withReadableBytes { bytes in
+                        do throws(HTTPParseError) {
+                            return .success(try decoder.decode(bytes, into: &body))
+                        } catch {
+                            return .failure(error)
+                        }
+                    }
+                    switch result {
+                    case .success(let consumed): connection.buffer.consume(consumed)
+                    case .failure(let error): throw failure(.malformedResponse(error.reason))
+                    }
+                    if body.count > maxBytes { throw failure(.responseTooLarge) }
+                    if decoder.isComplete { return body }
+                }
+                try await readMore(connection, deadline: deadline, eofIsError: true)
+            }
+        case .untilClose:
+            var body = connection.buffer.take(connection.buffer.readableCount)
+            while true {
+                let more = try await readMore(connection, deadline: deadline, eofIsError: false)
+                if !more { return body }
+                body.append(contentsOf: connection.buffer.take(connection.buffer.readableCount))
+                if body.count > maxBytes { throw failure(.responseTooLarge) }
+            }
+        }
+    }
+
+    /// Reads more bytes; returns false at EOF when `eofIsError` is false.
+    @discardableResult
+    private func readMore(_ connection: PooledConnection, deadline: UInt64, eofIsError: Bool) async throws(ExchangeFailure) -> Bool {
+        let n: Int
+        do {
+            n = try await connection.socket.read(into: &connection.buffer, deadline: deadline)
+        } catch {
+            throw ExchangeFailure(clientError: mapIO(error, sent: true), isStaleConnectionSymptom: false)
+        }
+        if n == 0 {
+            if eofIsError { throw failure(.connectionReset) }
+            return false
+        }
+        return true
+    }
+
+    private func failure(_ kind: HTTPClientError.Kind) -> ExchangeFailure {
+        ExchangeFailure(clientError: HTTPClientError(kind: kind, requestSent: true), isStaleConnectionSymptom: false)
+    }
+
+    private func mapIO(_ error: IOError, sent: Bool) -> HTTPClientError {
+        switch error {
+        case .timedOut: HTTPClientError(kind: .timedOut, requestSent: sent)
+        default: HTTPClientError(kind: .connectionReset, requestSent: sent)
+        }
+    }
+}

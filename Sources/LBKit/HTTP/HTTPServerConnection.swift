@@ -1,0 +1,249 @@
+import CLBKitShim
+
+/// Serves one client connection: read a request head, read its body, call the handler, write the
+/// response; repeat while keep-alive holds. Requests are handled strictly one after another, so
+/// pipelined requests are answered in order.
+struct HTTPServerConnection {
+    let socket: Socket
+    let server: HTTPServer
+    let context: RequestContext
+
+    private var config: HTTPServerConfiguration { server.configuration }
+
+    /// Why the request loop stopped reading.
+    enum Failure: Error {
+        /// Send this response, then close.
+        case respond(HTTPResponse)
+        /// Close without a response (EOF, reset, idle timeout, shutdown).
+        case close
+    }
+
+    func run() async {
+        var buffer = InboundBuffer(capacity: 16 * 1024)
+        var out: [UInt8] = []
+        out.reserveCapacity(4096)
+        var served = 0
+        while true {
+            let parsed: ParsedRequestHead
+            let body: [UInt8]
+            do {
+                parsed = try await readHead(&buffer)
+                body = try await readBody(parsed, &buffer)
+            } catch {
+                if case .respond(let response) = error {
+                    if await write(response, headOnly: false, keepAlive: false, version: .http1_1, into: &out) {
+                        await lingeringClose(&buffer)
+                    }
+                }
+                return
+            }
+            served += 1
+            let request = HTTPRequest(head: parsed.head, body: body)
+            let response = await server.handler.handle(request, context: context)
+            var keepAlive = parsed.keepAlive && !server.isDraining
+            if config.maxRequestsPerConnection > 0 && served >= config.maxRequestsPerConnection { keepAlive = false }
+            if let c = response.head.headers.first(name: "Connection"), HTTPConnectionHeader.hasToken(c, "close") {
+                keepAlive = false
+            }
+            let ok = await write(response, headOnly: parsed.head.method == "HEAD", keepAlive: keepAlive,
+                                 version: parsed.head.version, into: &out)
+            if !ok { return }
+            if !keepAlive {
+                await lingeringClose(&buffer)
+                return
+            }
+        }
+    }
+
+    /// After a final response: half-close, then read and discard what the client still sends (up
+    /// to a short deadline) so that closing with unread bytes does not reset the connection before
+    /// the client has read our response (RFC 9112 9.6).
+    private func lingeringClose(_ buffer: inout InboundBuffer) async {
+        socket.shutdownWrite()
+        let until = deadline(after: .milliseconds(500))
+        var discarded = 0
+        while discarded < 1 << 20 {
+            buffer.consume(buffer.readableCount)
+            guard let n = try? await socket.read(into: &buffer, deadline: until), n > 0 else { return }
+            discarded += n
+        }
+    }
+
+    // MARK: Head
+
+    private func readHead(_ buffer: inout InboundBuffer) async throws(Failure) -> ParsedRequestHead {
+        let idleDeadline = deadline(after: config.idleTimeout)
+        var headDeadline: UInt64 = .max
+        var scanFrom = 0
+        while true {
+            if !buffer.isEmpty {
+                let limits = config.limits
+                let from = scanFrom
+                let result: Result<ParsedRequestHead?, HTTPParseError> = buffer.withReadableBytes { bytes in
+                    do throws(HTTPParseError) {
+                        return .success(try HTTPRequestHeadParser.parse(bytes, limits: limits, scanFrom: from))
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+                switch result {
+                case .success(let parsed?):
+                    buffer.consume(parsed.headLength)
+                    return parsed
+                case .success(nil):
+                    scanFrom = buffer.readableCount
+                    if headDeadline == .max { headDeadline = deadline(after: config.headerTimeout) }
+                case .failure(let error):
+                    throw .respond(.jsonError(status: error.status, message: error.reason))
+                }
+            } else if server.isDraining {
+                throw .close
+            }
+            let waitingIdle = buffer.isEmpty
+            do {
+                let n = try await socket.read(into: &buffer, deadline: waitingIdle ? idleDeadline : headDeadline,
+                                              idle: waitingIdle)
+                if n == 0 { throw Failure.close }
+            } catch let error as Failure {
+                throw error
+            } catch {
+                if error as? IOError == .timedOut && !waitingIdle {
+                    throw .respond(.jsonError(status: 408, message: "request head not received in time"))
+                }
+                throw .close
+            }
+        }
+    }
+
+    // MARK: Body
+
+    private func readBody(_ parsed: ParsedRequestHead, _ buffer: inout InboundBuffer) async throws(Failure) -> [UInt8] {
+        switch parsed.framing {
+        case .none, .untilClose:
+            return []
+        case .contentLength(let length):
+            if length > config.maxBodyBytes {
+                throw .respond(.jsonError(status: 413, message: "request body of \(length) bytes exceeds the limit of \(config.maxBodyBytes) bytes"))
+            }
+            if length == 0 { return [] }
+            if buffer.readableCount >= length { return buffer.take(length) }
+            if parsed.expectsContinue && buffer.isEmpty { try await sendContinue() }
+            var body: [UInt8] = []
+            body.reserveCapacity(length)
+            body.append(contentsOf: buffer.take(length))
+            let bodyDeadline = deadline(after: config.bodyTimeout)
+            while body.count < length {
+                try await readMore(&buffer, deadline: bodyDeadline)
+                body.append(contentsOf: buffer.take(length - body.count))
+            }
+            return body
+        case .chunked:
+            if parsed.expectsContinue && buffer.isEmpty { try await sendContinue() }
+            var decoder = ChunkedDecoder(limits: config.limits)
+            var body: [UInt8] = []
+            let bodyDeadline = deadline(after: config.bodyTimeout)
+            while true {
+                if !buffer.isEmpty {
+                    let result: Result<Int, HTTPParseError> = buffer.withReadableBytes { bytes in
+                        do throws(HTTPParseError) {
+                            return .success(try decoder.decode(bytes, into: &body))
+                        } catch {
+                            return .failure(error)
+                        }
+                    }
+                    switch result {
+                    case .success(let consumed): buffer.consume(consumed)
+                    case .failure(let error):
+                        throw .respond(.jsonError(status: error.status, message: error.reason))
+                    }
+                    if body.count > config.maxBodyBytes {
+                        throw .respond(.jsonError(status: 413, message: "request body exceeds the limit of \(config.maxBodyBytes) bytes"))
+                    }
+                    if decoder.isComplete { return body }
+                }
+                try await readMore(&buffer, deadline: bodyDeadline)
+            }
+        }
+    }
+
+    private func readMore(_ buffer: inout InboundBuffer, deadline: UInt64) async throws(Failure) {
+        do {
+            let n = try await socket.read(into: &buffer, deadline: deadline)
+            if n == 0 { throw Failure.close }
+        } catch let error as Failure {
+            throw error
+        } catch {
+            if error as? IOError == .timedOut {
+                throw .respond(.jsonError(status: 408, message: "request body not received in time"))
+            }
+            throw .close
+        }
+    }
+
+    private func sendContinue() async throws(Failure) {
+        do {
+            try await socket.write(HTTPServerConnection.continueBytes, deadline: deadline(after: config.writeTimeout))
+        } catch {
+            throw .close
+        }
+    }
+
+    static let continueBytes: [UInt8] = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
+
+    // MARK: Response
+
+    /// Serializes and writes `response`; returns false if the write failed.
+    @discardableResult
+    private func write(_ response: HTTPResponse, headOnly: Bool, keepAlive: Bool, version: HTTPVersion,
+                       into out: inout [UInt8]) async -> Bool {
+        var head = response.head
+        let status = head.status
+        let bodyAllowed = !(status < 200 || status == 204 || status == 304)
+        if bodyAllowed && !(headOnly && head.headers.contains(name: "Content-Length")) {
+            head.headers.replaceOrAdd(name: "Content-Length", value: String(response.body.count))
+        }
+        head.headers.remove(name: "Transfer-Encoding")
+        head.headers.remove(name: "Connection")
+        if !keepAlive {
+            head.headers.add(name: "Connection", value: "close")
+        } else if version == .http1_0 {
+            head.headers.add(name: "Connection", value: "keep-alive")
+        }
+        head.version = .http1_1
+        out.removeAll(keepingCapacity: true)
+        HTTPSerializer.appendResponseHead(head, to: &out)
+        if bodyAllowed && !headOnly { out.append(contentsOf: response.body) }
+        do {
+            try await socket.write(out, deadline: deadline(after: config.writeTimeout))
+        } catch {
+            return false
+        }
+        if out.capacity > 256 * 1024 { out = [] }
+        return true
+    }
+
+    @inline(__always)
+    private func deadline(after duration: Duration) -> UInt64 {
+        lbk_monotonic_ns() &+ UInt64(max(0, duration.nanosecondsClamped))
+    }
+}
+
+/// Helpers for the `Connection` header's comma-separated tokens.
+enum HTTPConnectionHeader {
+    /// Whether `value` (e.g. `"keep-alive, Upgrade"`) lists `token`, case-insensitively.
+    static func hasToken(_ value: String, _ token: String) -> Bool {
+        value.split(separator: ",").contains { part in
+            HTTPHeaders.namesEqual(String(part.trimmingASCIIWhitespace()), token)
+        }
+    }
+}
+
+extension Substring {
+    /// The substring without leading and trailing spaces and tabs.
+    func trimmingASCIIWhitespace() -> Substring {
+        var s = self
+        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
+        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
+        return s
+    }
+}

@@ -1,0 +1,279 @@
+import CLBKitShim
+import Synchronization
+
+/// The balancer: an ``HTTPHandler`` that forwards each request to a backend chosen by a
+/// ``BackendCluster``, fails over where that is safe (``RetryPolicy``), throttles clients
+/// (``ThrottleTable``) and answers the reserved `/_lb/*` endpoints.
+///
+/// ```swift
+/// var config = LoadBalancerConfiguration()
+/// config.backends = [try BackendURL(parsing: "http://127.0.0.1:5001")]
+/// let group = try EventLoopGroup()
+/// let balancer = try LoadBalancer(configuration: config, group: group)
+/// let server = HTTPServer(configuration: .init(host: "127.0.0.1", port: 8000), group: group, handler: balancer)
+/// try server.start()
+/// let checks = Task { await balancer.runHealthChecks() }   // active checks until cancelled
+/// ```
+public final class LoadBalancer: HTTPHandler {
+    /// The configuration in effect.
+    public let configuration: LoadBalancerConfiguration
+    /// Health, latency and selection state of the backends.
+    public let cluster: BackendCluster
+    /// Per-client throttling, when `rateLimit` is set.
+    public let throttle: ThrottleTable?
+    let endpoints: [HTTPEndpoint]
+    let backendNames: [String]
+    let client: HTTPClient
+    let identity: ClientIdentityResolver
+    let retryPolicy: RetryPolicy
+    let log: @Sendable (String) -> Void
+    let counters = ProxyCounters()
+    let startedAt = lbk_monotonic_ns()
+    private let probeCursor = Atomic<Int>(0)
+    private let group: EventLoopGroup
+
+    /// Resolves the backends and builds the policy objects.
+    public init(configuration: LoadBalancerConfiguration, group: EventLoopGroup,
+                clock: any MonotonicClock = SystemClock(),
+                log: @escaping @Sendable (String) -> Void = { StandardOutput.line($0) }) throws(LoadBalancerError) {
+        guard !configuration.backends.isEmpty else { throw LoadBalancerError("no backends configured") }
+        self.configuration = configuration
+        self.group = group
+        self.log = log
+        var endpoints: [HTTPEndpoint] = []
+        for url in configuration.backends {
+            do {
+                let address = try SocketAddress(host: url.host, port: url.port)
+                endpoints.append(HTTPEndpoint(address: address, authority: url.authority, group: group))
+            } catch {
+                throw LoadBalancerError("backend \(url): \(error)")
+            }
+        }
+        self.endpoints = endpoints
+        backendNames = configuration.backends.map(\.description)
+        var clientConfig = HTTPClientConfiguration()
+        clientConfig.connectTimeout = configuration.connectTimeout
+        client = HTTPClient(configuration: clientConfig)
+
+        var clusterConfig = ClusterConfiguration()
+        clusterConfig.strategy = configuration.strategy
+        clusterConfig.maxFails = configuration.maxFails
+        clusterConfig.activeChecks = configuration.healthInterval > .zero
+        clusterConfig.maxDelay = configuration.maxDelay
+        let descriptors = configuration.backends.enumerated().map { i, url in
+            BackendDescriptor(url: url.description, weight: i < configuration.weights.count ? configuration.weights[i] : 1)
+        }
+        cluster = BackendCluster(backends: descriptors, configuration: clusterConfig, clock: clock, log: log)
+
+        if let rate = configuration.rateLimit {
+            let burst = configuration.burst ?? max(1, Int(rate.rounded(.up)))
+            throttle = ThrottleTable(configuration: ThrottleConfiguration(rate: rate, burst: burst), clock: clock, log: log)
+        } else {
+            throttle = nil
+        }
+        identity = ClientIdentityResolver(trustedProxies: configuration.trustedProxies)
+        retryPolicy = RetryPolicy(retryNonIdempotent: configuration.retryNonIdempotent)
+    }
+
+    // MARK: Handling
+
+    /// Answers `/_lb/*` itself; throttles; forwards everything else.
+    public func handle(_ request: HTTPRequest, context: RequestContext) async -> HTTPResponse {
+        let start = lbk_monotonic_ns()
+        if request.head.target.hasPrefix("/_lb/") {
+            return reservedEndpoint(request, context: context)
+        }
+        if let throttle {
+            let key = clientKey(request, context: context)
+            let decision = throttle.check(key)
+            if !decision.isAllowed {
+                counters.throttled.add(1, ordering: .relaxed)
+                var headers = HTTPHeaders()
+                for (name, value) in decision.responseHeaders() { headers.add(name: name, value: value) }
+                let response = HTTPResponse.jsonError(status: 429, message: "too many requests from \(key)", headers: headers)
+                record(response, request: request, context: context, backend: nil, attempts: 0, start: start)
+                return response
+            }
+        }
+        let (response, backend, attempts) = await forward(request, context: context)
+        record(response, request: request, context: context, backend: backend, attempts: attempts, start: start)
+        return response
+    }
+
+    private func clientKey(_ request: HTTPRequest, context: RequestContext) -> ClientAddress {
+        let peer = context.peer?.clientAddress ?? ClientAddress(ipv4: 0)
+        if identity.trustedProxies.isEmpty { return peer }
+        return identity.resolve(peer: peer, forwardedFor: request.headers["X-Forwarded-For"])
+    }
+
+    /// Tries up to `maxAttempts` distinct backends within the request deadline.
+    func forward(_ request: HTTPRequest, context: RequestContext) async -> (HTTPResponse, Int?, Int) {
+        cluster.requestStarted()
+        let upstream = HTTPClientRequest(head: ForwardingHeaders.upstreamHead(for: request.head, peer: context.peer),
+                                         body: request.body)
+        let requestDeadline = lbk_monotonic_ns() &+ UInt64(max(0, configuration.effectiveRequestTimeout.nanosecondsClamped))
+        let attemptNanos = UInt64(max(0, configuration.attemptTimeout.nanosecondsClamped))
+        let replayable = retryPolicy.mayRetryAfterSending(method: request.method, headers: request.headers)
+        var tried = BackendIndexSet()
+        var attempts = 0
+        var lastFailure: (status: Int, message: String)? = nil
+        var lastResponse: (HTTPResponse, Int)? = nil
+        var pendingRetry: RetryReason? = nil
+
+        while attempts < configuration.maxAttempts {
+            let index: Int
+            switch cluster.choose(excluding: tried) {
+            case .backend(let i):
+                index = i
+            case .noneEligible(let retryAfter):
+                if attempts == 0 {
+                    counters.noBackend.add(1, ordering: .relaxed)
+                    let seconds = max(1, Int((retryAfter.milliseconds / 1000).rounded(.up)))
+                    return (.jsonError(status: 503, message: "no healthy backend available",
+                                       headers: ["Retry-After": String(seconds)]), nil, 0)
+                }
+                return finish(lastResponse, lastFailure, attempts)
+            }
+            if let reason = pendingRetry {
+                guard cluster.tryRetry(reason: reason) else {
+                    counters.budgetExhausted.add(1, ordering: .relaxed)
+                    return finish(lastResponse, lastFailure, attempts)
+                }
+            }
+            let now = lbk_monotonic_ns()
+            if now >= requestDeadline {
+                return finish(lastResponse, lastFailure ?? (504, "request deadline exceeded"), attempts)
+            }
+            tried.insert(index)
+            attempts += 1
+            cluster.attemptStarted(index)
+            let deadline = min(requestDeadline, now &+ attemptNanos)
+            do {
+                var response = try await client.execute(upstream, to: endpoints[index], on: context.eventLoop, deadline: deadline)
+                let latency = Duration.nanoseconds(Int64(clamping: lbk_monotonic_ns() &- now))
+                if response.head.status >= 500 {
+                    cluster.attemptFinished(index, outcome: .failure(.status5xx), latency: latency)
+                    let proxied = clientResponse(&response, backend: index)
+                    if replayable && attempts < configuration.maxAttempts {
+                        lastResponse = (proxied, index)
+                        pendingRetry = .status5xx
+                        continue
+                    }
+                    return (proxied, index, attempts)
+                }
+                cluster.attemptFinished(index, outcome: .success, latency: latency)
+                return (clientResponse(&response, backend: index), index, attempts)
+            } catch {
+                let elapsed = Duration.nanoseconds(Int64(clamping: lbk_monotonic_ns() &- now))
+                let name = backendNames[index]
+                switch error.kind {
+                case .connectRefused, .connectTimeout, .connectFailed:
+                    cluster.attemptFinished(index, outcome: .failure(.connect), latency: elapsed)
+                    lastFailure = (502, "backend \(name): \(error)")
+                case .timedOut:
+                    cluster.attemptFinished(index, outcome: .failure(.timeout), latency: elapsed)
+                    lastFailure = (504, "backend \(name): no response within \(Int(configuration.attemptTimeout.milliseconds)) ms")
+                case .connectionReset, .malformedResponse, .responseTooLarge:
+                    cluster.attemptFinished(index, outcome: .failure(.reset), latency: elapsed)
+                    lastFailure = (502, "backend \(name): \(error)")
+                }
+                lastResponse = nil
+                if !error.requestSent {
+                    pendingRetry = .connect
+                    continue
+                }
+                if replayable {
+                    pendingRetry = error.kind == .timedOut ? .timeout : .reset
+                    continue
+                }
+                return finish(nil, lastFailure, attempts)
+            }
+        }
+        return finish(lastResponse, lastFailure, attempts)
+    }
+
+    private func finish(_ response: (HTTPResponse, Int)?, _ failure: (status: Int, message: String)?, _ attempts: Int) -> (HTTPResponse, Int?, Int) {
+        if let (r, i) = response { return (r, i, attempts) }
+        let f = failure ?? (502, "no backend could be reached")
+        return (.jsonError(status: f.status, message: f.message + (attempts > 1 ? " (after \(attempts) attempts)" : "")), nil, attempts)
+    }
+
+    private func clientResponse(_ response: inout HTTPClientResponse, backend: Int) -> HTTPResponse {
+        var head = response.head
+        ForwardingHeaders.stripHopByHop(&head.headers)
+        head.headers.add(name: "X-Backend", value: backendNames[backend])
+        return HTTPResponse(head: head, body: response.body)
+    }
+
+    private func record(_ response: HTTPResponse, request: HTTPRequest, context: RequestContext, backend: Int?, attempts: Int, start: UInt64) {
+        counters.count(status: response.status)
+        guard configuration.accessLog else { return }
+        let ms = Double(lbk_monotonic_ns() &- start) / 1_000_000
+        let client = context.peer?.ipAddress ?? "-"
+        let upstream = backend.map { backendNames[$0] } ?? "-"
+        let line = "\(AccessLogClock.timestamp()) \(client) \"\(request.method) \(request.target)\" \(response.status) backend=\(upstream) attempts=\(attempts) duration_ms=\(String(format3: ms))"
+        AccessLogWriter.shared.write(line)
+    }
+
+    // MARK: Active health checks
+
+    /// Probes every backend with `GET healthPath` every `healthInterval` until the task is cancelled.
+    /// Probes of one round run concurrently (one per backend); a round waits for the previous one,
+    /// so a slow backend never accumulates probes.
+    public func runHealthChecks() async {
+        let interval = configuration.healthInterval
+        guard interval > .zero else { return }
+        let timeout = configuration.effectiveHealthTimeout
+        while !Task.isCancelled {
+            let roundStart = lbk_monotonic_ns()
+            await withTaskGroup(of: Void.self) { tasks in
+                for index in endpoints.indices {
+                    let loop = group.loops[probeCursor.add(1, ordering: .relaxed).oldValue % group.loops.count]
+                    tasks.addTask(executorPreference: loop) {
+                        await self.probe(index, loop: loop, timeout: timeout)
+                    }
+                }
+            }
+            let spent = Duration.nanoseconds(Int64(clamping: lbk_monotonic_ns() &- roundStart))
+            let wait = interval - spent
+            if wait > .zero {
+                do { try await Task.sleep(for: wait) } catch { return }
+            }
+        }
+    }
+
+    /// One active check of backend `index`.
+    func probe(_ index: Int, loop: EventLoop, timeout: Duration) async {
+        var head = HTTPRequestHead(method: "GET", target: configuration.healthPath)
+        head.headers.add(name: "Host", value: endpoints[index].authority)
+        head.headers.add(name: "User-Agent", value: "lbserve-health-check")
+        let start = lbk_monotonic_ns()
+        var ok = false
+        do {
+            let response = try await client.execute(HTTPClientRequest(head: head), to: endpoints[index], on: loop, timeout: timeout)
+            ok = (200..<300).contains(response.head.status)
+        } catch {
+            ok = false
+        }
+        let latency = Duration.nanoseconds(Int64(clamping: lbk_monotonic_ns() &- start))
+        cluster.probeFinished(index, success: ok, latency: latency)
+    }
+}
+
+/// A balancer that could not be built.
+public struct LoadBalancerError: Error, Sendable, CustomStringConvertible {
+    /// What is wrong.
+    public var message: String
+    init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+extension SocketAddress {
+    /// The address as a throttling key.
+    public var clientAddress: ClientAddress? {
+        switch storage {
+        case .v4(let a): return ClientAddress(ipv4: UInt32(bigEndian: a.sin_addr.s_addr))
+        case .v6(var a): return withUnsafeBytes(of: &a.sin6_addr) { ClientAddress(bytes: $0) }
+        }
+    }
+}

@@ -1,0 +1,69 @@
+/// Everything a ``LoadBalancer`` needs: where to listen, the backends, and the policies for
+/// failures, slowness and throttling. Each property is one `lbserve` flag (see README).
+///
+/// ```swift
+/// var config = LoadBalancerConfiguration()
+/// config.backends = [try BackendURL(parsing: "http://127.0.0.1:5001"),
+///                    try BackendURL(parsing: "http://127.0.0.1:5002")]
+/// config.attemptTimeout = .milliseconds(500)
+/// ```
+public struct LoadBalancerConfiguration: Sendable {
+    /// Listen address (`--host`).
+    public var host = "0.0.0.0"
+    /// Listen port (`--port`); 0 picks a free port.
+    public var port = 8000
+    /// Backends in rotation order (`--backend`).
+    public var backends: [BackendURL] = []
+    /// Per-backend weights for the weighted strategy (same order as `backends`; missing = 1).
+    public var weights: [Int] = []
+    /// Selection strategy (`--strategy`).
+    public var strategy: BalancingStrategy = .roundRobin
+    /// Deadline of one attempt (`--timeout-ms`).
+    public var attemptTimeout: Duration = .milliseconds(3000)
+    /// Deadline shared by all attempts of a request (`--request-timeout-ms`); nil = attempt timeout x max attempts.
+    public var requestTimeout: Duration?
+    /// TCP connect timeout per attempt (`--connect-timeout-ms`).
+    public var connectTimeout: Duration = .milliseconds(1000)
+    /// Latency above which a backend is excluded as slow (`--max-delay-ms`); nil = no latency ejection.
+    public var maxDelay: Duration?
+    /// Consecutive failures that eject a backend (`--max-fails`).
+    public var maxFails = 3
+    /// Active health check period (`--health-interval-ms`); zero disables active checks.
+    public var healthInterval: Duration = .milliseconds(2000)
+    /// Active health check path (`--health-path`).
+    public var healthPath = "/health"
+    /// Active health check timeout (`--health-timeout-ms`); nil = min(interval, 2 s), at least max-delay x 2.
+    public var healthTimeout: Duration?
+    /// Requests per second per client IP (`--rate-limit`); nil = no throttling.
+    public var rateLimit: Double?
+    /// Burst per client IP (`--burst`); nil = same as the rate (at least 1).
+    public var burst: Int?
+    /// Largest request body (`--max-body-bytes`).
+    public var maxBodyBytes = 8 * 1024 * 1024
+    /// Distinct backends tried per request (`--max-attempts`).
+    public var maxAttempts = 3
+    /// Also fail over POST/PATCH after they were sent (`--retry-non-idempotent`).
+    public var retryNonIdempotent = false
+    /// Peers whose X-Forwarded-For is believed (`--trusted-proxy`).
+    public var trustedProxies: [CIDRRange] = []
+    /// One line per request on stdout (`--access-log`).
+    public var accessLog = false
+    /// Event loops (`--threads`); default one per core.
+    public var loopCount = EventLoopGroup.coreCount
+
+    /// Defaults as documented per property.
+    public init() {}
+
+    /// The overall request deadline in effect.
+    public var effectiveRequestTimeout: Duration {
+        requestTimeout ?? attemptTimeout * maxAttempts
+    }
+
+    /// The health check timeout in effect.
+    public var effectiveHealthTimeout: Duration {
+        if let healthTimeout { return healthTimeout }
+        var t = min(healthInterval, .seconds(2))
+        if let maxDelay { t = max(t, maxDelay * 2) }
+        return max(t, .milliseconds(100))
+    }
+}

@@ -1,0 +1,94 @@
+import CLBKitShim
+
+extension LoadBalancer {
+    /// `GET /_lb/health`, `GET /_lb/stats`, `GET /_lb/metrics`; anything else under `/_lb/` is 404.
+    func reservedEndpoint(_ request: HTTPRequest, context: RequestContext) -> HTTPResponse {
+        guard request.method == "GET" || request.method == "HEAD" else {
+            return .jsonError(status: 405, message: "\(request.method) not allowed on \(request.head.path)", headers: ["Allow": "GET, HEAD"])
+        }
+        switch request.head.path {
+        case "/_lb/health":
+            let snapshot = cluster.snapshot()
+            let eligible = snapshot.filter { $0.state == .healthy || $0.state == .probing }.count
+            return .json(status: 200, "{\"status\":\"ok\",\"backends\":\(snapshot.count),\"eligible\":\(eligible)}")
+        case "/_lb/stats":
+            return .json(status: 200, statsJSON())
+        case "/_lb/metrics":
+            return HTTPResponse(status: 200, headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"],
+                                body: Array(metricsText().utf8))
+        default:
+            return .jsonError(status: 404, message: "no such endpoint \(request.head.path) (try /_lb/health, /_lb/stats, /_lb/metrics)")
+        }
+    }
+
+    /// The `/_lb/stats` document.
+    func statsJSON() -> String {
+        let now = lbk_monotonic_ns()
+        var backends: [String] = []
+        for (i, b) in cluster.snapshot().enumerated() {
+            let sinceMs = Double(now &- b.since.nanoseconds) / 1_000_000
+            let pool = endpoints[i]
+            backends.append("""
+                {"url":\(JSON.quote(b.url)),"state":"\(b.state.rawValue)","reason":\(JSON.quote(b.reason)),\
+                "state_for_ms":\(String(format3: sinceMs)),"weight":\(b.weight),"requests":\(b.requests),\
+                "failures":{"connect":\(b.failures.connect),"reset":\(b.failures.reset),"timeout":\(b.failures.timeout),"5xx":\(b.failures.status5xx),"total":\(b.failures.total)},\
+                "retries":\(b.retries),"in_flight":\(b.inFlight),"ejections":\(b.ejectionCount),\
+                "latency":{"ewma_ms":\(String(format3: b.latencyEWMA)),"p50_ms":\(String(format3: b.latencyP50)),"p99_ms":\(String(format3: b.latencyP99))},\
+                "pool":{"idle":\(pool.idleConnectionCount),"opened":\(pool.connectionsOpened)}}
+                """)
+        }
+        let c = counters
+        let uptime = Double(now &- startedAt) / 1_000_000_000
+        return """
+            {"uptime_s":\(String(format3: uptime)),"strategy":"\(configuration.strategy.rawValue)",\
+            "totals":{"requests":\(c.requests.load(ordering: .relaxed)),\
+            "by_status":{"1xx":\(c.status1xx.load(ordering: .relaxed)),"2xx":\(c.status2xx.load(ordering: .relaxed)),"3xx":\(c.status3xx.load(ordering: .relaxed)),"4xx":\(c.status4xx.load(ordering: .relaxed)),"5xx":\(c.status5xx.load(ordering: .relaxed))},\
+            "throttled":\(c.throttled.load(ordering: .relaxed)),"no_backend":\(c.noBackend.load(ordering: .relaxed)),\
+            "retry_budget_exhausted":\(c.budgetExhausted.load(ordering: .relaxed)),"throttle_tracked_clients":\(throttle?.count ?? 0)},\
+            "backends":[\(backends.joined(separator: ","))]}
+            """
+    }
+
+    /// The `/_lb/metrics` Prometheus text exposition (format 0.0.4).
+    func metricsText() -> String {
+        var out = ""
+        let c = counters
+        func family(_ name: String, _ type: String, _ help: String) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+        }
+        family("lb_requests_total", "counter", "Client requests answered, by status class.")
+        let classes = [("1xx", c.status1xx.load(ordering: .relaxed)), ("2xx", c.status2xx.load(ordering: .relaxed)),
+                       ("3xx", c.status3xx.load(ordering: .relaxed)), ("4xx", c.status4xx.load(ordering: .relaxed)),
+                       ("5xx", c.status5xx.load(ordering: .relaxed))]
+        for (cls, v) in classes {
+            out += "lb_requests_total{code=\"\(cls)\"} \(v)\n"
+        }
+        family("lb_throttled_total", "counter", "Requests answered 429 by per-client throttling.")
+        out += "lb_throttled_total \(c.throttled.load(ordering: .relaxed))\n"
+        family("lb_no_backend_total", "counter", "Requests answered 503 because no backend was eligible.")
+        out += "lb_no_backend_total \(c.noBackend.load(ordering: .relaxed))\n"
+        family("lb_retry_budget_exhausted_total", "counter", "Retries refused by the retry budget.")
+        out += "lb_retry_budget_exhausted_total \(c.budgetExhausted.load(ordering: .relaxed))\n"
+        let snapshot = cluster.snapshot()
+        family("lb_backend_requests_total", "counter", "Attempts sent to each backend.")
+        for b in snapshot { out += "lb_backend_requests_total{backend=\"\(b.url)\"} \(b.requests)\n" }
+        family("lb_backend_failures_total", "counter", "Failed attempts per backend, by kind.")
+        for b in snapshot {
+            for (kind, v) in [("connect", b.failures.connect), ("reset", b.failures.reset), ("timeout", b.failures.timeout), ("5xx", b.failures.status5xx)] {
+                out += "lb_backend_failures_total{backend=\"\(b.url)\",kind=\"\(kind)\"} \(v)\n"
+            }
+        }
+        family("lb_backend_retries_total", "counter", "Retries that moved a request away from each backend.")
+        for b in snapshot { out += "lb_backend_retries_total{backend=\"\(b.url)\"} \(b.retries)\n" }
+        family("lb_backend_in_flight", "gauge", "Attempts in progress per backend.")
+        for b in snapshot { out += "lb_backend_in_flight{backend=\"\(b.url)\"} \(b.inFlight)\n" }
+        family("lb_backend_up", "gauge", "1 when the backend is eligible for traffic (healthy or probing), else 0.")
+        for b in snapshot {
+            let up = (b.state == .healthy || b.state == .probing) ? 1 : 0
+            out += "lb_backend_up{backend=\"\(b.url)\",state=\"\(b.state.rawValue)\"} \(up)\n"
+        }
+        family("lb_backend_latency_ewma_seconds", "gauge", "Peak-sensitive EWMA of response latency per backend.")
+        for b in snapshot { out += "lb_backend_latency_ewma_seconds{backend=\"\(b.url)\"} \(b.latencyEWMA / 1000)\n" }
+        return out
+    }
+}
