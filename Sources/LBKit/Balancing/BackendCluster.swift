@@ -1,0 +1,589 @@
+import Synchronization
+
+/// One backend server of a ``BackendCluster``.
+public struct BackendDescriptor: Sendable, Hashable {
+    /// Base URL, e.g. `http://127.0.0.1:5002` (used verbatim in log lines).
+    public var url: String
+    /// Relative weight for ``BalancingStrategy/weighted`` (and the power-of-two strategies);
+    /// values below 1 count as 1.
+    public var weight: Int
+
+    /// Creates a descriptor.
+    public init(url: String, weight: Int = 1) {
+        self.url = url
+        self.weight = weight
+    }
+}
+
+/// Tunables of a ``BackendCluster``. `init()` gives the defaults; change fields as needed.
+/// Out-of-range values are clamped, never trapped on.
+///
+/// ```swift
+/// var config = ClusterConfiguration()
+/// config.strategy = .peakEWMA
+/// config.maxDelay = .milliseconds(200)
+/// config.activeChecks = true
+/// ```
+public struct ClusterConfiguration: Sendable {
+    /// Balancing strategy (default round-robin).
+    public var strategy: BalancingStrategy = .roundRobin
+    /// Consecutive failed attempts that eject a backend (default 3, nginx's `max_fails`).
+    public var maxFails = 3
+    /// Number of recent attempts over which the failure rate is computed (default 10, max 64).
+    public var failureRateWindow = 10
+    /// Attempts needed in the window before the failure rate is judged (default 6), so two
+    /// unlucky requests on a fresh backend do not eject it.
+    public var failureRateMinimumRequests = 6
+    /// Failure rate, in percent, that ejects (default 50: a backend failing every other request
+    /// is ejected, which the consecutive counter alone never catches).
+    public var failureRateThreshold = 50
+    /// First ejection duration (default 5 s); the n-th ejection in a row lasts n times longer.
+    public var baseEjection: Duration = .seconds(5)
+    /// Longest ejection (default 60 s).
+    public var maxEjection: Duration = .seconds(60)
+    /// At most this percentage of the backends (at least one) may be passively excluded
+    /// (ejected, slow or probing) at once (default 50), so a proxy-side problem cannot empty the
+    /// pool. Actively `down` backends are not capped.
+    public var maxEjectedPercent = 50
+    /// Set when a health-check task calls ``BackendCluster/probeFinished(_:success:latency:)``
+    /// (default `false`). With active checks, a slow backend waits for fast checks; without,
+    /// it gets timed trial requests like an ejected one.
+    public var activeChecks = false
+    /// Consecutive passing checks that re-admit a down, ejected or probing backend, and
+    /// consecutive fast samples that re-admit a slow one (default 2).
+    public var rise = 2
+    /// Consecutive failing checks that mark a backend down (default 3).
+    public var fall = 3
+    /// Latency above which a backend is excluded as slow (default `nil`: no slow exclusion).
+    public var maxDelay: Duration?
+    /// Slow-start window after a re-admission: the share ramps from 10% to 100% (default 10 s;
+    /// `.zero` disables).
+    public var slowStart: Duration = .seconds(10)
+    /// Retry budget: percentage of requests that may be retried (default 20, Finagle's).
+    public var retryBudgetPercent = 20
+    /// Retry budget floor, in retries per second (default 10, Finagle's).
+    public var minRetriesPerSecond = 10
+    /// How long retry-budget deposits and withdrawals count (default 10 s, Finagle's).
+    public var retryBudgetTTL: Duration = .seconds(10)
+    /// Time constant τ of the peak-EWMA latency (default 10 s, Finagle's).
+    public var latencyDecay: Duration = .seconds(10)
+    /// Span of each of the two rotating latency histograms (default 30 s: p50/p99 cover the
+    /// last 30-60 s).
+    public var latencyWindow: Duration = .seconds(30)
+    /// Base timeout for one health check (default 2 s); see ``BackendCluster/probeTimeout(for:)``.
+    public var probeTimeout: Duration = .seconds(2)
+    /// Interval between health checks of one backend (default 2 s). The cluster does not run
+    /// checks; it only uses this to estimate Retry-After for down backends.
+    public var activeCheckInterval: Duration = .seconds(2)
+
+    /// The defaults listed on each property.
+    public init() {}
+
+    /// The health thresholds derived from this configuration.
+    public var healthPolicy: HealthPolicy {
+        HealthPolicy(
+            maxFails: maxFails, failureRateWindow: failureRateWindow,
+            failureRateMinimumRequests: failureRateMinimumRequests, failureRateThreshold: failureRateThreshold,
+            baseEjection: baseEjection, maxEjection: maxEjection, activeChecks: activeChecks,
+            rise: rise, fall: fall, maxDelay: maxDelay, slowStart: slowStart, activeCheckInterval: activeCheckInterval)
+    }
+}
+
+/// How one attempt on a backend ended.
+public enum AttemptOutcome: Sendable, Equatable {
+    /// A response below 500 arrived.
+    case success
+    /// The attempt failed; all kinds count as failures for health.
+    case failure(FailureKind)
+}
+
+/// The answer of ``BackendCluster/choose(excluding:)``.
+public enum ChooseResult: Sendable, Equatable {
+    /// Send the attempt to the backend with this index.
+    case backend(Int)
+    /// No backend can take the request: all are ejected, down, slow or already tried.
+    /// `retryAfter` (whole seconds, at least 1 s) estimates when one could be back; the proxy
+    /// answers 503 with a `Retry-After` header.
+    case noneEligible(retryAfter: Duration)
+}
+
+/// A set of backend indices (the ones a request already tried), as a 256-bit mask: a small
+/// value with no allocation. Indices outside `0..<256` are ignored.
+///
+/// ```swift
+/// var tried = BackendIndexSet()
+/// tried.insert(2)
+/// tried.contains(2)  // true
+/// ```
+public struct BackendIndexSet: Sendable, Hashable, ExpressibleByArrayLiteral {
+    /// The largest number of backends the set can represent.
+    public static let capacity = 256
+    private var words: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+
+    /// The empty set.
+    public init() {}
+
+    /// A set holding `indices`.
+    public init<S: Sequence>(_ indices: S) where S.Element == Int {
+        for index in indices { insert(index) }
+    }
+
+    /// A set holding the listed indices.
+    public init(arrayLiteral elements: Int...) { self.init(elements) }
+
+    /// Whether `index` is in the set.
+    @inlinable
+    public func contains(_ index: Int) -> Bool {
+        guard index >= 0 && index < Self.capacity else { return false }
+        return word(index >> 6) & (1 << UInt64(index & 63)) != 0
+    }
+
+    /// Adds `index` (ignored outside `0..<256`).
+    public mutating func insert(_ index: Int) {
+        guard index >= 0 && index < Self.capacity else { return }
+        let bit: UInt64 = 1 << UInt64(index & 63)
+        switch index >> 6 {
+        case 0: words.0 |= bit
+        case 1: words.1 |= bit
+        case 2: words.2 |= bit
+        default: words.3 |= bit
+        }
+    }
+
+    /// Removes `index`.
+    public mutating func remove(_ index: Int) {
+        guard index >= 0 && index < Self.capacity else { return }
+        let mask: UInt64 = ~(1 << UInt64(index & 63))
+        switch index >> 6 {
+        case 0: words.0 &= mask
+        case 1: words.1 &= mask
+        case 2: words.2 &= mask
+        default: words.3 &= mask
+        }
+    }
+
+    /// Whether the set is empty.
+    public var isEmpty: Bool { (words.0 | words.1 | words.2 | words.3) == 0 }
+
+    /// Number of indices in the set.
+    public var count: Int {
+        words.0.nonzeroBitCount + words.1.nonzeroBitCount + words.2.nonzeroBitCount + words.3.nonzeroBitCount
+    }
+
+    @usableFromInline
+    func word(_ i: Int) -> UInt64 {
+        switch i {
+        case 0: words.0
+        case 1: words.1
+        case 2: words.2
+        default: words.3
+        }
+    }
+
+    /// Whether both sets hold the same indices.
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.words.0 == rhs.words.0 && lhs.words.1 == rhs.words.1 && lhs.words.2 == rhs.words.2 && lhs.words.3 == rhs.words.3
+    }
+
+    /// Hashes the set's bits.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(words.0)
+        hasher.combine(words.1)
+        hasher.combine(words.2)
+        hasher.combine(words.3)
+    }
+}
+
+/// Failed attempts of one backend, by kind.
+public struct FailureCounts: Sendable, Equatable {
+    /// Connection failures.
+    public var connect = 0
+    /// Resets and broken responses.
+    public var reset = 0
+    /// Timeouts.
+    public var timeout = 0
+    /// 5xx responses.
+    public var status5xx = 0
+
+    /// Creates counts (zero by default).
+    public init(connect: Int = 0, reset: Int = 0, timeout: Int = 0, status5xx: Int = 0) {
+        self.connect = connect
+        self.reset = reset
+        self.timeout = timeout
+        self.status5xx = status5xx
+    }
+
+    /// All failures.
+    public var total: Int { connect + reset + timeout + status5xx }
+
+    mutating func add(_ kind: FailureKind) {
+        switch kind {
+        case .connect: connect += 1
+        case .reset: reset += 1
+        case .timeout: timeout += 1
+        case .status5xx: status5xx += 1
+        }
+    }
+}
+
+/// A point-in-time view of one backend, for stats pages and logs.
+public struct BackendSnapshot: Sendable, Equatable {
+    /// Index in ``BackendCluster/backends``.
+    public var index: Int
+    /// The backend's URL.
+    public var url: String
+    /// The configured weight.
+    public var weight: Int
+    /// Health state.
+    public var state: BackendHealthState
+    /// Reason of the last state change (`"initial state"` before any).
+    public var reason: String
+    /// When the backend entered `state`.
+    public var since: MonotonicInstant
+    /// Attempts started.
+    public var requests: Int
+    /// Attempts that succeeded.
+    public var successes: Int
+    /// Failed attempts by kind.
+    public var failures: FailureCounts
+    /// Attempts that were retries (chosen with a non-empty exclusion set).
+    public var retries: Int
+    /// Attempts in flight.
+    public var inFlight: Int
+    /// Peak-EWMA latency in milliseconds as of the last sample (0 without samples).
+    public var latencyEWMA: Double
+    /// Median latency over the last 30-60 s in milliseconds (0 without samples).
+    public var latencyP50: Double
+    /// 99th-percentile latency over the last 30-60 s in milliseconds (0 without samples).
+    public var latencyP99: Double
+    /// Times the backend was passively excluded (ejected or slow).
+    public var ejectionCount: Int
+    /// Current slow-start share (1 in normal service).
+    public var slowStartFactor: Double
+}
+
+/// The transport-independent balancing and health policy of one group of backends.
+///
+/// Thread-safe: all per-backend state sits behind one `Mutex` (the retry budget behind a second
+/// one); every call holds it for a few hundred nanoseconds, allocates nothing on the common path
+/// and calls the log closure only after releasing it.
+///
+/// Per client request the proxy calls ``requestStarted()`` once, then for each attempt
+/// ``choose(excluding:)``, ``attemptStarted(_:)`` and ``attemptFinished(_:outcome:latency:)``;
+/// before a retry (at most 3 attempts, each on a different backend) it asks ``tryRetry(reason:)``.
+/// A health-check task calls ``probeFinished(_:success:latency:)`` after every probe, using
+/// ``probeTimeout(for:)``.
+///
+/// When every backend is ineligible, ``choose(excluding:)`` returns
+/// ``ChooseResult/noneEligible(retryAfter:)`` rather than falling back to an unhealthy backend
+/// ("panic routing"): the proxy answers 503 with `Retry-After` right away instead of making the
+/// client wait for a connection that is known to fail. The max-ejected cap keeps passive
+/// exclusions from ever emptying the pool, so this only happens when health checks mark
+/// backends down or every backend was already tried for this request.
+///
+/// ```swift
+/// let cluster = BackendCluster(
+///     backends: [BackendDescriptor(url: "http://127.0.0.1:5001"), BackendDescriptor(url: "http://127.0.0.1:5002")],
+///     configuration: ClusterConfiguration(),
+///     log: { print($0) })
+/// cluster.requestStarted()
+/// var tried = BackendIndexSet()
+/// while case .backend(let index) = cluster.choose(excluding: tried) {
+///     cluster.attemptStarted(index)
+///     let ok = true  // ... forward the request to cluster.backends[index].url ...
+///     cluster.attemptFinished(index, outcome: ok ? .success : .failure(.connect), latency: .milliseconds(12))
+///     if ok || tried.count == 2 || !cluster.tryRetry(reason: .connect) { break }
+///     tried.insert(index)
+/// }
+/// ```
+public final class BackendCluster: Sendable {
+    /// The backends, in index order.
+    public let backends: [BackendDescriptor]
+    /// The configuration the cluster was created with.
+    public let configuration: ClusterConfiguration
+
+    private let clock: any MonotonicClock
+    private let log: @Sendable (String) -> Void
+    private let maxPassivelyExcluded: Int
+    private let state: Mutex<ClusterState>
+    private let retries: Mutex<RetryState>
+
+    /// Creates a cluster with every backend healthy.
+    /// - Parameters:
+    ///   - backends: the backends (indices into this array identify them everywhere).
+    ///   - configuration: thresholds and strategy.
+    ///   - clock: time source (inject a ``ManualClock`` in tests).
+    ///   - random: randomness for power-of-two choices and slow start (inject ``SplitMix64`` in tests).
+    ///   - selector: a custom strategy overriding `configuration.strategy`.
+    ///   - log: receives one `[HEALTH] ...` line per state transition.
+    public init(
+        backends: [BackendDescriptor],
+        configuration: ClusterConfiguration = ClusterConfiguration(),
+        clock: any MonotonicClock = SystemClock(),
+        random: some RandomNumberGenerator & Sendable = SystemRandomNumberGenerator(),
+        selector: (any BackendSelector)? = nil,
+        log: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
+        self.backends = backends
+        self.configuration = configuration
+        self.clock = clock
+        self.log = log
+        let count = backends.count
+        let percent = min(max(configuration.maxEjectedPercent, 0), 100)
+        maxPassivelyExcluded = max(1, count * percent / 100)
+        let now = clock.now()
+        let policy = configuration.healthPolicy
+        let tracker = LatencyTracker(decay: configuration.latencyDecay, window: configuration.latencyWindow, now: now)
+        var scratch: [BackendContext] = []
+        scratch.reserveCapacity(count)
+        state = Mutex(ClusterState(
+            health: Array(repeating: HealthStateMachine(policy: policy, now: now), count: count),
+            latency: Array(repeating: tracker, count: count),
+            stats: Array(repeating: BackendStats(), count: count),
+            weights: backends.map { max($0.weight, 1) },
+            selector: selector ?? configuration.strategy.makeSelector(backendCount: count),
+            random: random,
+            scratch: scratch))
+        retries = Mutex(RetryState(budget: RetryBudget(
+            percent: configuration.retryBudgetPercent, minRetriesPerSecond: configuration.minRetriesPerSecond,
+            ttl: configuration.retryBudgetTTL, clock: clock)))
+    }
+
+    // MARK: Request path
+
+    /// Picks the backend for the next attempt of a request.
+    ///
+    /// - Parameter excluding: backends this request already tried (skipped, so a retry lands
+    ///   elsewhere).
+    /// - Returns: the backend, or ``ChooseResult/noneEligible(retryAfter:)`` when every backend is
+    ///   excluded, ejected, down, slow or has its half-open trial outstanding.
+    public func choose(excluding: BackendIndexSet = BackendIndexSet()) -> ChooseResult {
+        let now = clock.now()
+        var transitions: [(Int, HealthTransition)] = []
+        let result = state.withLock { s -> ChooseResult in
+            if now >= s.nextDeadline { s.refresh(at: now, into: &transitions) }
+            s.scratch.removeAll(keepingCapacity: true)
+            let usesLatency = s.selector.usesLatency
+            for i in 0..<s.health.count where !excluding.contains(i) && s.health[i].isEligible(at: now) {
+                s.scratch.append(BackendContext(
+                    index: i, inFlight: s.stats[i].inFlight,
+                    latencyEWMA: usesLatency ? s.latency[i].ewma(at: now) / 1_000_000 : 0,
+                    weight: s.weights[i], slowStartFactor: s.health[i].slowStartFactor(at: now)))
+            }
+            guard let first = s.scratch.first?.index else {
+                return .noneEligible(retryAfter: s.retryAfter(at: now, excluding: excluding))
+            }
+            var chosen = s.selector.choose(from: s.scratch, using: &s.random) ?? first
+            if chosen < 0 || chosen >= s.health.count || excluding.contains(chosen) || !s.health[chosen].isEligible(at: now) {
+                chosen = first  // a custom selector returned something it was not offered
+            }
+            if s.health[chosen].state == .probing {
+                s.health[chosen].trialStarted(at: now)
+                if let deadline = s.health[chosen].nextDeadline, deadline < s.nextDeadline { s.nextDeadline = deadline }
+            }
+            if !excluding.isEmpty { s.stats[chosen].retries += 1 }
+            return .backend(chosen)
+        }
+        emit(transitions)
+        return result
+    }
+
+    /// Notes that an attempt was sent to backend `index` (counts it as in flight).
+    public func attemptStarted(_ index: Int) {
+        state.withLock { s in
+            guard s.stats.indices.contains(index) else { return }
+            s.stats[index].inFlight += 1
+            s.stats[index].requests += 1
+        }
+    }
+
+    /// Reports how an attempt on backend `index` ended and how long it took (time to response
+    /// head; for a timeout, the timeout). Updates latency statistics and health.
+    ///
+    /// Latency samples: successes, 5xx answers and timeouts always; connection failures and
+    /// resets only when slower than `maxDelay` (a fast refusal says nothing about speed).
+    public func attemptFinished(_ index: Int, outcome: AttemptOutcome, latency: Duration) {
+        let now = clock.now()
+        let maxDelay = configuration.maxDelay
+        let transition = state.withLock { s -> HealthTransition? in
+            guard s.stats.indices.contains(index) else { return nil }
+            if s.stats[index].inFlight > 0 { s.stats[index].inFlight -= 1 }
+            var failure: FailureKind?
+            var sample: Duration?
+            switch outcome {
+            case .success:
+                s.stats[index].successes += 1
+                sample = latency
+            case .failure(let kind):
+                failure = kind
+                s.stats[index].failures.add(kind)
+                switch kind {
+                case .timeout, .status5xx: sample = latency
+                case .connect, .reset:
+                    if let maxDelay, latency > maxDelay { sample = latency }
+                }
+            }
+            if let sample { s.latency[index].record(sample, at: now) }
+            let transition = s.health[index].attemptFinished(
+                failure: failure, sample: sample, recentLatency: s.latency[index].recentLatency,
+                at: now, allowExclusion: s.passivelyExcluded < maxPassivelyExcluded)
+            if let transition { s.apply(transition, to: index) }
+            return transition
+        }
+        if let transition { log(transition.logLine(url: backends[index].url)) }
+    }
+
+    /// Reports an active health check (`GET /health`) of backend `index`.
+    ///
+    /// Latency samples: passing checks always; failing ones only when they took at least
+    /// ``probeTimeout(for:)`` or more than `maxDelay` (a timeout is evidence of slowness).
+    public func probeFinished(_ index: Int, success: Bool, latency: Duration) {
+        let now = clock.now()
+        let maxDelay = configuration.maxDelay
+        let timeout = probeTimeout(for: index)
+        let transition = state.withLock { s -> HealthTransition? in
+            guard s.health.indices.contains(index) else { return nil }
+            var sample: Duration?
+            if success || latency >= timeout || (maxDelay.map { latency > $0 } ?? false) { sample = latency }
+            if let sample { s.latency[index].record(sample, at: now) }
+            let transition = s.health[index].probeFinished(
+                success: success, sample: sample, recentLatency: s.latency[index].recentLatency,
+                at: now, allowExclusion: s.passivelyExcluded < maxPassivelyExcluded)
+            if let transition { s.apply(transition, to: index) }
+            return transition
+        }
+        if let transition { log(transition.logLine(url: backends[index].url)) }
+    }
+
+    /// The timeout the health checker should use for a probe of backend `index`:
+    /// `configuration.probeTimeout`, raised to `2 x maxDelay` when that is longer so that a slow
+    /// backend's answer is measured rather than cut off below the threshold.
+    public func probeTimeout(for index: Int) -> Duration {
+        guard let maxDelay = configuration.maxDelay, maxDelay > .zero else { return configuration.probeTimeout }
+        return max(configuration.probeTimeout, maxDelay * 2)
+    }
+
+    // MARK: Retries
+
+    /// Records a new client request: deposits `retryBudgetPercent`% of a token into the budget.
+    public func requestStarted() {
+        retries.withLock { $0.budget.deposit() }
+    }
+
+    /// Asks whether a failed attempt may be retried: withdraws one token from the retry budget
+    /// if available. Counts granted and denied retries per reason.
+    public func tryRetry(reason: RetryReason) -> Bool {
+        retries.withLock { r in
+            let granted = r.budget.tryWithdraw()
+            if granted { r.granted[reason.slot] += 1 } else { r.denied[reason.slot] += 1 }
+            return granted
+        }
+    }
+
+    /// Retry counters since the cluster was created.
+    public func retryStatistics() -> RetryStatistics {
+        retries.withLock { r in
+            var stats = RetryStatistics()
+            for reason in RetryReason.allCases {
+                stats.granted[reason] = r.granted[reason.slot]
+                stats.denied[reason] = r.denied[reason.slot]
+            }
+            return stats
+        }
+    }
+
+    // MARK: Introspection
+
+    /// The state and statistics of every backend (applying due time-based transitions first).
+    public func snapshot() -> [BackendSnapshot] {
+        let now = clock.now()
+        var transitions: [(Int, HealthTransition)] = []
+        let result = state.withLock { s -> [BackendSnapshot] in
+            if now >= s.nextDeadline { s.refresh(at: now, into: &transitions) }
+            var result: [BackendSnapshot] = []
+            result.reserveCapacity(s.health.count)
+            for i in 0..<s.health.count {
+                let health = s.health[i]
+                let stats = s.stats[i]
+                let latency = s.latency[i]
+                result.append(BackendSnapshot(
+                    index: i, url: backends[i].url, weight: backends[i].weight,
+                    state: health.state, reason: health.reason, since: health.since,
+                    requests: stats.requests, successes: stats.successes, failures: stats.failures,
+                    retries: stats.retries, inFlight: stats.inFlight,
+                    latencyEWMA: latency.peakEWMA?.milliseconds ?? 0,
+                    latencyP50: latency.quantile(0.5, at: now)?.milliseconds ?? 0,
+                    latencyP99: latency.quantile(0.99, at: now)?.milliseconds ?? 0,
+                    ejectionCount: health.ejectionCount,
+                    slowStartFactor: health.slowStartFactor(at: now)))
+            }
+            return result
+        }
+        emit(transitions)
+        return result
+    }
+
+    private func emit(_ transitions: [(Int, HealthTransition)]) {
+        for (index, transition) in transitions { log(transition.logLine(url: backends[index].url)) }
+    }
+}
+
+struct BackendStats: Sendable {
+    var requests = 0
+    var successes = 0
+    var failures = FailureCounts()
+    var retries = 0
+    var inFlight = 0
+}
+
+struct ClusterState: Sendable {
+    var health: [HealthStateMachine]
+    var latency: [LatencyTracker]
+    var stats: [BackendStats]
+    var weights: [Int]
+    var selector: any BackendSelector
+    var random: any RandomNumberGenerator & Sendable
+    var scratch: [BackendContext]
+    /// Backends currently ejected, slow or probing (for the max-ejected cap).
+    var passivelyExcluded = 0
+    /// No time-based transition can happen before this instant.
+    var nextDeadline = MonotonicInstant(nanoseconds: .max)
+
+    mutating func apply(_ transition: HealthTransition, to index: Int) {
+        if transition.from.isPassiveExclusion { passivelyExcluded -= 1 }
+        if transition.to.isPassiveExclusion { passivelyExcluded += 1 }
+        if let deadline = health[index].nextDeadline, deadline < nextDeadline { nextDeadline = deadline }
+    }
+
+    mutating func refresh(at now: MonotonicInstant, into transitions: inout [(Int, HealthTransition)]) {
+        var next = MonotonicInstant(nanoseconds: .max)
+        for i in 0..<health.count {
+            if let transition = health[i].tick(at: now) {
+                apply(transition, to: i)
+                transitions.append((i, transition))
+            }
+            if let deadline = health[i].nextDeadline, deadline < next { next = deadline }
+        }
+        nextDeadline = next
+    }
+
+    func retryAfter(at now: MonotonicInstant, excluding: BackendIndexSet) -> Duration {
+        var wait = Duration.seconds(1)
+        var first = true
+        for i in 0..<health.count {
+            let candidate = excluding.contains(i) ? Duration.zero : health[i].timeUntilEligible(at: now)
+            if first || candidate < wait { wait = candidate }
+            first = false
+        }
+        // Whole seconds (Retry-After is in seconds), rounded up, at least one.
+        let ns = max(wait.nanosecondsClamped, 0)
+        let seconds = max(1, ns / 1_000_000_000 + (ns % 1_000_000_000 == 0 ? 0 : 1))
+        return .seconds(seconds)
+    }
+}
+
+struct RetryState: Sendable {
+    var budget: RetryBudget
+    var granted = InlineArray<4, Int>(repeating: 0)
+    var denied = InlineArray<4, Int>(repeating: 0)
+}
