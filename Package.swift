@@ -28,6 +28,12 @@ let package = Package(
             dependencies: ["LBKit"],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),
+        .executableTarget(
+            name: "throttle-bench",
+            dependencies: ["LBKit"],
+            path: "Benchmarks/throttle-bench",
+            swiftSettings: [.swiftLanguageMode(.v6)]
+        ),
         .testTarget(
             name: "LBKitTests",
             dependencies: ["LBKit"],

@@ -145,3 +145,19 @@ struct BackendSelectorTests {
         #expect(BackendIndexSet([1, 2]) == [2, 1])
     }
 }
+
+@Suite("Least-requests with unequal weights")
+struct LeastRequestsWeightRegressionTests {
+    @Test("an idle pool with weights 1...4 still sends traffic to every backend")
+    func noStarvationWhenIdle() {
+        var selector = LeastRequestsSelector()
+        var rng = SplitMix64(seed: 11)
+        let candidates = (0..<4).map { BackendContext(index: $0, weight: $0 + 1) }
+        var counts = [0, 0, 0, 0]
+        for _ in 0..<4000 {
+            if let pick = selector.choose(from: candidates, using: &rng) { counts[pick] += 1 }
+        }
+        // Idle, equal load: P2C with random tie-breaks spreads evenly (each ~1000).
+        #expect(counts.allSatisfy { $0 > 800 && $0 < 1200 }, "\(counts)")
+    }
+}

@@ -159,7 +159,9 @@ public struct WeightedRoundRobinSelector: BackendSelector {
 }
 
 /// Power of two random choices on load: draws two distinct candidates at random and takes the
-/// one with fewer requests in flight per unit of weight (`(inFlight + 1) / weight`).
+/// one with fewer requests in flight (ties go to the first drawn, which is random). Weights are
+/// not used: dividing by a weight would make a low-weight backend lose every comparison while the
+/// pool is idle and starve it (weights belong to ``WeightedRoundRobinSelector``).
 ///
 /// A backend in slow start loses the comparison with probability `1 - slowStartFactor`.
 ///
@@ -178,12 +180,14 @@ public struct LeastRequestsSelector: BackendSelector {
 
     /// Picks the less loaded of two random candidates.
     public mutating func choose<G: RandomNumberGenerator>(from candidates: [BackendContext], using generator: inout G) -> Int? {
-        powerOfTwoChoices(candidates, using: &generator) { Double($0.inFlight + 1) / Double(max($0.weight, 1)) }
+        powerOfTwoChoices(candidates, using: &generator) { Double($0.inFlight) }
     }
 }
 
 /// Power of two random choices on Finagle's peak-EWMA cost,
-/// `latencyEWMA x (inFlight + 1) / weight`.
+/// `latencyEWMA x (inFlight + 1)`. Weights are not used: dividing the cost by a weight would make
+/// a low-weight backend lose every comparison while the pool is idle and starve it (weights belong to
+/// ``WeightedRoundRobinSelector``).
 ///
 /// A backend with no latency sample yet costs 0 while idle (so it gets tried) and is avoided
 /// while its first requests are in flight (Finagle's "penalty"), so a newcomer is not dog-piled.
@@ -203,7 +207,7 @@ public struct PeakEWMASelector: BackendSelector {
     public mutating func choose<G: RandomNumberGenerator>(from candidates: [BackendContext], using generator: inout G) -> Int? {
         powerOfTwoChoices(candidates, using: &generator) { candidate in
             if candidate.latencyEWMA <= 0 { return candidate.inFlight == 0 ? 0 : .infinity }
-            return candidate.latencyEWMA * Double(candidate.inFlight + 1) / Double(max(candidate.weight, 1))
+            return candidate.latencyEWMA * Double(candidate.inFlight + 1)
         }
     }
 }

@@ -60,6 +60,8 @@ public final class LoadBalancer: HTTPHandler {
         clusterConfig.maxFails = configuration.maxFails
         clusterConfig.activeChecks = configuration.healthInterval > .zero
         clusterConfig.maxDelay = configuration.maxDelay
+        if configuration.healthInterval > .zero { clusterConfig.activeCheckInterval = configuration.healthInterval }
+        clusterConfig.probeTimeout = configuration.effectiveHealthTimeout
         let descriptors = configuration.backends.enumerated().map { i, url in
             BackendDescriptor(url: url.description, weight: i < configuration.weights.count ? configuration.weights[i] : 1)
         }
@@ -223,12 +225,12 @@ public final class LoadBalancer: HTTPHandler {
     public func runHealthChecks() async {
         let interval = configuration.healthInterval
         guard interval > .zero else { return }
-        let timeout = configuration.effectiveHealthTimeout
         while !Task.isCancelled {
             let roundStart = lbk_monotonic_ns()
             await withTaskGroup(of: Void.self) { tasks in
                 for index in endpoints.indices {
                     let loop = group.loops[probeCursor.add(1, ordering: .relaxed).oldValue % group.loops.count]
+                    let timeout = cluster.probeTimeout(for: index)
                     tasks.addTask(executorPreference: loop) {
                         await self.probe(index, loop: loop, timeout: timeout)
                     }
