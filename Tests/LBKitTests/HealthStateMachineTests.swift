@@ -196,20 +196,35 @@ struct HealthStateMachineTests {
         #expect(cluster.choose(excluding: []) == .noneEligible(retryAfter: .seconds(2)))
     }
 
-    @Test("a passing active check un-ejects (Envoy-style)")
+    @Test("a passing active check un-ejects a connectivity ejection (Envoy-style)")
     func activeCheckUnejects() {
         let (cluster, _, logs) = makeCluster(count: 2) { $0.activeChecks = true }
         // Checks that passed before the ejection do not count.
         cluster.probeFinished(1, success: true, latency: .milliseconds(1))
-        for _ in 0..<3 { cluster.attempt(1, .failure(.status5xx)) }
+        for _ in 0..<3 { cluster.attempt(1, .failure(.connect)) }
         cluster.probeFinished(1, success: true, latency: .milliseconds(1))
         #expect(cluster.state(1) == .ejected)
         cluster.probeFinished(1, success: true, latency: .milliseconds(1))
         #expect(cluster.state(1) == .healthy)
         #expect(logs.lines == [
-            "[HEALTH] Marking \(Self.b2) as UNHEALTHY (3 consecutive 5xx responses)",
+            "[HEALTH] Marking \(Self.b2) as UNHEALTHY (3 consecutive connection failures)",
             "[HEALTH] Marking \(Self.b2) as HEALTHY (2 successful checks)",
         ])
+    }
+
+    @Test("passing checks do not un-eject a 5xx / failure-rate ejection: ejection time, then a trial")
+    func applicationFailuresWaitForTrial() {
+        let (cluster, clock, _) = makeCluster(count: 2) { $0.activeChecks = true }
+        for i in 0..<6 { cluster.attempt(1, i % 2 == 0 ? .success : .failure(.status5xx)) }
+        #expect(cluster.state(1) == .ejected)
+        // /health keeps answering 200 while the application fails every other request.
+        for _ in 0..<5 { cluster.probeFinished(1, success: true, latency: .milliseconds(1)) }
+        #expect(cluster.state(1) == .ejected)
+        clock.advance(by: .seconds(5))  // base ejection time
+        #expect(cluster.choose(excluding: [0]) == .backend(1))  // the half-open trial
+        #expect(cluster.state(1) == .probing)
+        cluster.attempt(1, .success)
+        #expect(cluster.state(1) == .healthy)
     }
 
     @Test("failing checks take an ejected backend down")

@@ -192,6 +192,12 @@ public struct HealthStateMachine: Sendable {
     private var probingForLatency = false
     private var trialStartedAt: MonotonicInstant = .zero
     private var recoveredAt: MonotonicInstant?
+    /// Whether passing active checks may end the current ejection. True for connectivity
+    /// ejections (refused, reset, timeouts: a passing probe is evidence the backend is back);
+    /// false for 5xx and failure-rate ejections, where `/health` answering says nothing about the
+    /// application failing (an every-other-request 500 backend would otherwise flap straight back).
+    /// Those wait for the ejection time and a successful trial request.
+    public private(set) var probesCanReadmit = true
 
     /// Creates a healthy backend (no slow start at boot).
     public init(policy: HealthPolicy, now: MonotonicInstant) {
@@ -238,7 +244,7 @@ public struct HealthStateMachine: Sendable {
         case .probing: return trialInFlight ? .seconds(1) : .zero
         case .ejected:
             var wait = excludedUntil.map { $0 - now } ?? policy.maxEjection
-            if policy.activeChecks {
+            if policy.activeChecks && probesCanReadmit {
                 wait = min(wait, policy.activeCheckInterval * max(1, policy.rise - probeSuccesses))
             }
             return max(wait, .zero)
@@ -296,13 +302,16 @@ public struct HealthStateMachine: Sendable {
                 streakKinds |= failure.bit
                 if allowExclusion {
                     if consecutiveFailures >= policy.maxFails {
-                        return exclude(to: .ejected, reason: "\(consecutiveFailures) consecutive \(streakPhrase)", at: now)
+                        let connectivityOnly = streakKinds & FailureKind.status5xx.bit == 0
+                        return exclude(to: .ejected, reason: "\(consecutiveFailures) consecutive \(streakPhrase)", at: now,
+                                       probesReadmit: connectivityOnly)
                     }
                     let failures = outcomeBits.nonzeroBitCount
                     if outcomeCount >= policy.failureRateMinimumRequests
                         && failures * 100 >= policy.failureRateThreshold * outcomeCount {
                         let percent = (failures * 100 + outcomeCount / 2) / outcomeCount
-                        return exclude(to: .ejected, reason: "failure rate \(percent)% over last \(outcomeCount) requests", at: now)
+                        return exclude(to: .ejected, reason: "failure rate \(percent)% over last \(outcomeCount) requests", at: now,
+                                       probesReadmit: false)
                     }
                 }
             } else {
@@ -316,7 +325,8 @@ public struct HealthStateMachine: Sendable {
         case .probing:
             trialInFlight = false
             if let failure {
-                return exclude(to: .ejected, reason: "trial request failed: \(failure.phrase)", at: now)
+                return exclude(to: .ejected, reason: "trial request failed: \(failure.phrase)", at: now,
+                               probesReadmit: failure != .status5xx && probesCanReadmit)
             }
             guard probingForLatency else {
                 return recover(reason: "trial request succeeded", recentLatency: recentLatency, at: now, allowExclusion: true)
@@ -372,7 +382,7 @@ public struct HealthStateMachine: Sendable {
         case .probing where probingForLatency:
             return latencyRecovery(recentLatency: recentLatency, at: now)
         case .ejected, .probing, .down:
-            guard probeSuccesses >= policy.rise else { return nil }
+            guard probeSuccesses >= policy.rise, state == .down || probesCanReadmit else { return nil }
             return recover(
                 reason: "\(probeSuccesses) successful checks", recentLatency: recentLatency, at: now,
                 allowExclusion: state != .down || allowExclusion)
@@ -418,7 +428,9 @@ public struct HealthStateMachine: Sendable {
         return transition
     }
 
-    private mutating func exclude(to newState: BackendHealthState, reason: String, at now: MonotonicInstant) -> HealthTransition {
+    private mutating func exclude(to newState: BackendHealthState, reason: String, at now: MonotonicInstant,
+                                  probesReadmit: Bool = true) -> HealthTransition {
+        probesCanReadmit = probesReadmit
         if state == .healthy && now - since >= policy.maxEjection { multiplier = 0 }
         multiplier += 1
         ejectionCount += 1

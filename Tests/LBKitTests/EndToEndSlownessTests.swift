@@ -1,0 +1,114 @@
+import Foundation
+import Testing
+@testable import LBKit
+
+/// End-to-end behaviour when a backend gets slow: deadlines, max-delay exclusion, re-admission.
+@Suite("End to end: slow backends", .timeLimit(.minutes(2)))
+struct EndToEndSlownessTests {
+    let body = Array(#"{"msg":"demo"}"#.utf8)
+
+    @Test("a 2 s backend behind --timeout-ms 300 --max-delay-ms 200: every GET and opted-in POST gets 200")
+    func slowBackendNeverSurfaces() async throws {
+        let fast = try EchoFleet.start(count: 2)
+        let slow = try EchoFleet.start(count: 1, mode: .slow, delay: .milliseconds(2000))
+        let log = LogCapture()
+        let lb = try TestBalancer.start(backends: [fast.urls[0], slow.urls[0], fast.urls[1]], log: log) {
+            $0.attemptTimeout = .milliseconds(300)
+            $0.maxDelay = .milliseconds(200)
+            $0.healthInterval = .milliseconds(200)
+            $0.retryNonIdempotent = true
+        }
+        for i in 0..<20 {
+            let r = try await rawRequest(port: lb.port, method: i % 2 == 0 ? "GET" : "POST", body: i % 2 == 0 ? [] : body)
+            #expect(r.status == 200)
+            #expect(handledBy(r) != slow.ports[0])
+        }
+        #expect(lb.balancer.cluster.snapshot()[1].state == .slow)
+        #expect(log.count(containing: "as SLOW") == 1)
+
+        // Once excluded, clients stop paying for it: the median of the last 10 requests is within
+        // 50 ms of asking a fast backend directly.
+        var direct: [Duration] = []
+        var viaLB: [Duration] = []
+        for _ in 0..<10 {
+            var t = ContinuousClock.now
+            _ = try await rawRequest(port: fast.ports[0], method: "POST", body: body)
+            direct.append(ContinuousClock.now - t)
+            t = ContinuousClock.now
+            let r = try await rawRequest(port: lb.port, method: "POST", body: body)
+            viaLB.append(ContinuousClock.now - t)
+            #expect(r.status == 200)
+        }
+        let median = { (xs: [Duration]) in xs.sorted()[xs.count / 2] }
+        #expect(median(viaLB) - median(direct) < .milliseconds(50), "via LB \(median(viaLB)), direct \(median(direct))")
+        await lb.stop(); await fast.stop(); await slow.stop()
+    }
+
+    @Test("an idle backend turning slow is excluded by probes before client traffic reaches it, and re-admitted when fast")
+    func probesCatchIdleSlowdown() async throws {
+        let fleet = try EchoFleet.start(count: 3)
+        let log = LogCapture()
+        let lb = try TestBalancer.start(backends: fleet.urls, log: log) {
+            $0.attemptTimeout = .milliseconds(1000)
+            $0.maxDelay = .milliseconds(200)
+            $0.healthInterval = .milliseconds(100)
+        }
+        let slowPort = fleet.ports[2]
+        let set = try await rawRequest(port: slowPort, method: "POST", path: "/_echo/delay?ms=500")
+        #expect(set.status == 200)
+        let excluded = await eventually(timeout: .seconds(5)) { lb.balancer.cluster.snapshot()[2].state == .slow }
+        #expect(excluded)
+        #expect(lb.balancer.cluster.snapshot()[2].requests == 0)  // no client request paid for it
+        for _ in 0..<6 {
+            let r = try await rawRequest(port: lb.port, method: "POST", body: body)
+            #expect(r.status == 200)
+            #expect(handledBy(r) != slowPort)
+        }
+        // Fast again -> probes re-admit it (hysteresis: two checks under 0.8 x max-delay).
+        _ = try await rawRequest(port: slowPort, method: "POST", path: "/_echo/delay?ms=0")
+        let back = await eventually(timeout: .seconds(5)) { lb.balancer.cluster.snapshot()[2].state == .healthy }
+        #expect(back)
+        #expect(log.all.contains { $0.contains("HEALTHY") && !$0.contains("UNHEALTHY") && $0.contains(":\(slowPort)") })
+        await lb.stop(); await fleet.stop()
+    }
+
+    @Test("a timed-out attempt without a safe retry answers 504 JSON")
+    func timeoutWithoutRetry() async throws {
+        let slow = try EchoFleet.start(count: 1, mode: .slow, delay: .milliseconds(1000))
+        let lb = try TestBalancer.start(backends: slow.urls) { $0.attemptTimeout = .milliseconds(200) }
+        let start = ContinuousClock.now
+        let r = try await rawRequest(port: lb.port, method: "POST", body: body)
+        #expect(r.status == 504)
+        #expect(r.bodyText.contains("no response within 200 ms"))
+        #expect(ContinuousClock.now - start < .milliseconds(900))
+        await lb.stop(); await slow.stop()
+    }
+}
+
+/// End-to-end per-client throttling.
+@Suite("End to end: throttling", .timeLimit(.minutes(1)))
+struct EndToEndThrottleTests {
+    @Test("over the burst: 429 JSON with Retry-After and RateLimit headers, then success after Retry-After")
+    func throttleThenRecover() async throws {
+        let fleet = try EchoFleet.start(count: 1)
+        let lb = try TestBalancer.start(backends: fleet.urls) {
+            $0.rateLimit = 2
+            $0.burst = 3
+        }
+        for _ in 0..<3 { #expect(try await rawRequest(port: lb.port).status == 200) }
+        let limited = try await rawRequest(port: lb.port)
+        #expect(limited.status == 429)
+        #expect(limited.header("Content-Type") == "application/json")
+        let retryAfter = try #require(limited.header("Retry-After").flatMap(Int.init))
+        #expect(retryAfter >= 1)
+        #expect(limited.header("RateLimit-Limit") != nil)
+        #expect(limited.header("RateLimit-Remaining") == "0")
+        // Reserved endpoints are exempt.
+        #expect(try await rawRequest(port: lb.port, path: "/_lb/health").status == 200)
+        try await Task.sleep(for: .seconds(retryAfter))
+        #expect(try await rawRequest(port: lb.port).status == 200)
+        let stats = try await rawRequest(port: lb.port, path: "/_lb/stats")
+        #expect(stats.bodyText.contains("\"throttled\":1"))
+        await lb.stop(); await fleet.stop()
+    }
+}
