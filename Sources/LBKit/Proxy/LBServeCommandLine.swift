@@ -34,7 +34,9 @@ public enum LBServeCommandLine {
     public static let usage = """
         usage: lbserve [--port 8000] [--host 0.0.0.0] [--backend URL]... [--timeout-ms 3000]
                        [--max-delay-ms N] [--max-fails 3] [--health-interval-ms 2000] [--health-path /health]
-                       [--rate-limit R] [--burst B] [--max-body-bytes 8388608] [--max-attempts 3]
+                       [--rate-limit R] [--burst B] [--throttle-max-keys 100000] [--penalty-threshold 10]
+                       [--penalty-window-ms 10000] [--penalty-duration-ms 60000] [--penalty-factor 4]
+                       [--max-body-bytes 8388608] [--max-attempts 3]
                        [--retry-non-idempotent] [--strategy round-robin|weighted|least-requests|peak-ewma]
                        [--trusted-proxy CIDR]... [--access-log] [--threads N]
         With no --backend, starts three demo echo backends on 127.0.0.1:5001-5003 and balances them.
@@ -104,6 +106,11 @@ public enum LBServeCommandLine {
                 guard let r = Double(text), r > 0, r.isFinite else { throw CommandLineError("--rate-limit: '\(text)' is not a positive number") }
                 config.rateLimit = r
             case "--burst": config.burst = try int(flag, 1...1_000_000)
+            case "--throttle-max-keys": config.throttleMaxKeys = try int(flag, 1...100_000_000)
+            case "--penalty-threshold": config.penaltyThreshold = try int(flag, 0...1_000_000)
+            case "--penalty-window-ms": config.penaltyWindow = .milliseconds(try int(flag, 1...86_400_000))
+            case "--penalty-duration-ms": config.penaltyDuration = .milliseconds(try int(flag, 0...86_400_000))
+            case "--penalty-factor": config.penaltyFactor = try int(flag, 1...1000)
             case "--max-body-bytes": config.maxBodyBytes = try int(flag, 0...(1 << 34))
             case "--max-attempts": config.maxAttempts = try int(flag, 1...10)
             case "--retry-non-idempotent": config.retryNonIdempotent = true

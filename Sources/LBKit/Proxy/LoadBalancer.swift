@@ -69,7 +69,12 @@ public final class LoadBalancer: HTTPHandler {
 
         if let rate = configuration.rateLimit {
             let burst = configuration.burst ?? max(1, Int(rate.rounded(.up)))
-            throttle = ThrottleTable(configuration: ThrottleConfiguration(rate: rate, burst: burst), clock: clock, log: log)
+            let penaltyOn = configuration.penaltyThreshold > 0
+            let throttleConfig = ThrottleConfiguration(
+                rate: rate, burst: burst, maxKeys: configuration.throttleMaxKeys,
+                penaltyThreshold: max(1, configuration.penaltyThreshold), penaltyWindow: configuration.penaltyWindow,
+                penaltyDuration: penaltyOn ? configuration.penaltyDuration : .zero, penaltyFactor: configuration.penaltyFactor)
+            throttle = ThrottleTable(configuration: throttleConfig, clock: clock, log: log)
         } else {
             throttle = nil
         }

@@ -44,6 +44,16 @@ public struct LoadBalancerConfiguration: Sendable {
     public var maxAttempts = 3
     /// Also fail over POST/PATCH after they were sent (`--retry-non-idempotent`).
     public var retryNonIdempotent = false
+    /// Most clients tracked by the throttle table (`--throttle-max-keys`).
+    public var throttleMaxKeys = 100_000
+    /// Throttled responses within `penaltyWindow` that put a client in the penalty box (`--penalty-threshold`; 0 = no penalty box).
+    public var penaltyThreshold = 10
+    /// Window for counting a client's throttled responses (`--penalty-window-ms`).
+    public var penaltyWindow: Duration = .seconds(10)
+    /// How long a penalised client stays penalised (`--penalty-duration-ms`).
+    public var penaltyDuration: Duration = .seconds(60)
+    /// Rate and burst are divided by this while penalised (`--penalty-factor`).
+    public var penaltyFactor = 4
     /// Peers whose X-Forwarded-For is believed (`--trusted-proxy`).
     public var trustedProxies: [CIDRRange] = []
     /// One line per request on stdout (`--access-log`).
