@@ -26,6 +26,10 @@ public final class Socket: Sendable, CustomStringConvertible {
         var readable = true
         var writable = true
         var drained = false
+        /// The peer half-closed or the socket errored (RDHUP/HUP/ERR seen). Sticky: epoll reports it
+        /// once (edge-triggered), possibly in the same edge as the last data, so a short read must
+        /// not be taken as "nothing more to read" afterwards: the EOF/error is still to be read.
+        var peerClosed = false
         var readWaiter: UnsafeContinuation<WaitResult, Never>?
         var writeWaiter: UnsafeContinuation<WaitResult, Never>?
         /// Deadline (monotonic ns) of the current wait; .max = none.
@@ -214,14 +218,14 @@ public final class Socket: Sendable, CustomStringConvertible {
     /// Whether a readiness event arrived since the last read attempt (each read clears the flag
     /// first). For pooled-connection staleness checks: an idle pooled upstream connection that became
     /// readable was closed by the backend or received unsolicited bytes.
-    public var hasPendingReadEvent: Bool { state.withLock { $0.readable } }
+    public var hasPendingReadEvent: Bool { state.withLock { $0.readable || $0.peerClosed } }
 
     /// Returns true when a read syscall should be attempted now; clears the readable flag first so
     /// that an event arriving during the syscall is not lost.
     @inline(__always)
     private func prepareRead() -> Bool {
         state.withLock { s in
-            if s.drained && !s.readable { return false }
+            if s.drained && !s.readable && !s.peerClosed { return false }
             s.readable = false
             s.drained = false
             return true
@@ -290,7 +294,7 @@ public final class Socket: Sendable, CustomStringConvertible {
             var arm: UInt64? = nil
             let immediate: WaitResult? = state.withLock { s in
                 if s.closed { return .closed }
-                if forRead ? s.readable : s.writable { return .ready }
+                if forRead ? (s.readable || s.peerClosed) : s.writable { return .ready }
                 if idle && s.shutdownRequested { return .shutdown }
                 if deadline != .max {
                     if lbk_monotonic_ns() >= deadline { return .timedOut }
@@ -323,6 +327,7 @@ public final class Socket: Sendable, CustomStringConvertible {
         let (r, w) = state.withLock { s -> (UnsafeContinuation<WaitResult, Never>?, UnsafeContinuation<WaitResult, Never>?) in
             var r: UnsafeContinuation<WaitResult, Never>? = nil
             var w: UnsafeContinuation<WaitResult, Never>? = nil
+            if events & (LBK_EPOLLRDHUP | LBK_EPOLLHUP | LBK_EPOLLERR) != 0 { s.peerClosed = true }
             if events & readMask != 0 {
                 s.readable = true
                 r = s.readWaiter
