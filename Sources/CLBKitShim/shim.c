@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <signal.h>
+#include <fcntl.h>
 
 int lbk_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
@@ -107,4 +109,33 @@ int lbk_set_thread_name(const char *name) {
     strncpy(buf, name, 15);
     buf[15] = 0;
     return pthread_setname_np(pthread_self(), buf);
+}
+
+static int lbk_signal_write_fd = -1;
+
+static void lbk_signal_handler(int signo) {
+    int saved = errno;
+    unsigned char byte = (unsigned char)signo;
+    if (lbk_signal_write_fd >= 0) {
+        ssize_t ignored = write(lbk_signal_write_fd, &byte, 1);
+        (void)ignored;
+    }
+    errno = saved;
+}
+
+int lbk_signal_pipe_install(const int *signals, int count) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return -1;
+    /* The write end is non-blocking: a full pipe drops the byte instead of blocking the handler. */
+    fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) | O_NONBLOCK);
+    lbk_signal_write_fd = fds[1];
+    for (int i = 0; i < count; i++) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = lbk_signal_handler;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_RESTART;
+        if (sigaction(signals[i], &sa, NULL) != 0) return -1;
+    }
+    return fds[0];
 }

@@ -57,6 +57,8 @@ func parseArguments(_ args: [String]) -> EchoOptions {
 }
 
 let options = parseArguments(Array(CommandLine.arguments.dropFirst()))
+// First, before any thread exists (see lbserve/main.swift).
+let stop = SignalWaiter(signals: [SIGTERM, SIGINT])
 signal(SIGPIPE, SIG_IGN)
 let group: EventLoopGroup
 do {
@@ -75,7 +77,6 @@ do {
 }
 for port in bound { StandardOutput.line("Backend running on port \(port)") }
 
-let stop = SignalWaiter(signals: [SIGTERM, SIGINT])
 await stop.wait()
 await backend.shutdown(timeout: .seconds(2))
 exit(0)

@@ -26,6 +26,9 @@ if options.configFile != nil {
     fail("--config: configuration files are not supported yet; use flags")
 }
 
+// First, before any thread exists: SIGTERM/SIGINT are blocked and taken by a sigwait thread, so
+// a signal sent as soon as "Router running" is printed is never lost.
+let stop = SignalWaiter(signals: [SIGTERM, SIGINT])
 signal(SIGPIPE, SIG_IGN)
 var config = options.balancer
 let group: EventLoopGroup
@@ -67,7 +70,6 @@ do {
 StandardOutput.line("Router running on port \(address.port)")
 for url in config.backends { StandardOutput.line("[CONFIG] backend \(url)") }
 
-let stop = SignalWaiter(signals: [SIGTERM, SIGINT])
 let healthChecks = Task { await balancer.runHealthChecks() }
 let received = await stop.wait()
 StandardOutput.line("[SHUTDOWN] signal \(received): draining connections")

@@ -211,3 +211,33 @@ struct ClusterConcurrencyTests {
         }
     }
 }
+
+@Suite("Peak-EWMA after re-admission")
+struct PeakEWMAReadmissionTests {
+    @Test("a backend re-admitted as fast gets traffic again under peak-ewma (its old slowness is forgotten)")
+    func readmittedBackendIsUsed() {
+        let (cluster, clock, _) = makeCluster(count: 3) {
+            $0.strategy = .peakEWMA
+            $0.maxDelay = .milliseconds(100)
+            $0.activeChecks = true
+        }
+        for i in [0, 2] { cluster.attempt(i, .success, latency: .milliseconds(1)) }
+        for _ in 0..<3 { cluster.attempt(1, .success, latency: .milliseconds(500)) }
+        #expect(cluster.state(1) == .slow)
+        for _ in 0..<2 {
+            clock.advance(by: .milliseconds(250))
+            cluster.probeFinished(1, success: true, latency: .milliseconds(1))
+        }
+        #expect(cluster.state(1) == .healthy)
+        let ewma = cluster.snapshot()[1].latencyEWMA
+        #expect(ewma < 5, "EWMA after re-admission: \(ewma) ms")
+        clock.advance(by: .seconds(10))  // past slow start
+        var picks = [0, 0, 0]
+        for _ in 0..<3000 {
+            guard case .backend(let i) = cluster.choose(excluding: []) else { continue }
+            picks[i] += 1
+            cluster.attempt(i, .success, latency: .milliseconds(1))
+        }
+        #expect(picks[1] > 600, "picks \(picks)")
+    }
+}

@@ -57,6 +57,11 @@ extern const int lbk_TCP_NODELAY;
 extern const int lbk_MSG_NOSIGNAL;
 extern const int lbk_SHUT_WR;
 
+/// Installs a handler (sigaction, SA_RESTART) for each of `signals` that writes the signal number
+/// as one byte to a pipe; returns the pipe's read end (blocking, close-on-exec) or -1.
+/// Async-signal-safe and independent of which thread receives the signal. Call once.
+int lbk_signal_pipe_install(const int *signals, int count);
+
 /// Names the calling thread (at most 15 characters are kept).
 int lbk_set_thread_name(const char *name);
 

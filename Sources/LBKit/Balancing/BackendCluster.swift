@@ -550,6 +550,12 @@ struct ClusterState: Sendable {
     var nextDeadline = MonotonicInstant(nanoseconds: .max)
 
     mutating func apply(_ transition: HealthTransition, to index: Int) {
+        if transition.to == .healthy && transition.from != .healthy {
+            // Re-admitted on fresh evidence (fast probes or a good trial): the EWMA must not keep
+            // the slowness that got it excluded, or a latency-aware selector would keep avoiding it
+            // and it would never receive the traffic that could lower the EWMA again.
+            latency[index].resetPeakToRecent()
+        }
         if transition.from.isPassiveExclusion { passivelyExcluded -= 1 }
         if transition.to.isPassiveExclusion { passivelyExcluded += 1 }
         if let deadline = health[index].nextDeadline, deadline < nextDeadline { nextDeadline = deadline }

@@ -90,6 +90,16 @@ public struct LatencyTracker: Sendable {
         lastSample = .nanoseconds(Int64(clamping: ns))
     }
 
+    /// Replaces the EWMA with the recent evidence (the median of the last three samples, or the
+    /// last sample): used when a backend is re-admitted because it proved fast again, so its old
+    /// slowness does not keep a latency-aware selector away from it. Histograms are kept.
+    public mutating func resetPeakToRecent() {
+        guard sampleCount > 0 else { return }
+        if let recent = recentLatency ?? lastSample {
+            peakNanoseconds = Double(max(recent.nanosecondsClamped, 0))
+        }
+    }
+
     /// The peak EWMA as of the last sample (`nil` before the first sample).
     public var peakEWMA: Duration? {
         sampleCount == 0 ? nil : .nanoseconds(Int64(peakNanoseconds))

@@ -78,7 +78,7 @@ extension LoadBalancer {
                 out += "lb_backend_failures_total{backend=\"\(b.url)\",kind=\"\(kind)\"} \(v)\n"
             }
         }
-        family("lb_backend_retries_total", "counter", "Retries that moved a request away from each backend.")
+        family("lb_backend_retries_total", "counter", "Retry attempts sent to each backend (a request that failed elsewhere first).")
         for b in snapshot { out += "lb_backend_retries_total{backend=\"\(b.url)\"} \(b.retries)\n" }
         family("lb_backend_in_flight", "gauge", "Attempts in progress per backend.")
         for b in snapshot { out += "lb_backend_in_flight{backend=\"\(b.url)\"} \(b.inFlight)\n" }

@@ -1,32 +1,45 @@
-import Dispatch
+import CLBKitShim
 import Glibc
 import Synchronization
 
-/// Waits for Unix signals without a signal handler: the signals are ignored for default
-/// delivery and observed through Dispatch signal sources.
+/// Waits for Unix signals without a race at start-up.
+///
+/// `init` installs a minimal C signal handler (in CLBKitShim) that writes the signal number to a
+/// self-pipe, and starts one thread that reads the pipe. The handler is async-signal-safe and
+/// works whichever thread the kernel picks, so a signal that arrives at any moment after `init`
+/// returns is delivered to ``wait()``, never lost and never fatal. Create it before printing any
+/// readiness line.
 ///
 /// ```swift
-/// let stop = SignalWaiter(signals: [SIGTERM, SIGINT])
+/// let stop = SignalWaiter(signals: [SIGTERM, SIGINT])   // before starting servers
+/// // ... start servers, print "Router running on port 8000" ...
 /// let signal = await stop.wait()   // suspends until one arrives
 /// ```
 public final class SignalWaiter: Sendable {
-    // Only written in init and never read afterwards: kept solely to keep the sources alive.
-    // DispatchSource is not Sendable, hence nonisolated(unsafe); no access can race.
-    nonisolated(unsafe) private let sources: [DispatchSourceSignal]
+    private let readFD: Int32
     private let state = Mutex<(received: [Int32], waiters: [CheckedContinuation<Int32, Never>])>(([], []))
 
-    /// Starts observing `signals`.
+    /// Installs the handler for `signals` and starts the thread that receives them.
+    /// Only one `SignalWaiter` per process is supported (the handler has one pipe).
     public init(signals: [Int32]) {
-        var created: [DispatchSourceSignal] = []
-        for s in signals {
-            Glibc.signal(s, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: s, queue: .global())
-            created.append(source)
-        }
-        sources = created
-        for (source, s) in zip(created, signals) {
-            source.setEventHandler { [weak self] in self?.deliver(s) }
-            source.resume()
+        readFD = signals.withUnsafeBufferPointer { lbk_signal_pipe_install($0.baseAddress, Int32($0.count)) }
+        guard readFD >= 0 else { return }
+        let box = Unmanaged.passRetained(self).toOpaque()
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { arg in
+            guard let arg else { return nil }
+            let waiter = Unmanaged<SignalWaiter>.fromOpaque(arg).takeRetainedValue()
+            waiter.receiveLoop()
+            return nil
+        }, box)
+        if rc == 0 { pthread_detach(tid) } else { Unmanaged<SignalWaiter>.fromOpaque(box).release() }
+    }
+
+    private func receiveLoop() {
+        var byte: UInt8 = 0
+        while true {
+            let n = read(readFD, &byte, 1)
+            if n == 1 { deliver(Int32(byte)) } else if n < 0 && errno == EINTR { continue } else { return }
         }
     }
 
@@ -43,7 +56,7 @@ public final class SignalWaiter: Sendable {
         for w in waiters { w.resume(returning: signal) }
     }
 
-    /// Suspends until one of the signals arrives (returns immediately for one already received).
+    /// Suspends until one of the signals arrives (returns at once for one already received).
     @discardableResult
     public func wait() async -> Int32 {
         await withCheckedContinuation { (c: CheckedContinuation<Int32, Never>) in
