@@ -28,6 +28,13 @@ struct EndToEndFailureTests {
         // Ejected within --max-fails attempts routed to it (probes may add "down" on top).
         #expect(snap.failures.connect <= 3, "attempts routed to the dead backend: \(snap.failures.connect)")
         #expect(log.all.contains { $0.contains("UNHEALTHY") && $0.contains(deadURL) })
+        // Each refused attempt moved on (budget-exempt, counted per reason in /_lb/stats).
+        let stats = try await rawRequest(port: lb.port, path: "/_lb/stats")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(stats.body)) as? [String: Any])
+        let totals = try #require(json["totals"] as? [String: Any])
+        let byReason = try #require(totals["retries_by_reason"] as? [String: Int])
+        #expect(byReason["connect"] == snap.failures.connect)
+        #expect(byReason["connect"] ?? 0 >= 1)
 
         // Restart on the same port: healthy again within two health intervals (+ scheduling slack).
         let revived = EchoBackend(configuration: EchoBackendConfiguration(host: "127.0.0.1", ports: [fleet.ports[1]]),

@@ -480,6 +480,12 @@ public final class BackendCluster: Sendable {
         }
     }
 
+    /// Counts a retry that does not draw on the budget: a request that provably never reached a
+    /// backend (connect refused / timed out) always moves on, since it adds no load to any backend.
+    public func recordUnbudgetedRetry(reason: RetryReason) {
+        retries.withLock { $0.granted[reason.slot] += 1 }
+    }
+
     /// Retry counters since the cluster was created.
     public func retryStatistics() -> RetryStatistics {
         retries.withLock { r in

@@ -142,7 +142,9 @@ public final class LoadBalancer: HTTPHandler {
                 return finish(lastResponse, lastFailure, attempts)
             }
             if let reason = pendingRetry {
-                guard cluster.tryRetry(reason: reason) else {
+                if reason == .connect {
+                    cluster.recordUnbudgetedRetry(reason: reason)  // never sent: always moves on
+                } else if !cluster.tryRetry(reason: reason) {
                     counters.budgetExhausted.add(1, ordering: .relaxed)
                     return finish(lastResponse, lastFailure, attempts)
                 }
@@ -223,6 +225,18 @@ public final class LoadBalancer: HTTPHandler {
     }
 
     // MARK: Active health checks
+
+    /// Runs the balancer's background work (active health checks) until the task is cancelled:
+    /// the structured entry point for embedders, e.g. in a task group or a service lifecycle.
+    ///
+    /// ```swift
+    /// let background = Task { await balancer.run() }
+    /// // ... at shutdown:
+    /// background.cancel()
+    /// ```
+    public func run() async {
+        await runHealthChecks()
+    }
 
     /// Probes every backend with `GET healthPath` every `healthInterval` until the task is cancelled.
     /// Probes of one round run concurrently (one per backend); a round waits for the previous one,

@@ -38,13 +38,17 @@ extension LoadBalancer {
                 """)
         }
         let c = counters
+        let retryStats = cluster.retryStatistics()
+        let retriesJSON = RetryReason.allCases.map { "\"\($0.rawValue)\":\(retryStats.granted[$0] ?? 0)" }.joined(separator: ",")
+        let deniedJSON = RetryReason.allCases.map { "\"\($0.rawValue)\":\(retryStats.denied[$0] ?? 0)" }.joined(separator: ",")
         let uptime = Double(now &- startedAt) / 1_000_000_000
         return """
             {"uptime_s":\(String(format3: uptime)),"strategy":"\(configuration.strategy.rawValue)",\
             "totals":{"requests":\(c.requests.load(ordering: .relaxed)),\
             "by_status":{"1xx":\(c.status1xx.load(ordering: .relaxed)),"2xx":\(c.status2xx.load(ordering: .relaxed)),"3xx":\(c.status3xx.load(ordering: .relaxed)),"4xx":\(c.status4xx.load(ordering: .relaxed)),"5xx":\(c.status5xx.load(ordering: .relaxed))},\
             "throttled":\(c.throttled.load(ordering: .relaxed)),"no_backend":\(c.noBackend.load(ordering: .relaxed)),\
-            "retry_budget_exhausted":\(c.budgetExhausted.load(ordering: .relaxed)),"throttle_tracked_clients":\(throttle?.count ?? 0)},\
+            "retry_budget_exhausted":\(c.budgetExhausted.load(ordering: .relaxed)),\
+            "retries_by_reason":{\(retriesJSON)},"retries_denied_by_reason":{\(deniedJSON)},"throttle_tracked_clients":\(throttle?.count ?? 0)},\
             "backends":[\(backends.joined(separator: ","))]}
             """
     }
@@ -69,6 +73,11 @@ extension LoadBalancer {
         out += "lb_no_backend_total \(c.noBackend.load(ordering: .relaxed))\n"
         family("lb_retry_budget_exhausted_total", "counter", "Retries refused by the retry budget.")
         out += "lb_retry_budget_exhausted_total \(c.budgetExhausted.load(ordering: .relaxed))\n"
+        family("lb_retries_total", "counter", "Retries sent to another backend, by reason.")
+        let retryStats = cluster.retryStatistics()
+        for reason in RetryReason.allCases {
+            out += "lb_retries_total{reason=\"\(reason.rawValue)\"} \(retryStats.granted[reason] ?? 0)\n"
+        }
         let snapshot = cluster.snapshot()
         family("lb_backend_requests_total", "counter", "Attempts sent to each backend.")
         for b in snapshot { out += "lb_backend_requests_total{backend=\"\(b.url)\"} \(b.requests)\n" }
