@@ -77,7 +77,11 @@ struct EndToEndBalancingTests {
 
     @Test("a chunked backend response reaches the client complete")
     func chunkedResponse() async throws {
-        let backend = try RawChunkedBackend.start(chunks: ["{\"part\":", "\"one\",", "\"n\":2}"])
+        var raw = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for chunk in ["{\"part\":", "\"one\",", "\"n\":2}"] { raw += String(chunk.utf8.count, radix: 16) + "\r\n" + chunk + "\r\n" }
+        raw += "0\r\n\r\n"
+        let bytes = Array(raw.utf8)
+        let backend = ScriptedBackend { _, _ in bytes }  // LBKit's server never sends chunked bodies
         let lb = try TestBalancer.start(backends: [try BackendURL(parsing: "http://127.0.0.1:\(backend.port)")])
         let r = try await rawRequest(port: lb.port, path: "/chunked")
         #expect(r.status == 200)
@@ -188,61 +192,5 @@ struct EndToEndBalancingTests {
         #expect(r.bodyText.contains("\"status\":\"ok\""))
         #expect(r.bodyText.contains("\"eligible\":2"))
         await lb.stop(); await fleet.stop()
-    }
-}
-
-/// A backend that answers every request with a chunked response, written with plain blocking
-/// sockets on its own thread (LBKit's server never sends chunked bodies).
-final class RawChunkedBackend: @unchecked Sendable {
-    // @unchecked: `listener` is immutable after start; `stopped` is an Atomic.
-    let port: Int
-    let listener: Int32
-    let stopped = Atomic<Bool>(false)
-
-    private init(port: Int, listener: Int32) {
-        self.port = port
-        self.listener = listener
-    }
-
-    static func start(chunks: [String]) throws -> RawChunkedBackend {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        _ = withUnsafePointer(to: &addr) { p in p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        listen(fd, 16)
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { p in p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        let backend = RawChunkedBackend(port: Int(UInt16(bigEndian: addr.sin_port)), listener: fd)
-        var response = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-        for c in chunks { response += String(c.utf8.count, radix: 16) + "\r\n" + c + "\r\n" }
-        response += "0\r\n\r\n"
-        let bytes = Array(response.utf8)
-        Thread.detachNewThread {
-            while !backend.stopped.load(ordering: .relaxed) {
-                let client = accept(fd, nil, nil)
-                if client < 0 { return }
-                var buf = [UInt8](repeating: 0, count: 65536)
-                var got: [UInt8] = []
-                while true {
-                    let n = buf.withUnsafeMutableBytes { recv(client, $0.baseAddress, $0.count, 0) }
-                    if n <= 0 { break }
-                    got += buf[0..<n]
-                    // Answer each complete request head (bodiless GETs in these tests).
-                    while let r = got.firstRange(of: [13, 10, 13, 10]) {
-                        got.removeSubrange(0..<r.upperBound)
-                        _ = bytes.withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-                    }
-                }
-                close(client)
-            }
-        }
-        return backend
-    }
-
-    func stop() {
-        stopped.store(true, ordering: .relaxed)
-        shutdown(listener, Int32(SHUT_RDWR))
-        close(listener)
     }
 }
