@@ -148,7 +148,17 @@ public final class BackendCluster: Sendable {
             if s.stats[index].inFlight > 0 { s.stats[index].inFlight -= 1 }
             var failure: FailureKind?
             var sample: Duration?
+            if outcome == .abandoned {
+                s.latency[index].record(latency, at: now)
+                let transition = s.health[index].latencyObserved(
+                    recentLatency: s.latency[index].recentLatency, at: now,
+                    allowExclusion: s.passivelyExcluded < maxPassivelyExcluded)
+                if let transition { s.apply(transition, to: index) }
+                return transition
+            }
             switch outcome {
+            case .abandoned:
+                break
             case .success:
                 s.stats[index].successes += 1
                 sample = latency
@@ -215,6 +225,14 @@ public final class BackendCluster: Sendable {
             let granted = r.budget.tryWithdraw()
             if granted { r.granted[reason.slot] += 1 } else { r.denied[reason.slot] += 1 }
             return granted
+        }
+    }
+
+    /// The backend's recent p99 latency (from requests and probes), or nil without samples.
+    public func recentP99(_ index: Int) -> Duration? {
+        let now = clock.now()
+        return state.withLock { s in
+            s.latency.indices.contains(index) ? s.latency[index].quantile(0.99, at: now) : nil
         }
     }
 
@@ -334,6 +352,6 @@ struct ClusterState: Sendable {
 
 struct RetryState: Sendable {
     var budget: RetryBudget
-    var granted = InlineArray<4, Int>(repeating: 0)
-    var denied = InlineArray<4, Int>(repeating: 0)
+    var granted = InlineArray<5, Int>(repeating: 0)
+    var denied = InlineArray<5, Int>(repeating: 0)
 }

@@ -50,6 +50,8 @@ public struct HTTPClientError: Error, Sendable, CustomStringConvertible {
         case malformedResponse(String)
         /// The response body exceeded ``HTTPClientConfiguration/maxResponseBytes``.
         case responseTooLarge
+        /// The exchange was given up through its ``ExchangeAbortHandle``.
+        case aborted
     }
 
     /// What went wrong.
@@ -73,6 +75,7 @@ public struct HTTPClientError: Error, Sendable, CustomStringConvertible {
         case .timedOut: "response timed out"
         case .malformedResponse(let why): "malformed response: \(why)"
         case .responseTooLarge: "response too large"
+        case .aborted: "aborted"
         }
     }
 }
@@ -85,6 +88,86 @@ public struct HTTPClientResponse: Sendable {
     public var body: [UInt8]
     /// Whether the connection was reused from the pool.
     public var reusedConnection: Bool
+}
+
+/// The result of ``HTTPClient/send(_:to:on:deadline:answerBy:abortHandle:)``.
+public enum ExchangeProgress: Sendable {
+    /// The whole response arrived.
+    case complete(HTTPClientResponse)
+    /// Nothing arrived by the soft deadline; the exchange can still be finished or aborted.
+    case pending(PendingExchange)
+}
+
+/// An exchange whose request was sent but whose response has not started yet.
+///
+/// `@unchecked Sendable`: it only carries the checked-out connection to the one task that calls
+/// ``HTTPClient/finish(_:deadline:)``; other tasks may only abort it through the exchange's
+/// ``ExchangeAbortHandle`` (which closes the socket, a thread-safe operation).
+public final class PendingExchange: @unchecked Sendable {
+    let connection: PooledConnection
+    let endpoint: HTTPEndpoint
+    let loop: EventLoop
+    let method: String
+    let reused: Bool
+    /// Aborts this exchange from another task.
+    public let abortHandle: ExchangeAbortHandle
+
+    init(connection: PooledConnection, endpoint: HTTPEndpoint, loop: EventLoop, method: String, reused: Bool,
+         abortHandle: ExchangeAbortHandle) {
+        self.connection = connection
+        self.endpoint = endpoint
+        self.loop = loop
+        self.method = method
+        self.reused = reused
+        self.abortHandle = abortHandle
+    }
+}
+
+/// Lets another task give up an exchange: ``abort()`` closes its connection, so a waiting read
+/// ends at once, and an exchange that has not connected yet stops before sending.
+///
+/// ```swift
+/// let handle = ExchangeAbortHandle()
+/// async let slow = client.execute(request, to: endpointA, on: loop, deadline: d, abortHandle: handle)
+/// // ... another backend answered first:
+/// handle.abort()
+/// ```
+public final class ExchangeAbortHandle: Sendable {
+    private let state = Mutex<(socket: Socket?, aborted: Bool)>((nil, false))
+
+    /// Creates a handle.
+    public init() {}
+
+    /// Aborts the exchange (idempotent).
+    public func abort() {
+        let socket = state.withLock { st -> Socket? in
+            st.aborted = true
+            return st.socket
+        }
+        socket?.close()
+    }
+
+    /// Whether ``abort()`` was called.
+    public var isAborted: Bool { state.withLock { $0.aborted } }
+
+    /// Forgets the socket before its connection goes back to the pool (so a late abort cannot close
+    /// a pooled connection another exchange may be using); false when already aborted.
+    func detach() -> Bool {
+        state.withLock { st in
+            if st.aborted { return false }
+            st.socket = nil
+            return true
+        }
+    }
+
+    /// Records the socket in use; false when already aborted.
+    func attach(_ socket: Socket) -> Bool {
+        state.withLock { st in
+            if st.aborted { return false }
+            st.socket = socket
+            return true
+        }
+    }
 }
 
 /// One upstream address with its connection pools (one per event loop, so an exchange never
@@ -176,14 +259,29 @@ public final class HTTPClient: Sendable {
 
     /// Sends `request` and reads the response before `deadline` (monotonic ns).
     public func execute(_ request: HTTPClientRequest, to endpoint: HTTPEndpoint, on loop: EventLoop,
-                        deadline: UInt64) async throws(HTTPClientError) -> HTTPClientResponse {
+                        deadline: UInt64, abortHandle: ExchangeAbortHandle? = nil) async throws(HTTPClientError) -> HTTPClientResponse {
+        let progress = try await send(request, to: endpoint, on: loop, deadline: deadline, answerBy: .max, abortHandle: abortHandle)
+        switch progress {
+        case .complete(let response): return response
+        case .pending(let pending): return try await finish(pending, deadline: deadline)
+        }
+    }
+
+    /// Sends `request`; returns the complete response, or ``ExchangeProgress/pending(_:)`` when no
+    /// byte of the response has arrived by `answerBy` (monotonic ns) while `deadline` has not passed.
+    /// A pending exchange keeps its connection: continue it with ``finish(_:deadline:)`` or give it
+    /// up with its abort handle. This is how the balancer hedges slow requests without any cost on
+    /// the fast path.
+    public func send(_ request: HTTPClientRequest, to endpoint: HTTPEndpoint, on loop: EventLoop,
+                     deadline: UInt64, answerBy: UInt64,
+                     abortHandle: ExchangeAbortHandle? = nil) async throws(HTTPClientError) -> ExchangeProgress {
         var wire: [UInt8] = []
         wire.reserveCapacity(512 + request.body.count)
         var head = request.head
         head.version = .http1_1
         if !head.headers.contains(name: "Host") { head.headers.add(name: "Host", value: endpoint.authority) }
         head.headers.remove(name: "Transfer-Encoding")
-        if !request.body.isEmpty || ["POST", "PUT", "PATCH"].contains(head.method) {
+        if !request.body.isEmpty || head.method == "POST" || head.method == "PUT" || head.method == "PATCH" {
             head.headers.replaceOrAdd(name: "Content-Length", value: String(request.body.count))
         } else {
             head.headers.remove(name: "Content-Length")
@@ -192,19 +290,28 @@ public final class HTTPClient: Sendable {
         wire.append(contentsOf: request.body)
 
         var allowStaleRetry = true
+        let handle = abortHandle ?? (answerBy == .max ? nil : ExchangeAbortHandle())
         while true {
             let (connection, reused) = try await acquire(endpoint, loop: loop, deadline: deadline, fresh: !allowStaleRetry)
+            if let handle, !handle.attach(connection.socket) {
+                connection.socket.close()
+                throw HTTPClientError(kind: .aborted, requestSent: false)
+            }
             do throws(ExchangeFailure) {
-                let (response, keepAlive) = try await exchange(wire, method: head.method, on: connection, deadline: deadline)
-                connection.exchanges += 1
-                if keepAlive {
-                    release(connection, to: endpoint, loop: loop)
-                } else {
-                    connection.socket.close()
+                try await write(wire, on: connection, deadline: deadline)
+                var started = false
+                let parsed = try await readHead(connection, method: head.method, deadline: deadline,
+                                                answerBy: answerBy, started: &started)
+                guard let parsed else {
+                    let pending = PendingExchange(connection: connection, endpoint: endpoint, loop: loop,
+                                                  method: head.method, reused: reused, abortHandle: handle ?? ExchangeAbortHandle())
+                    return .pending(pending)
                 }
-                return HTTPClientResponse(head: response.head, body: response.body, reusedConnection: reused)
+                return .complete(try await complete(parsed, connection, endpoint: endpoint, loop: loop, deadline: deadline,
+                                                    reused: reused, handle: handle))
             } catch {
                 connection.socket.close()
+                if handle?.isAborted == true { throw HTTPClientError(kind: .aborted, requestSent: true) }
                 if reused && allowStaleRetry && error.isStaleConnectionSymptom {
                     // The backend closed this pooled connection before our request reached it
                     // (RFC 9112 9.3.1): retry once on a new connection.
@@ -214,6 +321,40 @@ public final class HTTPClient: Sendable {
                 throw error.clientError
             }
         }
+    }
+
+    /// Continues a ``ExchangeProgress/pending(_:)`` exchange until its response is complete.
+    public func finish(_ pending: PendingExchange, deadline: UInt64) async throws(HTTPClientError) -> HTTPClientResponse {
+        let connection = pending.connection
+        do throws(ExchangeFailure) {
+            var started = false
+            guard let parsed = try await readHead(connection, method: pending.method, deadline: deadline,
+                                                  answerBy: .max, started: &started) else {
+                throw failure(.timedOut)
+            }
+            return try await complete(parsed, connection, endpoint: pending.endpoint, loop: pending.loop,
+                                      deadline: deadline, reused: pending.reused, handle: pending.abortHandle)
+        } catch {
+            connection.socket.close()
+            if pending.abortHandle.isAborted { throw HTTPClientError(kind: .aborted, requestSent: true) }
+            throw error.clientError
+        }
+    }
+
+    /// Reads the body after a final response head and returns the connection to the pool.
+    private func complete(_ parsed: ParsedResponseHead, _ connection: PooledConnection, endpoint: HTTPEndpoint,
+                          loop: EventLoop, deadline: UInt64, reused: Bool,
+                          handle: ExchangeAbortHandle?) async throws(ExchangeFailure) -> HTTPClientResponse {
+        let body = try await readBody(connection, framing: parsed.framing, deadline: deadline)
+        connection.exchanges += 1
+        // Detach from the abort handle first: once pooled, the connection belongs to the pool.
+        let stillOurs = handle?.detach() ?? true
+        if stillOurs && parsed.keepAlive && parsed.framing != .untilClose {
+            release(connection, to: endpoint, loop: loop)
+        } else {
+            connection.socket.close()
+        }
+        return HTTPClientResponse(head: parsed.head, body: body, reusedConnection: reused)
     }
 
     // MARK: Pool
@@ -271,28 +412,19 @@ public final class HTTPClient: Sendable {
         var isStaleConnectionSymptom: Bool
     }
 
-    private func exchange(_ wire: [UInt8], method: String, on connection: PooledConnection,
-                          deadline: UInt64) async throws(ExchangeFailure) -> (HTTPClientResponse, Bool) {
+    private func write(_ wire: [UInt8], on connection: PooledConnection, deadline: UInt64) async throws(ExchangeFailure) {
         do {
             try await connection.socket.write(wire, deadline: deadline)
         } catch {
             let stale = error == .connectionReset || error == .closed
             throw ExchangeFailure(clientError: mapIO(error, sent: true), isStaleConnectionSymptom: stale)
         }
-        var responseStarted = false
-        while true {
-            let parsed = try await readHead(connection, method: method, deadline: deadline, started: &responseStarted)
-            if parsed.head.status >= 100 && parsed.head.status < 200 {
-                continue  // 100 Continue / 103 Early Hints: skip interim responses
-            }
-            let body = try await readBody(connection, framing: parsed.framing, deadline: deadline)
-            let keepAlive = parsed.keepAlive && parsed.framing != .untilClose
-            return (HTTPClientResponse(head: parsed.head, body: body, reusedConnection: false), keepAlive)
-        }
     }
 
-    private func readHead(_ connection: PooledConnection, method: String, deadline: UInt64,
-                          started: inout Bool) async throws(ExchangeFailure) -> ParsedResponseHead {
+    /// Reads the final response head (interim 1xx responses are skipped). Returns nil when no byte
+    /// arrived by `answerBy` (the exchange stays usable); throws on errors and at `deadline`.
+    private func readHead(_ connection: PooledConnection, method: String, deadline: UInt64, answerBy: UInt64,
+                          started: inout Bool) async throws(ExchangeFailure) -> ParsedResponseHead? {
         var scanFrom = 0
         let limits = configuration.limits
         while true {
@@ -309,6 +441,10 @@ public final class HTTPClient: Sendable {
                 switch result {
                 case .success(let parsed?):
                     connection.buffer.consume(parsed.headLength)
+                    if parsed.head.status >= 100 && parsed.head.status < 200 {
+                        scanFrom = 0
+                        continue  // 100 Continue / 103 Early Hints: skip interim responses
+                    }
                     return parsed
                 case .success(nil):
                     scanFrom = connection.buffer.readableCount
@@ -317,10 +453,12 @@ public final class HTTPClient: Sendable {
                                           isStaleConnectionSymptom: false)
                 }
             }
+            let soft = !started && answerBy < deadline
             let n: Int
             do {
-                n = try await connection.socket.read(into: &connection.buffer, deadline: deadline)
+                n = try await connection.socket.read(into: &connection.buffer, deadline: soft ? answerBy : deadline)
             } catch {
+                if soft && error == .timedOut { return nil }
                 throw ExchangeFailure(clientError: mapIO(error, sent: true),
                                       isStaleConnectionSymptom: !started && error == .connectionReset)
             }

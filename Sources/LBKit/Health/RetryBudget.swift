@@ -99,6 +99,9 @@ public enum RetryReason: String, Sendable, CaseIterable, Hashable {
     case timeout
     /// The backend answered with a 5xx status.
     case status5xx
+    /// The first attempt had not started answering by the hedge point, so a second, concurrent
+    /// attempt went to another backend.
+    case hedge
 
     /// The retry reason for an attempt that failed with `kind`.
     public init(_ kind: FailureKind) {
@@ -116,6 +119,7 @@ public enum RetryReason: String, Sendable, CaseIterable, Hashable {
         case .reset: 1
         case .timeout: 2
         case .status5xx: 3
+        case .hedge: 4
         }
     }
 }

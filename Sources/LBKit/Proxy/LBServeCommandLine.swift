@@ -37,7 +37,7 @@ public enum LBServeCommandLine {
                        [--rate-limit R] [--burst B] [--throttle-max-keys 100000] [--penalty-threshold 10]
                        [--penalty-window-ms 10000] [--penalty-duration-ms 60000] [--penalty-factor 4]
                        [--max-body-bytes 8388608] [--max-attempts 3]
-                       [--retry-non-idempotent] [--strategy round-robin|weighted|least-requests|peak-ewma]
+                       [--retry-non-idempotent] [--hedge-after-ms N] [--strategy round-robin|weighted|least-requests|peak-ewma]
                        [--trusted-proxy CIDR]... [--access-log] [--threads N]
         With no --backend, starts three demo echo backends on 127.0.0.1:5001-5003 and balances them.
         """
@@ -95,6 +95,7 @@ public enum LBServeCommandLine {
             case "--connect-timeout-ms": config.connectTimeout = .milliseconds(try int(flag, 1...600_000))
             case "--max-delay-ms": config.maxDelay = .milliseconds(try int(flag, 1...3_600_000))
             case "--max-fails": config.maxFails = try int(flag, 1...1000)
+            case "--hedge-after-ms": config.hedgeAfter = .milliseconds(try int(flag, 0...3_600_000))
             case "--health-interval-ms": config.healthInterval = .milliseconds(try int(flag, 0...3_600_000))
             case "--health-timeout-ms": config.healthTimeout = .milliseconds(try int(flag, 1...600_000))
             case "--health-path":

@@ -157,35 +157,32 @@ public final class LoadBalancer: HTTPHandler {
             attempts += 1
             cluster.attemptStarted(index)
             let deadline = min(requestDeadline, now &+ attemptNanos)
+            var attempt = AttemptRecord(index: index, start: now, result: .failure(HTTPClientError(kind: .aborted, requestSent: false)))
+            let hedgeAt = replayable && attempts < configuration.maxAttempts ? hedgePoint(for: index, from: now) : .max
             do {
-                var response = try await client.execute(upstream, to: endpoints[index], on: context.eventLoop, deadline: deadline)
-                let latency = Duration.nanoseconds(Int64(clamping: lbk_monotonic_ns() &- now))
-                if response.head.status >= 500 {
-                    cluster.attemptFinished(index, outcome: .failure(.status5xx), latency: latency)
-                    let proxied = clientResponse(&response, backend: index)
-                    if replayable && attempts < configuration.maxAttempts {
-                        lastResponse = (proxied, index)
-                        pendingRetry = .status5xx
-                        continue
-                    }
-                    return (proxied, index, attempts)
+                switch try await client.send(upstream, to: endpoints[index], on: context.eventLoop, deadline: deadline, answerBy: hedgeAt) {
+                case .complete(let response):
+                    attempt.result = .success(response)
+                case .pending(let pending):
+                    attempt = await hedge(upstream, pending: pending, first: attempt, firstDeadline: deadline,
+                                          requestDeadline: requestDeadline, tried: &tried, attempts: &attempts, loop: context.eventLoop)
                 }
-                cluster.attemptFinished(index, outcome: .success, latency: latency)
-                return (clientResponse(&response, backend: index), index, attempts)
             } catch {
-                let elapsed = Duration.nanoseconds(Int64(clamping: lbk_monotonic_ns() &- now))
-                let name = backendNames[index]
-                switch error.kind {
-                case .connectRefused, .connectTimeout, .connectFailed:
-                    cluster.attemptFinished(index, outcome: .failure(.connect), latency: elapsed)
-                    lastFailure = (502, "backend \(name): \(error)")
-                case .timedOut:
-                    cluster.attemptFinished(index, outcome: .failure(.timeout), latency: elapsed)
-                    lastFailure = (504, "backend \(name): no response within \(Int(configuration.attemptTimeout.milliseconds)) ms")
-                case .connectionReset, .malformedResponse, .responseTooLarge:
-                    cluster.attemptFinished(index, outcome: .failure(.reset), latency: elapsed)
-                    lastFailure = (502, "backend \(name): \(error)")
+                attempt.result = .failure(error)
+            }
+            record(attempt)
+            let used = attempt.index
+            switch attempt.result {
+            case .success(var response):
+                let proxied = clientResponse(&response, backend: used)
+                if response.head.status >= 500 && replayable && attempts < configuration.maxAttempts {
+                    lastResponse = (proxied, used)
+                    pendingRetry = .status5xx
+                    continue
                 }
+                return (proxied, used, attempts)
+            case .failure(let error):
+                lastFailure = failureDescription(error, backend: used)
                 lastResponse = nil
                 if !error.requestSent {
                     pendingRetry = .connect
@@ -199,6 +196,45 @@ public final class LoadBalancer: HTTPHandler {
             }
         }
         return finish(lastResponse, lastFailure, attempts)
+    }
+
+    /// One attempt: the backend, when it started (monotonic ns) and how it ended.
+    struct AttemptRecord: Sendable {
+        var index: Int
+        var start: UInt64
+        var result: Result<HTTPClientResponse, HTTPClientError>
+
+        /// A final answer worth returning: a response below 500.
+        var isGood: Bool {
+            if case .success(let r) = result { return r.head.status < 500 }
+            return false
+        }
+    }
+
+    /// Reports an attempt's outcome and latency to the cluster.
+    func record(_ attempt: AttemptRecord) {
+        let elapsed = Duration.nanoseconds(Int64(clamping: lbk_monotonic_ns() &- attempt.start))
+        let outcome: AttemptOutcome
+        switch attempt.result {
+        case .success(let response):
+            outcome = response.head.status >= 500 ? .failure(.status5xx) : .success
+        case .failure(let error):
+            switch error.kind {
+            case .connectRefused, .connectTimeout, .connectFailed: outcome = .failure(.connect)
+            case .timedOut: outcome = .failure(.timeout)
+            case .connectionReset, .malformedResponse, .responseTooLarge: outcome = .failure(.reset)
+            case .aborted: outcome = .abandoned
+            }
+        }
+        cluster.attemptFinished(attempt.index, outcome: outcome, latency: elapsed)
+    }
+
+    private func failureDescription(_ error: HTTPClientError, backend: Int) -> (status: Int, message: String) {
+        let name = backendNames[backend]
+        if error.kind == .timedOut {
+            return (504, "backend \(name): no response within \(Int(configuration.attemptTimeout.milliseconds)) ms")
+        }
+        return (502, "backend \(name): \(error)")
     }
 
     private func finish(_ response: (HTTPResponse, Int)?, _ failure: (status: Int, message: String)?, _ attempts: Int) -> (HTTPResponse, Int?, Int) {

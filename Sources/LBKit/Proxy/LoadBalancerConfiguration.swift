@@ -26,6 +26,11 @@ public struct LoadBalancerConfiguration: Sendable {
     public var connectTimeout: Duration = .milliseconds(1000)
     /// Latency above which a backend is excluded as slow (`--max-delay-ms`); nil = no latency ejection.
     public var maxDelay: Duration?
+    /// When to hedge a replayable request (`--hedge-after-ms`): if its attempt has not started
+    /// answering after this long, a second attempt goes to another backend and the first good
+    /// answer wins. nil = automatic: on when `maxDelay` is set, after min(max-delay, max(10 ms,
+    /// 2 x the backend's recent p99)); `.zero` = never.
+    public var hedgeAfter: Duration?
     /// Consecutive failures that eject a backend (`--max-fails`).
     public var maxFails = 3
     /// Active health check period (`--health-interval-ms`); zero disables active checks.

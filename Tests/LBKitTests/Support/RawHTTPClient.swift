@@ -32,9 +32,10 @@ final class RawHTTPClient {
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         if rc != 0 {
-            let e = errno
-            close(fd)
-            throw Failure.connect(e)
+            // No close here: a class whose stored properties are all set runs deinit when its init
+            // throws, and deinit closes `fd`. Closing here too was a double close that could kill
+            // an unrelated socket that reused the number in between.
+            throw Failure.connect(errno)
         }
     }
 

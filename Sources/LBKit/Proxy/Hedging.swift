@@ -1,0 +1,116 @@
+import CLBKitShim
+import Synchronization
+
+extension LoadBalancer {
+    /// The instant (monotonic ns) after which an unanswered replayable attempt on `index` gets a
+    /// hedge, or `.max` for none (see ``LoadBalancerConfiguration/hedgeAfter``).
+    func hedgePoint(for index: Int, from now: UInt64) -> UInt64 {
+        let delay: Duration
+        if let fixed = configuration.hedgeAfter {
+            guard fixed > .zero else { return .max }
+            delay = fixed
+        } else {
+            guard let maxDelay = configuration.maxDelay else { return .max }
+            let p99 = cluster.recentP99(index) ?? maxDelay
+            delay = min(maxDelay, max(.milliseconds(10), p99 * 2))
+        }
+        return now &+ UInt64(max(0, delay.nanosecondsClamped))
+    }
+
+    /// Races the pending first attempt against a second attempt on another backend. Returns as soon
+    /// as either gives a good answer (status below 500), or both have failed (then the later one).
+    /// The loser is aborted and keeps running in its own task only to report its outcome
+    /// (``AttemptOutcome/abandoned`` when aborted): the client never waits for it.
+    func hedge(_ upstream: HTTPClientRequest, pending: PendingExchange, first: AttemptRecord, firstDeadline: UInt64,
+               requestDeadline: UInt64, tried: inout BackendIndexSet, attempts: inout Int, loop: EventLoop) async -> AttemptRecord {
+        guard case .backend(let second) = cluster.choose(excluding: tried), cluster.tryRetry(reason: .hedge) else {
+            // Nobody to hedge to (or no budget): wait for the first attempt as usual.
+            var record = first
+            do {
+                record.result = .success(try await client.finish(pending, deadline: firstDeadline))
+            } catch {
+                record.result = .failure(error)
+            }
+            return record
+        }
+        tried.insert(second)
+        attempts += 1
+        cluster.attemptStarted(second)
+        let secondStart = lbk_monotonic_ns()
+        let secondDeadline = min(requestDeadline, secondStart &+ UInt64(max(0, configuration.attemptTimeout.nanosecondsClamped)))
+        let abortFirst = pending.abortHandle
+        let abortSecond = ExchangeAbortHandle()
+        let race = HedgeRace(aborts: [first.index: abortFirst, second: abortSecond])
+        let client = self.client
+        Task(executorPreference: loop) {
+            var record = first
+            do throws(HTTPClientError) {
+                record.result = .success(try await client.finish(pending, deadline: firstDeadline))
+            } catch {
+                // Closed by our own abort: abandoned, not a backend failure.
+                record.result = .failure(abortFirst.isAborted ? HTTPClientError(kind: .aborted, requestSent: true) : error)
+            }
+            if !race.offer(record) { self.record(record) }
+        }
+        Task(executorPreference: loop) {
+            var record = AttemptRecord(index: second, start: secondStart, result: .failure(HTTPClientError(kind: .aborted, requestSent: false)))
+            do throws(HTTPClientError) {
+                record.result = .success(try await client.execute(upstream, to: self.endpoints[second], on: loop,
+                                                                  deadline: secondDeadline, abortHandle: abortSecond))
+            } catch {
+                record.result = .failure(error)
+            }
+            if !race.offer(record) { self.record(record) }
+        }
+        return await race.winner()
+    }
+}
+
+/// The meeting point of two hedged attempts. The first good answer decides; a failure decides
+/// only when the other attempt has failed too. An offer that does not decide returns false and
+/// its task reports that attempt itself.
+final class HedgeRace: Sendable {
+    private struct State {
+        var decided: LoadBalancer.AttemptRecord?
+        var failures = 0
+        var waiter: CheckedContinuation<LoadBalancer.AttemptRecord, Never>?
+    }
+    private let state = Mutex(State())
+    private let aborts: [Int: ExchangeAbortHandle]
+
+    init(aborts: [Int: ExchangeAbortHandle]) { self.aborts = aborts }
+
+    /// Offers an attempt's result; true when it decided the race (the caller of ``winner()``
+    /// then reports it).
+    func offer(_ record: LoadBalancer.AttemptRecord) -> Bool {
+        let (decides, waiter) = state.withLock { s -> (Bool, CheckedContinuation<LoadBalancer.AttemptRecord, Never>?) in
+            if s.decided != nil { return (false, nil) }
+            if !record.isGood {
+                s.failures += 1
+                if s.failures < 2 { return (false, nil) }
+            }
+            s.decided = record
+            let w = s.waiter
+            s.waiter = nil
+            return (true, w)
+        }
+        guard decides else { return false }
+        if record.isGood {
+            for (index, handle) in aborts where index != record.index { handle.abort() }
+        }
+        waiter?.resume(returning: record)
+        return true
+    }
+
+    /// Suspends until the race is decided.
+    func winner() async -> LoadBalancer.AttemptRecord {
+        await withCheckedContinuation { (c: CheckedContinuation<LoadBalancer.AttemptRecord, Never>) in
+            let ready = state.withLock { s -> LoadBalancer.AttemptRecord? in
+                if let d = s.decided { return d }
+                s.waiter = c
+                return nil
+            }
+            if let ready { c.resume(returning: ready) }
+        }
+    }
+}

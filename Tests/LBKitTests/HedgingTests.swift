@@ -1,0 +1,69 @@
+import Foundation
+import Testing
+@testable import LBKit
+
+@Suite("Hedged requests", .timeLimit(.minutes(1)))
+struct HedgingTests {
+    let body = Array(#"{"msg":"demo"}"#.utf8)
+
+    @Test("a GET stuck on a slow backend is hedged to a fast one and answered quickly; the slow attempt is not a failure")
+    func getIsHedged() async throws {
+        let fast = try EchoFleet.start(count: 1)
+        let slow = try EchoFleet.start(count: 1, mode: .slow, delay: .milliseconds(600))
+        let lb = try TestBalancer.start(backends: [slow.urls[0], fast.urls[0]]) {
+            $0.hedgeAfter = .milliseconds(30)
+            $0.attemptTimeout = .seconds(2)
+        }
+        for _ in 0..<4 {
+            let start = ContinuousClock.now
+            let r = try await rawRequest(port: lb.port, method: "GET")
+            let elapsed = ContinuousClock.now - start
+            #expect(r.status == 200)
+            #expect(handledBy(r) == fast.ports[0])
+            #expect(elapsed < .milliseconds(300), "took \(elapsed)")
+        }
+        let stats = lb.balancer.cluster.retryStatistics()
+        #expect(stats.granted[.hedge] ?? 0 >= 2)
+        // The abandoned slow attempts are latency samples, not failures.
+        let settled = await eventually(timeout: .seconds(3)) { lb.balancer.cluster.snapshot()[0].inFlight == 0 }
+        #expect(settled)
+        #expect(lb.balancer.cluster.snapshot()[0].failures.total == 0)
+        await lb.stop(); await fast.stop(); await slow.stop()
+    }
+
+    @Test("a plain POST is never hedged: it waits for the backend it was sent to")
+    func postIsNotHedged() async throws {
+        let fast = try EchoFleet.start(count: 1)
+        let slow = try EchoFleet.start(count: 1, mode: .slow, delay: .milliseconds(300))
+        let lb = try TestBalancer.start(backends: [slow.urls[0], fast.urls[0]]) {
+            $0.hedgeAfter = .milliseconds(30)
+            $0.attemptTimeout = .seconds(2)
+        }
+        let start = ContinuousClock.now
+        let r = try await rawRequest(port: lb.port, method: "POST", body: body)
+        #expect(r.status == 200)
+        #expect(handledBy(r) == slow.ports[0])
+        #expect(ContinuousClock.now - start >= .milliseconds(280))
+        #expect(lb.balancer.cluster.retryStatistics().granted[.hedge] ?? 0 == 0)
+        await lb.stop(); await fast.stop(); await slow.stop()
+    }
+
+    @Test("race rules: first good answer wins; a failure waits for the other; two failures decide")
+    func raceRules() async {
+        let ok = HTTPClientResponse(head: HTTPResponseHead(status: 200), body: [], reusedConnection: false)
+        let bad = HTTPClientResponse(head: HTTPResponseHead(status: 503), body: [], reusedConnection: false)
+        let a = ExchangeAbortHandle(), b = ExchangeAbortHandle()
+
+        let race1 = HedgeRace(aborts: [0: a, 1: b])
+        #expect(!race1.offer(.init(index: 0, start: 0, result: .success(bad))))   // waits for the other
+        #expect(race1.offer(.init(index: 1, start: 0, result: .success(ok))))
+        #expect(a.isAborted && !b.isAborted)                                       // the loser is aborted
+        #expect(await race1.winner().index == 1)
+
+        let race2 = HedgeRace(aborts: [0: ExchangeAbortHandle(), 1: ExchangeAbortHandle()])
+        #expect(!race2.offer(.init(index: 0, start: 0, result: .failure(HTTPClientError(kind: .timedOut, requestSent: true)))))
+        #expect(race2.offer(.init(index: 1, start: 0, result: .success(bad))))     // both failed: the later decides
+        #expect(await race2.winner().index == 1)
+        #expect(!race2.offer(.init(index: 0, start: 0, result: .success(ok))))    // decided: late offers lose
+    }
+}
