@@ -19,8 +19,9 @@ extension LoadBalancer {
 
     /// Races the pending first attempt against a second attempt on another backend. Returns as soon
     /// as either gives a good answer (status below 500), or both have failed (then the later one).
-    /// The loser is aborted and keeps running in its own task only to report its outcome
-    /// (``AttemptOutcome/abandoned`` when aborted): the client never waits for it.
+    /// The loser is not aborted: the backend already has the request, and letting it finish in its
+    /// own task yields its true latency and outcome for the health and latency trackers (a slow
+    /// backend is recognised as slow after a few such samples). The client never waits for it.
     func hedge(_ upstream: HTTPClientRequest, pending: PendingExchange, first: AttemptRecord, firstDeadline: UInt64,
                requestDeadline: UInt64, tried: inout BackendIndexSet, attempts: inout Int, loop: EventLoop) async -> AttemptRecord {
         guard case .backend(let second) = cluster.choose(excluding: tried), cluster.tryRetry(reason: .hedge) else {
@@ -38,17 +39,14 @@ extension LoadBalancer {
         cluster.attemptStarted(second)
         let secondStart = lbk_monotonic_ns()
         let secondDeadline = min(requestDeadline, secondStart &+ UInt64(max(0, configuration.attemptTimeout.nanosecondsClamped)))
-        let abortFirst = pending.abortHandle
-        let abortSecond = ExchangeAbortHandle()
-        let race = HedgeRace(aborts: [first.index: abortFirst, second: abortSecond])
+        let race = HedgeRace()
         let client = self.client
         Task(executorPreference: loop) {
             var record = first
             do throws(HTTPClientError) {
                 record.result = .success(try await client.finish(pending, deadline: firstDeadline))
             } catch {
-                // Closed by our own abort: abandoned, not a backend failure.
-                record.result = .failure(abortFirst.isAborted ? HTTPClientError(kind: .aborted, requestSent: true) : error)
+                record.result = .failure(error)
             }
             if !race.offer(record) { self.record(record) }
         }
@@ -56,7 +54,7 @@ extension LoadBalancer {
             var record = AttemptRecord(index: second, start: secondStart, result: .failure(HTTPClientError(kind: .aborted, requestSent: false)))
             do throws(HTTPClientError) {
                 record.result = .success(try await client.execute(upstream, to: self.endpoints[second], on: loop,
-                                                                  deadline: secondDeadline, abortHandle: abortSecond))
+                                                                  deadline: secondDeadline))
             } catch {
                 record.result = .failure(error)
             }
@@ -76,9 +74,8 @@ final class HedgeRace: Sendable {
         var waiter: CheckedContinuation<LoadBalancer.AttemptRecord, Never>?
     }
     private let state = Mutex(State())
-    private let aborts: [Int: ExchangeAbortHandle]
 
-    init(aborts: [Int: ExchangeAbortHandle]) { self.aborts = aborts }
+    init() {}
 
     /// Offers an attempt's result; true when it decided the race (the caller of ``winner()``
     /// then reports it).
@@ -95,9 +92,6 @@ final class HedgeRace: Sendable {
             return (true, w)
         }
         guard decides else { return false }
-        if record.isGood {
-            for (index, handle) in aborts where index != record.index { handle.abort() }
-        }
         waiter?.resume(returning: record)
         return true
     }
