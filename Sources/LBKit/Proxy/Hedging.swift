@@ -12,7 +12,7 @@ extension LoadBalancer {
         } else {
             guard let maxDelay = configuration.maxDelay else { return .max }
             let p99 = cluster.recentP99(index) ?? maxDelay
-            delay = min(maxDelay, max(.milliseconds(10), p99 * 2))
+            delay = min(maxDelay, max(.milliseconds(2), p99 * 2))
         }
         return now &+ UInt64(max(0, delay.nanosecondsClamped))
     }
