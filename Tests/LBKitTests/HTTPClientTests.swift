@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Synchronization
+import CLBKitShim
 import Testing
 @testable import LBKit
 
@@ -81,6 +82,38 @@ struct HTTPClientTests {
         #expect(String(decoding: r2.body, as: UTF8.self) == "no length")
         chunked.stop()
         untilClose.stop()
+    }
+
+    @Test("soft deadline: an unanswered exchange comes back pending, can be aborted, or finished")
+    func pendingExchange() async throws {
+        let backend = ScriptedBackend { _, _ in
+            Thread.sleep(forTimeInterval: 0.2)
+            return ScriptedBackend.ok("eventually")
+        }
+        let ep = try endpoint(backend.port)
+        let loop = group.loops[0]
+        let now = { ContinuousClock.now }
+        func soon(_ ms: Int) -> UInt64 { lbk_monotonic_ns() + UInt64(ms) * 1_000_000 }
+
+        // Pending, then finished.
+        let progress = try await client.send(get(), to: ep, on: loop, deadline: soon(2000), answerBy: soon(20))
+        guard case .pending(let pending) = progress else { Issue.record("expected pending"); return }
+        let response = try await client.finish(pending, deadline: soon(2000))
+        #expect(String(decoding: response.body, as: UTF8.self) == "eventually")
+
+        // Pending, then aborted: finish ends at once with .aborted.
+        let second = try await client.send(get(), to: ep, on: loop, deadline: soon(2000), answerBy: soon(20))
+        guard case .pending(let pending2) = second else { Issue.record("expected pending"); return }
+        pending2.abortHandle.abort()
+        let start = now()
+        do {
+            _ = try await client.finish(pending2, deadline: soon(2000))
+            Issue.record("expected aborted")
+        } catch {
+            #expect(error.kind == .aborted)
+        }
+        #expect(now() - start < .milliseconds(150))
+        backend.stop()
     }
 
     @Test("a malformed response is an error, not a crash")
