@@ -79,6 +79,7 @@ public final class BackendCluster: Sendable {
             latency: Array(repeating: tracker, count: count),
             stats: Array(repeating: BackendStats(), count: count),
             weights: backends.map { max($0.weight, 1) },
+            draining: Array(repeating: false, count: count),
             selector: selector ?? configuration.strategy.makeSelector(backendCount: count),
             random: random,
             scratch: scratch))
@@ -102,7 +103,7 @@ public final class BackendCluster: Sendable {
             if now >= s.nextDeadline { s.refresh(at: now, into: &transitions) }
             s.scratch.removeAll(keepingCapacity: true)
             let usesLatency = s.selector.usesLatency
-            for i in 0..<s.health.count where !excluding.contains(i) && s.health[i].isEligible(at: now) {
+            for i in 0..<s.health.count where !excluding.contains(i) && !s.draining[i] && s.health[i].isEligible(at: now) {
                 s.scratch.append(BackendContext(
                     index: i, inFlight: s.stats[i].inFlight,
                     latencyEWMA: usesLatency ? s.latency[i].ewma(at: now) / 1_000_000 : 0,
@@ -277,12 +278,52 @@ public final class BackendCluster: Sendable {
                     latencyP50: latency.quantile(0.5, at: now)?.milliseconds ?? 0,
                     latencyP99: latency.quantile(0.99, at: now)?.milliseconds ?? 0,
                     ejectionCount: health.ejectionCount,
-                    slowStartFactor: health.slowStartFactor(at: now)))
+                    slowStartFactor: health.slowStartFactor(at: now),
+                    draining: s.draining[i]))
             }
             return result
         }
         emit(transitions)
         return result
+    }
+
+    // MARK: Operations
+
+    /// Takes backend `index` out of rotation (`true`) or puts it back (`false`) without touching
+    /// its health state: in-flight requests finish, probes continue. Returns false for a bad index.
+    @discardableResult
+    public func setDraining(_ index: Int, _ draining: Bool) -> Bool {
+        let changed = state.withLock { s -> Bool in
+            guard s.draining.indices.contains(index) else { return false }
+            s.draining[index] = draining
+            return true
+        }
+        if changed { log("[ADMIN] \(draining ? "Draining" : "Undraining") \(backends[index].url)") }
+        return changed
+    }
+
+    /// The index of the backend whose URL is `url`, if any.
+    public func index(of url: String) -> Int? { backends.firstIndex { $0.url == url } }
+
+    /// Copies the health, latency, counters and drain flag of every backend whose URL also exists
+    /// in `old` (a configuration reload keeps what the balancer learned about unchanged backends).
+    /// In-flight counts are not copied: those requests finish against `old`.
+    public func inheritState(from old: BackendCluster) {
+        var oldIndex: [String: Int] = [:]
+        for (i, b) in old.backends.enumerated() { oldIndex[b.url] = i }
+        let copied = old.state.withLock { o in (o.health, o.latency, o.stats, o.draining) }
+        state.withLock { s in
+            for (i, b) in backends.enumerated() {
+                guard let j = oldIndex[b.url] else { continue }
+                s.health[i] = copied.0[j]
+                s.latency[i] = copied.1[j]
+                s.stats[i] = copied.2[j]
+                s.stats[i].inFlight = 0
+                s.draining[i] = copied.3[j]
+            }
+            s.passivelyExcluded = s.health.filter { $0.state.isPassiveExclusion }.count
+            s.nextDeadline = MonotonicInstant(nanoseconds: 0)  // re-evaluate timers on the next call
+        }
     }
 
     private func emit(_ transitions: [(Int, HealthTransition)]) {
@@ -303,6 +344,7 @@ struct ClusterState: Sendable {
     var latency: [LatencyTracker]
     var stats: [BackendStats]
     var weights: [Int]
+    var draining: [Bool]
     var selector: any BackendSelector
     var random: any RandomNumberGenerator & Sendable
     var scratch: [BackendContext]

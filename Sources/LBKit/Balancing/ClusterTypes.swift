@@ -261,4 +261,7 @@ public struct BackendSnapshot: Sendable, Equatable {
     public var ejectionCount: Int
     /// Current slow-start share (1 in normal service).
     public var slowStartFactor: Double
+    /// Taken out of rotation by an operator (``BackendCluster/setDraining(_:_:)``): no new
+    /// requests; in-flight ones finish.
+    public var draining = false
 }

@@ -22,8 +22,9 @@ extension LoadBalancer {
     /// The loser is not aborted: the backend already has the request, and letting it finish in its
     /// own task yields its true latency and outcome for the health and latency trackers (a slow
     /// backend is recognised as slow after a few such samples). The client never waits for it.
-    func hedge(_ upstream: HTTPClientRequest, pending: PendingExchange, first: AttemptRecord, firstDeadline: UInt64,
+    func hedge(_ upstream: HTTPClientRequest, in up: UpstreamSet, pending: PendingExchange, first: AttemptRecord, firstDeadline: UInt64,
                requestDeadline: UInt64, tried: inout BackendIndexSet, attempts: inout Int, loop: EventLoop) async -> AttemptRecord {
+        let cluster = up.cluster
         guard case .backend(let second) = cluster.choose(excluding: tried), cluster.tryRetry(reason: .hedge) else {
             // Nobody to hedge to (or no budget): wait for the first attempt as usual.
             var record = first
@@ -48,17 +49,17 @@ extension LoadBalancer {
             } catch {
                 record.result = .failure(error)
             }
-            if !race.offer(record) { self.record(record) }
+            if !race.offer(record) { self.record(record, in: cluster) }
         }
         Task(executorPreference: loop) {
             var record = AttemptRecord(index: second, start: secondStart, result: .failure(HTTPClientError(kind: .aborted, requestSent: false)))
             do throws(HTTPClientError) {
-                record.result = .success(try await client.execute(upstream, to: self.endpoints[second], on: loop,
+                record.result = .success(try await client.execute(upstream, to: up.endpoints[second], on: loop,
                                                                   deadline: secondDeadline))
             } catch {
                 record.result = .failure(error)
             }
-            if !race.offer(record) { self.record(record) }
+            if !race.offer(record) { self.record(record, in: cluster) }
         }
         return await race.winner()
     }

@@ -38,7 +38,7 @@ public enum LBServeCommandLine {
                        [--penalty-window-ms 10000] [--penalty-duration-ms 60000] [--penalty-factor 4]
                        [--max-body-bytes 8388608] [--max-attempts 3]
                        [--retry-non-idempotent] [--hedge-after-ms N] [--strategy round-robin|weighted|least-requests|peak-ewma]
-                       [--trusted-proxy CIDR]... [--access-log] [--threads N]
+                       [--trusted-proxy CIDR]... [--access-log] [--admin-token T] [--threads N]
         With no --backend, starts three demo echo backends on 127.0.0.1:5001-5003 and balances them.
         """
 
@@ -126,6 +126,10 @@ public enum LBServeCommandLine {
                 guard let range = CIDRRange(text) else { throw CommandLineError("--trusted-proxy: '\(text)' is not a CIDR range") }
                 config.trustedProxies.append(range)
             case "--access-log": config.accessLog = true
+            case "--admin-token":
+                let token = try value(flag)
+                guard token.count >= 8 else { throw CommandLineError("--admin-token: use at least 8 characters") }
+                config.adminToken = token
             case "--threads": config.loopCount = try int(flag, 1...256)
             default:
                 throw CommandLineError("\(flag): unknown flag (see lbserve --help)")

@@ -17,12 +17,11 @@ import Synchronization
 public final class LoadBalancer: HTTPHandler {
     /// The configuration in effect.
     public let configuration: LoadBalancerConfiguration
-    /// Health, latency and selection state of the backends.
-    public let cluster: BackendCluster
     /// Per-client throttling, when `rateLimit` is set.
     public let throttle: ThrottleTable?
-    let endpoints: [HTTPEndpoint]
-    let backendNames: [String]
+    private let upstreamSet: Mutex<UpstreamSet>
+    private let clock: any MonotonicClock
+    private let clusterConfiguration: ClusterConfiguration
     let client: HTTPClient
     let identity: ClientIdentityResolver
     let retryPolicy: RetryPolicy
@@ -32,25 +31,17 @@ public final class LoadBalancer: HTTPHandler {
     private let probeCursor = Atomic<Int>(0)
     private let group: EventLoopGroup
 
-    /// Resolves the backends and builds the policy objects.
+    /// Resolves the backends and builds the policy objects. `healthPaths` optionally overrides the
+    /// health-check path per backend (parallel to `configuration.backends`; nil = the default).
     public init(configuration: LoadBalancerConfiguration, group: EventLoopGroup,
+                healthPaths: [String?] = [],
                 clock: any MonotonicClock = SystemClock(),
                 log: @escaping @Sendable (String) -> Void = { StandardOutput.line($0) }) throws(LoadBalancerError) {
         guard !configuration.backends.isEmpty else { throw LoadBalancerError("no backends configured") }
         self.configuration = configuration
         self.group = group
         self.log = log
-        var endpoints: [HTTPEndpoint] = []
-        for url in configuration.backends {
-            do {
-                let address = try SocketAddress(host: url.host, port: url.port)
-                endpoints.append(HTTPEndpoint(address: address, authority: url.authority, group: group))
-            } catch {
-                throw LoadBalancerError("backend \(url): \(error)")
-            }
-        }
-        self.endpoints = endpoints
-        backendNames = configuration.backends.map(\.description)
+        self.clock = clock
         var clientConfig = HTTPClientConfiguration()
         clientConfig.connectTimeout = configuration.connectTimeout
         client = HTTPClient(configuration: clientConfig)
@@ -62,10 +53,11 @@ public final class LoadBalancer: HTTPHandler {
         clusterConfig.maxDelay = configuration.maxDelay
         if configuration.healthInterval > .zero { clusterConfig.activeCheckInterval = configuration.healthInterval }
         clusterConfig.probeTimeout = configuration.effectiveHealthTimeout
-        let descriptors = configuration.backends.enumerated().map { i, url in
-            BackendDescriptor(url: url.description, weight: i < configuration.weights.count ? configuration.weights[i] : 1)
-        }
-        cluster = BackendCluster(backends: descriptors, configuration: clusterConfig, clock: clock, log: log)
+        clusterConfiguration = clusterConfig
+        upstreamSet = Mutex(try UpstreamSet.make(
+            backends: configuration.backends, weights: configuration.weights, healthPaths: healthPaths,
+            defaultHealthPath: configuration.healthPath, previous: nil, group: group,
+            clusterConfiguration: clusterConfig, clock: clock, log: log))
 
         if let rate = configuration.rateLimit {
             let burst = configuration.burst ?? max(1, Int(rate.rounded(.up)))
@@ -81,6 +73,15 @@ public final class LoadBalancer: HTTPHandler {
         identity = ClientIdentityResolver(trustedProxies: configuration.trustedProxies)
         retryPolicy = RetryPolicy(retryNonIdempotent: configuration.retryNonIdempotent)
     }
+
+    /// The backends in effect (replaced as a whole by ``reload(backends:weights:healthPaths:)``).
+    var upstreams: UpstreamSet { upstreamSet.withLock { $0 } }
+
+    /// Health, latency and selection state of the backends currently in effect.
+    public var cluster: BackendCluster { upstreams.cluster }
+
+    /// The upstream endpoints currently in effect (parallel to the cluster's backends).
+    var endpoints: [HTTPEndpoint] { upstreams.endpoints }
 
     // MARK: Handling
 
@@ -114,7 +115,11 @@ public final class LoadBalancer: HTTPHandler {
     }
 
     /// Tries up to `maxAttempts` distinct backends within the request deadline.
-    func forward(_ request: HTTPRequest, context: RequestContext) async -> (HTTPResponse, Int?, Int) {
+    func forward(_ request: HTTPRequest, context: RequestContext) async -> (HTTPResponse, String?, Int) {
+        // One snapshot of the backends for the whole request: a reload mid-request does not mix sets.
+        let up = upstreams
+        let cluster = up.cluster
+        let endpoints = up.endpoints
         cluster.requestStarted()
         let upstream = HTTPClientRequest(head: ForwardingHeaders.upstreamHead(for: request.head, peer: context.peer),
                                          body: request.body)
@@ -124,7 +129,7 @@ public final class LoadBalancer: HTTPHandler {
         var tried = BackendIndexSet()
         var attempts = 0
         var lastFailure: (status: Int, message: String)? = nil
-        var lastResponse: (HTTPResponse, Int)? = nil
+        var lastResponse: (HTTPResponse, String)? = nil
         var pendingRetry: RetryReason? = nil
 
         while attempts < configuration.maxAttempts {
@@ -164,25 +169,25 @@ public final class LoadBalancer: HTTPHandler {
                 case .complete(let response):
                     attempt.result = .success(response)
                 case .pending(let pending):
-                    attempt = await hedge(upstream, pending: pending, first: attempt, firstDeadline: deadline,
+                    attempt = await hedge(upstream, in: up, pending: pending, first: attempt, firstDeadline: deadline,
                                           requestDeadline: requestDeadline, tried: &tried, attempts: &attempts, loop: context.eventLoop)
                 }
             } catch {
                 attempt.result = .failure(error)
             }
-            record(attempt)
+            record(attempt, in: cluster)
             let used = attempt.index
             switch attempt.result {
             case .success(var response):
-                let proxied = clientResponse(&response, backend: used)
+                let proxied = clientResponse(&response, backend: up.names[used])
                 if response.head.status >= 500 && replayable && attempts < configuration.maxAttempts {
-                    lastResponse = (proxied, used)
+                    lastResponse = (proxied, up.names[used])
                     pendingRetry = .status5xx
                     continue
                 }
-                return (proxied, used, attempts)
+                return (proxied, up.names[used], attempts)
             case .failure(let error):
-                lastFailure = failureDescription(error, backend: used)
+                lastFailure = failureDescription(error, backend: up.names[used])
                 lastResponse = nil
                 if !error.requestSent {
                     pendingRetry = .connect
@@ -212,7 +217,7 @@ public final class LoadBalancer: HTTPHandler {
     }
 
     /// Reports an attempt's outcome and latency to the cluster.
-    func record(_ attempt: AttemptRecord) {
+    func record(_ attempt: AttemptRecord, in cluster: BackendCluster) {
         let elapsed = Duration.nanoseconds(Int64(clamping: lbk_monotonic_ns() &- attempt.start))
         let outcome: AttemptOutcome
         switch attempt.result {
@@ -229,35 +234,71 @@ public final class LoadBalancer: HTTPHandler {
         cluster.attemptFinished(attempt.index, outcome: outcome, latency: elapsed)
     }
 
-    private func failureDescription(_ error: HTTPClientError, backend: Int) -> (status: Int, message: String) {
-        let name = backendNames[backend]
+    private func failureDescription(_ error: HTTPClientError, backend name: String) -> (status: Int, message: String) {
         if error.kind == .timedOut {
             return (504, "backend \(name): no response within \(Int(configuration.attemptTimeout.milliseconds)) ms")
         }
         return (502, "backend \(name): \(error)")
     }
 
-    private func finish(_ response: (HTTPResponse, Int)?, _ failure: (status: Int, message: String)?, _ attempts: Int) -> (HTTPResponse, Int?, Int) {
+    private func finish(_ response: (HTTPResponse, String)?, _ failure: (status: Int, message: String)?, _ attempts: Int) -> (HTTPResponse, String?, Int) {
         if let (r, i) = response { return (r, i, attempts) }
         let f = failure ?? (502, "no backend could be reached")
         return (.jsonError(status: f.status, message: f.message + (attempts > 1 ? " (after \(attempts) attempts)" : "")), nil, attempts)
     }
 
-    private func clientResponse(_ response: inout HTTPClientResponse, backend: Int) -> HTTPResponse {
+    private func clientResponse(_ response: inout HTTPClientResponse, backend name: String) -> HTTPResponse {
         var head = response.head
         ForwardingHeaders.stripHopByHop(&head.headers)
-        head.headers.add(name: "X-Backend", value: backendNames[backend])
+        head.headers.add(name: "X-Backend", value: name)
         return HTTPResponse(head: head, body: response.body)
     }
 
-    private func record(_ response: HTTPResponse, request: HTTPRequest, context: RequestContext, backend: Int?, attempts: Int, start: UInt64) {
+    private func record(_ response: HTTPResponse, request: HTTPRequest, context: RequestContext, backend: String?, attempts: Int, start: UInt64) {
         counters.count(status: response.status)
         guard configuration.accessLog else { return }
         let ms = Double(lbk_monotonic_ns() &- start) / 1_000_000
         let client = context.peer?.ipAddress ?? "-"
-        let upstream = backend.map { backendNames[$0] } ?? "-"
+        let upstream = backend ?? "-"
         let line = "\(AccessLogClock.timestamp()) \(client) \"\(request.method) \(request.target)\" \(response.status) backend=\(upstream) attempts=\(attempts) duration_ms=\(String(format3: ms))"
         AccessLogWriter.shared.write(line)
+    }
+
+    // MARK: Reload
+
+    /// Replaces the backend set without dropping in-flight requests. Backends that stay keep their
+    /// health, latency, counters, drain flag and pooled connections; new ones start healthy;
+    /// removed ones drain (requests already using them finish; their idle connections are closed).
+    /// Returns the `[CONFIG]` summary line it also logs.
+    ///
+    /// ```swift
+    /// try balancer.reload(backends: [try BackendURL(parsing: "http://127.0.0.1:5004")])
+    /// ```
+    @discardableResult
+    public func reload(backends: [BackendURL], weights: [Int] = [], healthPaths: [String?] = []) throws(LoadBalancerError) -> String {
+        let old = upstreams
+        let new = try UpstreamSet.make(
+            backends: backends, weights: weights, healthPaths: healthPaths, defaultHealthPath: configuration.healthPath,
+            previous: old, group: group, clusterConfiguration: clusterConfiguration, clock: clock, log: log)
+        upstreamSet.withLock { $0 = new }
+        let added = new.urls.filter { !old.urls.contains($0) }
+        let removedEndpoints = old.urls.enumerated().filter { !new.urls.contains($0.element) }.map { old.endpoints[$0.offset] }
+        for endpoint in removedEndpoints { endpoint.closeIdleConnections() }
+        if !removedEndpoints.isEmpty {
+            // Requests that were in flight return their connections to the removed pools later.
+            let grace = configuration.effectiveRequestTimeout + .seconds(1)
+            Task {
+                try? await Task.sleep(for: grace)
+                for endpoint in removedEndpoints { endpoint.closeIdleConnections() }
+            }
+        }
+        let removed = old.urls.filter { !new.urls.contains($0) }
+        var parts = ["\(new.urls.count) backends"]
+        if !added.isEmpty { parts.append("added " + added.map(\.description).joined(separator: ", ")) }
+        if !removed.isEmpty { parts.append("removed (draining) " + removed.map(\.description).joined(separator: ", ")) }
+        let line = "[CONFIG] reloaded: " + parts.joined(separator: "; ")
+        log(line)
+        return line
     }
 
     // MARK: Active health checks
@@ -282,12 +323,13 @@ public final class LoadBalancer: HTTPHandler {
         guard interval > .zero else { return }
         while !Task.isCancelled {
             let roundStart = lbk_monotonic_ns()
+            let up = upstreams
             await withTaskGroup(of: Void.self) { tasks in
-                for index in endpoints.indices {
+                for index in up.endpoints.indices {
                     let loop = group.loops[probeCursor.add(1, ordering: .relaxed).oldValue % group.loops.count]
-                    let timeout = cluster.probeTimeout(for: index)
+                    let timeout = up.cluster.probeTimeout(for: index)
                     tasks.addTask(executorPreference: loop) {
-                        await self.probe(index, loop: loop, timeout: timeout)
+                        await self.probe(index, in: up, loop: loop, timeout: timeout)
                     }
                 }
             }
@@ -300,20 +342,20 @@ public final class LoadBalancer: HTTPHandler {
     }
 
     /// One active check of backend `index`.
-    func probe(_ index: Int, loop: EventLoop, timeout: Duration) async {
-        var head = HTTPRequestHead(method: "GET", target: configuration.healthPath)
-        head.headers.add(name: "Host", value: endpoints[index].authority)
+    func probe(_ index: Int, in up: UpstreamSet, loop: EventLoop, timeout: Duration) async {
+        var head = HTTPRequestHead(method: "GET", target: up.healthPaths[index])
+        head.headers.add(name: "Host", value: up.endpoints[index].authority)
         head.headers.add(name: "User-Agent", value: "lbserve-health-check")
         let start = lbk_monotonic_ns()
         var ok = false
         do {
-            let response = try await client.execute(HTTPClientRequest(head: head), to: endpoints[index], on: loop, timeout: timeout)
+            let response = try await client.execute(HTTPClientRequest(head: head), to: up.endpoints[index], on: loop, timeout: timeout)
             ok = (200..<300).contains(response.head.status)
         } catch {
             ok = false
         }
         let latency = Duration.nanoseconds(Int64(clamping: lbk_monotonic_ns() &- start))
-        cluster.probeFinished(index, success: ok, latency: latency)
+        up.cluster.probeFinished(index, success: ok, latency: latency)
     }
 }
 

@@ -61,6 +61,9 @@ public struct LoadBalancerConfiguration: Sendable {
     public var penaltyFactor = 4
     /// Peers whose X-Forwarded-For is believed (`--trusted-proxy`).
     public var trustedProxies: [CIDRRange] = []
+    /// Token that authorises `/_lb/backends/drain|undrain` from non-loopback peers via the
+    /// `X-Admin-Token` header (`--admin-token`); nil = loopback peers only.
+    public var adminToken: String?
     /// One line per request on stdout (`--access-log`).
     public var accessLog = false
     /// Event loops (`--threads`); default one per core.

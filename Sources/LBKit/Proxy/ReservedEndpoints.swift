@@ -3,6 +3,11 @@ import CLBKitShim
 extension LoadBalancer {
     /// `GET /_lb/health`, `GET /_lb/stats`, `GET /_lb/metrics`; anything else under `/_lb/` is 404.
     func reservedEndpoint(_ request: HTTPRequest, context: RequestContext) -> HTTPResponse {
+        let cluster = upstreams.cluster
+        let path = request.head.path
+        if path == "/_lb/backends/drain" || path == "/_lb/backends/undrain" {
+            return drainEndpoint(request, context: context, drain: path.hasSuffix("/drain"))
+        }
         guard request.method == "GET" || request.method == "HEAD" else {
             return .jsonError(status: 405, message: "\(request.method) not allowed on \(request.head.path)", headers: ["Allow": "GET, HEAD"])
         }
@@ -21,15 +26,45 @@ extension LoadBalancer {
         }
     }
 
+    /// `POST /_lb/backends/drain?url=URL` and `.../undrain?url=URL`: only from loopback peers, or
+    /// with `X-Admin-Token` equal to `--admin-token` when one is configured. 403 otherwise.
+    func drainEndpoint(_ request: HTTPRequest, context: RequestContext, drain: Bool) -> HTTPResponse {
+        guard request.method == "POST" else {
+            return .jsonError(status: 405, message: "use POST \(request.head.path)?url=...", headers: ["Allow": "POST"])
+        }
+        let tokenOK = configuration.adminToken.map { token in
+            request.headers.first(name: "X-Admin-Token").map { constantTimeEquals($0, token) } ?? false
+        } ?? false
+        guard tokenOK || context.peer?.isLoopback == true else {
+            return .jsonError(status: 403, message: "admin endpoints are only reachable from loopback or with X-Admin-Token")
+        }
+        var target: String?
+        for pair in (request.head.query ?? "").split(separator: "&") where pair.hasPrefix("url=") {
+            target = String(pair.dropFirst(4)).removingPercentEncodingASCII()
+        }
+        guard let target, let url = try? BackendURL(parsing: target) else {
+            return .jsonError(status: 400, message: "query parameter url must be a backend URL, e.g. ?url=http://127.0.0.1:5001")
+        }
+        let cluster = upstreams.cluster
+        guard let index = cluster.index(of: url.description) else {
+            return .jsonError(status: 404, message: "no backend \(url) in the current configuration")
+        }
+        cluster.setDraining(index, drain)
+        return .json(status: 200, "{\"url\":\(JSON.quote(url.description)),\"draining\":\(drain)}")
+    }
+
     /// The `/_lb/stats` document.
     func statsJSON() -> String {
+        let up = upstreams
+        let cluster = up.cluster
+        let endpoints = up.endpoints
         let now = lbk_monotonic_ns()
         var backends: [String] = []
         for (i, b) in cluster.snapshot().enumerated() {
             let sinceMs = Double(now &- b.since.nanoseconds) / 1_000_000
             let pool = endpoints[i]
             backends.append("""
-                {"url":\(JSON.quote(b.url)),"state":"\(b.state.rawValue)","reason":\(JSON.quote(b.reason)),\
+                {"url":\(JSON.quote(b.url)),"state":"\(b.draining ? "draining" : b.state.rawValue)","health":"\(b.state.rawValue)","reason":\(JSON.quote(b.reason)),\
                 "state_for_ms":\(String(format3: sinceMs)),"weight":\(b.weight),"requests":\(b.requests),\
                 "failures":{"connect":\(b.failures.connect),"reset":\(b.failures.reset),"timeout":\(b.failures.timeout),"5xx":\(b.failures.status5xx),"total":\(b.failures.total)},\
                 "retries":\(b.retries),"in_flight":\(b.inFlight),"ejections":\(b.ejectionCount),\
@@ -55,6 +90,7 @@ extension LoadBalancer {
 
     /// The `/_lb/metrics` Prometheus text exposition (format 0.0.4).
     func metricsText() -> String {
+        let cluster = upstreams.cluster
         var out = ""
         let c = counters
         func family(_ name: String, _ type: String, _ help: String) {
@@ -99,5 +135,35 @@ extension LoadBalancer {
         family("lb_backend_latency_ewma_seconds", "gauge", "Peak-sensitive EWMA of response latency per backend.")
         for b in snapshot { out += "lb_backend_latency_ewma_seconds{backend=\"\(b.url)\"} \(b.latencyEWMA / 1000)\n" }
         return out
+    }
+}
+
+/// Compares two secrets without an early exit on the first difference.
+func constantTimeEquals(_ a: String, _ b: String) -> Bool {
+    let x = Array(a.utf8), y = Array(b.utf8)
+    var diff = UInt8(x.count == y.count ? 0 : 1)
+    for i in 0..<max(x.count, y.count) {
+        diff |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
+    }
+    return diff == 0
+}
+
+extension String {
+    /// Decodes `%XX` escapes (ASCII only; invalid escapes are kept as they are).
+    func removingPercentEncodingASCII() -> String {
+        var out: [UInt8] = []
+        let bytes = Array(utf8)
+        var i = 0
+        while i < bytes.count {
+            if bytes[i] == UInt8(ascii: "%"), i + 2 < bytes.count,
+               let v = UInt8(String(decoding: bytes[(i + 1)...(i + 2)], as: UTF8.self), radix: 16) {
+                out.append(v)
+                i += 3
+            } else {
+                out.append(bytes[i])
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 }
