@@ -4,7 +4,7 @@ import Glibc
 import LBKit
 
 func fail(_ message: String) -> Never {
-    StandardOutput.errorLine("lbserve: \(message)")
+    for line in message.split(separator: "\n") { StandardOutput.errorLine("lbserve: \(line)") }
     exit(2)
 }
 
@@ -12,23 +12,22 @@ var environment: [String: String] = [:]
 for key in ["LB_RATE_LIMIT", "LB_BURST"] {
     if let v = getenv(key) { environment[key] = String(cString: v) }
 }
-let options: LBServeOptions
+let arguments = Array(CommandLine.arguments.dropFirst())
+let setup: LBServeCommandLine.Setup
 do {
-    options = try LBServeCommandLine.parse(Array(CommandLine.arguments.dropFirst()), environment: environment)
+    setup = try LBServeCommandLine.load(arguments, environment: environment)
 } catch {
     fail(error.message)
 }
+let options = setup.options
 if options.showHelp {
     StandardOutput.line(LBServeCommandLine.usage)
     exit(0)
 }
-if options.configFile != nil {
-    fail("--config: configuration files are not supported yet; use flags")
-}
 
 // First, before any thread exists: SIGTERM/SIGINT are blocked and taken by a sigwait thread, so
 // a signal sent as soon as "Router running" is printed is never lost.
-let stop = SignalWaiter(signals: [SIGTERM, SIGINT])
+let stop = SignalWaiter(signals: [SIGTERM, SIGINT, SIGHUP])
 signal(SIGPIPE, SIG_IGN)
 var config = options.balancer
 let group: EventLoopGroup
@@ -54,7 +53,7 @@ if options.demoBackends {
 
 let balancer: LoadBalancer
 do {
-    balancer = try LoadBalancer(configuration: config, group: group)
+    balancer = try LoadBalancer(configuration: config, group: group, healthPaths: setup.healthPaths)
 } catch {
     fail("--backend: \(error)")
 }
@@ -70,8 +69,40 @@ do {
 StandardOutput.line("Router running on port \(address.port)")
 for url in config.backends { StandardOutput.line("[CONFIG] backend \(url)") }
 
+/// SIGHUP: re-read the config file (flags still win); apply backend changes live, keep the old
+/// configuration when the file is invalid.
+@MainActor func reload() {
+    guard options.configFile != nil else {
+        StandardOutput.line("[CONFIG] SIGHUP ignored: lbserve was started without --config")
+        return
+    }
+    let next: LBServeCommandLine.Setup
+    do {
+        next = try LBServeCommandLine.load(arguments, environment: environment)
+    } catch {
+        StandardOutput.line("[CONFIG] reload failed, keeping the current configuration: \(error.message.split(separator: "\n").joined(separator: "; "))")
+        return
+    }
+    do {
+        let cfg = next.options.balancer
+        try balancer.reload(backends: cfg.backends, weights: cfg.weights, healthPaths: next.healthPaths)
+        var rest = cfg
+        rest.backends = config.backends
+        rest.weights = config.weights
+        if rest != config {
+            StandardOutput.line("[CONFIG] note: only backend changes (add, remove, weight, health path) apply on reload; restart lbserve for the other changed settings")
+        }
+    } catch {
+        StandardOutput.line("[CONFIG] reload failed, keeping the current configuration: \(error)")
+    }
+}
+
 let healthChecks = Task { await balancer.runHealthChecks() }
-let received = await stop.wait()
+var received = await stop.wait()
+while received == SIGHUP {
+    reload()
+    received = await stop.wait()
+}
 StandardOutput.line("[SHUTDOWN] signal \(received): draining connections")
 healthChecks.cancel()
 await server.shutdown(timeout: .seconds(10))

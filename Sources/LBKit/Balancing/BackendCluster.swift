@@ -151,6 +151,7 @@ public final class BackendCluster: Sendable {
             var sample: Duration?
             if outcome == .abandoned {
                 s.latency[index].record(latency, at: now)
+                s.stats[index].histogram.record(latency)
                 let transition = s.health[index].latencyObserved(
                     recentLatency: s.latency[index].recentLatency, at: now,
                     allowExclusion: s.passivelyExcluded < maxPassivelyExcluded)
@@ -173,6 +174,7 @@ public final class BackendCluster: Sendable {
                 }
             }
             if let sample { s.latency[index].record(sample, at: now) }
+            s.stats[index].histogram.record(latency)
             let transition = s.health[index].attemptFinished(
                 failure: failure, sample: sample, recentLatency: s.latency[index].recentLatency,
                 at: now, allowExclusion: s.passivelyExcluded < maxPassivelyExcluded)
@@ -279,7 +281,8 @@ public final class BackendCluster: Sendable {
                     latencyP99: latency.quantile(0.99, at: now)?.milliseconds ?? 0,
                     ejectionCount: health.ejectionCount,
                     slowStartFactor: health.slowStartFactor(at: now),
-                    draining: s.draining[i]))
+                    draining: s.draining[i],
+                    histogram: stats.histogram))
             }
             return result
         }
@@ -337,6 +340,7 @@ struct BackendStats: Sendable {
     var failures = FailureCounts()
     var retries = 0
     var inFlight = 0
+    var histogram = LatencyHistogram()
 }
 
 struct ClusterState: Sendable {

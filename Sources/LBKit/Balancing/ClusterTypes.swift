@@ -264,4 +264,43 @@ public struct BackendSnapshot: Sendable, Equatable {
     /// Taken out of rotation by an operator (``BackendCluster/setDraining(_:_:)``): no new
     /// requests; in-flight ones finish.
     public var draining = false
+    /// Attempt latencies (proxied requests only, not probes) in fixed buckets, for Prometheus.
+    public var histogram = LatencyHistogram()
+}
+
+/// Cumulative attempt latencies in fixed buckets (Prometheus histogram semantics: counts only grow).
+///
+/// ```swift
+/// var h = LatencyHistogram()
+/// h.record(.milliseconds(3))
+/// h.cumulativeCounts  // [0, 0, 1, 1, ...]: one sample at or below 5 ms and every bound above
+/// ```
+public struct LatencyHistogram: Sendable, Equatable {
+    /// Upper bounds in seconds (the `le` labels); a final `+Inf` bucket is implicit.
+    public static let bounds: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+    /// Samples per bucket (not cumulative); the last element is the `+Inf` overflow.
+    public private(set) var counts = [Int](repeating: 0, count: LatencyHistogram.bounds.count + 1)
+    /// Sum of all samples in seconds.
+    public private(set) var sum: Double = 0
+    /// Number of samples.
+    public private(set) var count = 0
+
+    /// Creates an empty histogram.
+    public init() {}
+
+    /// Adds one sample.
+    public mutating func record(_ latency: Duration) {
+        let seconds = Double(max(latency.nanosecondsClamped, 0)) / 1e9
+        var i = 0
+        while i < Self.bounds.count && seconds > Self.bounds[i] { i += 1 }
+        counts[i] += 1
+        sum += seconds
+        count += 1
+    }
+
+    /// Counts at or below each bound, then the total (`+Inf`).
+    public var cumulativeCounts: [Int] {
+        var running = 0
+        return counts.map { running += $0; return running }
+    }
 }

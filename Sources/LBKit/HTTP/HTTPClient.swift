@@ -179,6 +179,7 @@ public final class HTTPEndpoint: Sendable, CustomStringConvertible {
     public let authority: String
     let pools: [ConnectionPool]
     private let opened = Atomic<Int>(0)
+    private let open = Atomic<Int>(0)
 
     /// Creates an endpoint for `address` with a pool per loop of `group`.
     public init(address: SocketAddress, authority: String? = nil, group: EventLoopGroup) {
@@ -193,7 +194,13 @@ public final class HTTPEndpoint: Sendable, CustomStringConvertible {
     public var idleConnectionCount: Int { pools.reduce(0) { $0 + $1.idle.withLock { $0.count } } }
     /// Connections opened over the endpoint's lifetime.
     public var connectionsOpened: Int { opened.load(ordering: .relaxed) }
-    func noteOpened() { opened.add(1, ordering: .relaxed) }
+    /// Connections open now (idle in a pool or in use).
+    public var openConnectionCount: Int { open.load(ordering: .relaxed) }
+    func noteOpened() {
+        opened.add(1, ordering: .relaxed)
+        open.add(1, ordering: .relaxed)
+    }
+    func noteGone() { open.subtract(1, ordering: .relaxed) }
 
     /// Closes every idle pooled connection.
     public func closeIdleConnections() {
@@ -220,13 +227,22 @@ final class ConnectionPool: Sendable {
 /// touches `buffer` and `lastUsed` until it returns the connection to the pool.
 final class PooledConnection: @unchecked Sendable {
     let socket: Socket
+    let endpoint: HTTPEndpoint
     var buffer = InboundBuffer(capacity: 16 * 1024)
     var lastUsed: UInt64
     var exchanges = 0
 
-    init(socket: Socket, now: UInt64) {
+    init(socket: Socket, endpoint: HTTPEndpoint, now: UInt64) {
         self.socket = socket
+        self.endpoint = endpoint
         self.lastUsed = now
+        endpoint.noteOpened()
+    }
+
+    deinit {
+        // A connection leaves the open count when nothing references it any more (always closed by then).
+        socket.close()
+        endpoint.noteGone()
     }
 }
 
@@ -376,8 +392,7 @@ public final class HTTPClient: Sendable {
         let connectDeadline = min(deadline, now &+ UInt64(max(0, configuration.connectTimeout.nanosecondsClamped)))
         do {
             let socket = try await Socket.connect(to: endpoint.address, loop: loop, deadline: connectDeadline)
-            endpoint.noteOpened()
-            return (PooledConnection(socket: socket, now: now), false)
+            return (PooledConnection(socket: socket, endpoint: endpoint, now: now), false)
         } catch {
             switch error {
             case .connectionRefused: throw HTTPClientError(kind: .connectRefused, requestSent: false)

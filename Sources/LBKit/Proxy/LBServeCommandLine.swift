@@ -6,6 +6,8 @@ public struct LBServeOptions: Sendable {
     public var showHelp = false
     /// `--config FILE.json`, if given.
     public var configFile: String?
+    /// Whether `--backend` flags replaced the base configuration's backends.
+    public var backendsFromFlags = false
     /// No `--backend` and no `--config`: start the three demo echo backends in-process.
     public var demoBackends: Bool { balancer.backends.isEmpty && configFile == nil }
 
@@ -42,18 +44,15 @@ public enum LBServeCommandLine {
         With no --backend, starts three demo echo backends on 127.0.0.1:5001-5003 and balances them.
         """
 
-    /// Parses `arguments` (without the program name).
-    public static func parse(_ arguments: [String], environment: [String: String] = [:]) throws(CommandLineError) -> LBServeOptions {
+    /// Parses `arguments` (without the program name) on top of `base` (e.g. what a config file
+    /// said; flags win, and a `--backend` flag replaces the base's backend list). Without a base,
+    /// the defaults with the environment variables applied are used.
+    public static func parse(_ arguments: [String], environment: [String: String] = [:],
+                             base: LoadBalancerConfiguration? = nil) throws(CommandLineError) -> LBServeOptions {
         var options = LBServeOptions()
-        var config = options.balancer
-        if let v = environment["LB_RATE_LIMIT"] {
-            guard let r = Double(v), r > 0 else { throw CommandLineError("LB_RATE_LIMIT: '\(v)' is not a positive number") }
-            config.rateLimit = r
-        }
-        if let v = environment["LB_BURST"] {
-            guard let b = Int(v), b > 0 else { throw CommandLineError("LB_BURST: '\(v)' is not a positive integer") }
-            config.burst = b
-        }
+        var config: LoadBalancerConfiguration
+        if let base { config = base } else { config = try defaults(environment: environment) }
+        var backendsFromFlags = false
         var i = 0
         func value(_ flag: String) throws(CommandLineError) -> String {
             i += 1
@@ -76,7 +75,7 @@ public enum LBServeCommandLine {
                 var rewritten = arguments
                 rewritten[i] = flag
                 rewritten.insert(v, at: i + 1)
-                return try parse(rewritten, environment: environment)
+                return try parse(rewritten, environment: environment, base: base)
             }
             switch flag {
             case "-h", "--help": options.showHelp = true
@@ -84,6 +83,11 @@ public enum LBServeCommandLine {
             case "--host": config.host = try value(flag)
             case "--backend":
                 let text = try value(flag)
+                if !backendsFromFlags {
+                    backendsFromFlags = true
+                    config.backends = []
+                    config.weights = []
+                }
                 do {
                     config.backends.append(try BackendURL(parsing: text))
                 } catch {
@@ -137,6 +141,53 @@ public enum LBServeCommandLine {
             i += 1
         }
         options.balancer = config
+        options.backendsFromFlags = backendsFromFlags
         return options
+    }
+
+    /// The default configuration with `LB_RATE_LIMIT` / `LB_BURST` applied.
+    public static func defaults(environment: [String: String]) throws(CommandLineError) -> LoadBalancerConfiguration {
+        var config = LoadBalancerConfiguration()
+        if let v = environment["LB_RATE_LIMIT"] {
+            guard let r = Double(v), r > 0 else { throw CommandLineError("LB_RATE_LIMIT: '\(v)' is not a positive number") }
+            config.rateLimit = r
+        }
+        if let v = environment["LB_BURST"] {
+            guard let b = Int(v), b > 0 else { throw CommandLineError("LB_BURST: '\(v)' is not a positive integer") }
+            config.burst = b
+        }
+        return config
+    }
+}
+
+extension LBServeCommandLine {
+    /// What lbserve runs with: the options and, when backends came from a config file, their
+    /// per-backend health paths (parallel to `options.balancer.backends`).
+    public struct Setup: Sendable {
+        /// Flags applied on top of the file.
+        public var options: LBServeOptions
+        /// Per-backend health-check paths (nil = the global one).
+        public var healthPaths: [String?]
+    }
+
+    /// Reads the command line and, with `--config`, the file: defaults < environment < file < flags.
+    /// Every problem of the file is reported, one per line (`config.json: backends[1].url: ...`).
+    ///
+    /// ```swift
+    /// let setup = try LBServeCommandLine.load(["--config", "lb.json", "--port", "9000"])
+    /// ```
+    public static func load(_ arguments: [String], environment: [String: String] = [:]) throws(CommandLineError) -> Setup {
+        let first = try parse(arguments, environment: environment)
+        guard let path = first.configFile else { return Setup(options: first, healthPaths: []) }
+        let loaded: LoadedConfiguration
+        do {
+            loaded = try ConfigFile.load(path: path, base: try defaults(environment: environment))
+        } catch let error as ConfigFileErrors {
+            throw CommandLineError(error.errors.map(\.description).joined(separator: "\n"))
+        } catch {
+            throw CommandLineError("--config: \(error)")
+        }
+        let options = try parse(arguments, environment: environment, base: loaded.balancer)
+        return Setup(options: options, healthPaths: options.backendsFromFlags ? [] : loaded.healthPaths)
     }
 }

@@ -26,6 +26,7 @@ public final class LoadBalancer: HTTPHandler {
     let identity: ClientIdentityResolver
     let retryPolicy: RetryPolicy
     let log: @Sendable (String) -> Void
+    let accessLogSink: @Sendable (String) -> Void
     let counters = ProxyCounters()
     let startedAt = lbk_monotonic_ns()
     private let probeCursor = Atomic<Int>(0)
@@ -33,14 +34,18 @@ public final class LoadBalancer: HTTPHandler {
 
     /// Resolves the backends and builds the policy objects. `healthPaths` optionally overrides the
     /// health-check path per backend (parallel to `configuration.backends`; nil = the default).
+    /// `log` receives `[HEALTH]`/`[CONFIG]` lines; `accessLog` receives one line per request when
+    /// `configuration.accessLog` is on (default: a buffered stdout writer off the hot path).
     public init(configuration: LoadBalancerConfiguration, group: EventLoopGroup,
                 healthPaths: [String?] = [],
                 clock: any MonotonicClock = SystemClock(),
-                log: @escaping @Sendable (String) -> Void = { StandardOutput.line($0) }) throws(LoadBalancerError) {
+                log: @escaping @Sendable (String) -> Void = { StandardOutput.line($0) },
+                accessLog: @escaping @Sendable (String) -> Void = { AccessLogWriter.shared.write($0) }) throws(LoadBalancerError) {
         guard !configuration.backends.isEmpty else { throw LoadBalancerError("no backends configured") }
         self.configuration = configuration
         self.group = group
         self.log = log
+        self.accessLogSink = accessLog
         self.clock = clock
         var clientConfig = HTTPClientConfiguration()
         clientConfig.connectTimeout = configuration.connectTimeout
@@ -261,7 +266,7 @@ public final class LoadBalancer: HTTPHandler {
         let client = context.peer?.ipAddress ?? "-"
         let upstream = backend ?? "-"
         let line = "\(AccessLogClock.timestamp()) \(client) \"\(request.method) \(request.target)\" \(response.status) backend=\(upstream) attempts=\(attempts) duration_ms=\(String(format3: ms))"
-        AccessLogWriter.shared.write(line)
+        accessLogSink(line)
     }
 
     // MARK: Reload

@@ -7,7 +7,7 @@
 ///                    try BackendURL(parsing: "http://127.0.0.1:5002")]
 /// config.attemptTimeout = .milliseconds(500)
 /// ```
-public struct LoadBalancerConfiguration: Sendable {
+public struct LoadBalancerConfiguration: Sendable, Equatable {
     /// Listen address (`--host`).
     public var host = "0.0.0.0"
     /// Listen port (`--port`); 0 picks a free port.

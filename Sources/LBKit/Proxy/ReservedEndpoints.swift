@@ -69,7 +69,7 @@ extension LoadBalancer {
                 "failures":{"connect":\(b.failures.connect),"reset":\(b.failures.reset),"timeout":\(b.failures.timeout),"5xx":\(b.failures.status5xx),"total":\(b.failures.total)},\
                 "retries":\(b.retries),"in_flight":\(b.inFlight),"ejections":\(b.ejectionCount),\
                 "latency":{"ewma_ms":\(String(format3: b.latencyEWMA)),"p50_ms":\(String(format3: b.latencyP50)),"p99_ms":\(String(format3: b.latencyP99))},\
-                "pool":{"idle":\(pool.idleConnectionCount),"opened":\(pool.connectionsOpened)}}
+                "pool":{"open":\(pool.openConnectionCount),"idle":\(pool.idleConnectionCount),"opened_total":\(pool.connectionsOpened)}}
                 """)
         }
         let c = counters
@@ -131,6 +131,16 @@ extension LoadBalancer {
         for b in snapshot {
             let up = (b.state == .healthy || b.state == .probing) ? 1 : 0
             out += "lb_backend_up{backend=\"\(b.url)\",state=\"\(b.state.rawValue)\"} \(up)\n"
+        }
+        family("lb_backend_latency_seconds", "histogram", "Latency of attempts sent to each backend (time to the complete response).")
+        for b in snapshot {
+            let cumulative = b.histogram.cumulativeCounts
+            for (i, bound) in LatencyHistogram.bounds.enumerated() {
+                out += "lb_backend_latency_seconds_bucket{backend=\"\(b.url)\",le=\"\(bound)\"} \(cumulative[i])\n"
+            }
+            out += "lb_backend_latency_seconds_bucket{backend=\"\(b.url)\",le=\"+Inf\"} \(b.histogram.count)\n"
+            out += "lb_backend_latency_seconds_sum{backend=\"\(b.url)\"} \(b.histogram.sum)\n"
+            out += "lb_backend_latency_seconds_count{backend=\"\(b.url)\"} \(b.histogram.count)\n"
         }
         family("lb_backend_latency_ewma_seconds", "gauge", "Peak-sensitive EWMA of response latency per backend.")
         for b in snapshot { out += "lb_backend_latency_ewma_seconds{backend=\"\(b.url)\"} \(b.latencyEWMA / 1000)\n" }
