@@ -84,7 +84,7 @@ public enum ConfigFile {
         "max_attempts", "retry_non_idempotent", "hedge_after_ms", "max_fails", "health_interval_ms",
         "health_path", "health_timeout_ms", "max_delay_ms", "strategy", "rate_limit", "burst",
         "throttle_max_keys", "penalty_threshold", "penalty_window_ms", "penalty_duration_ms",
-        "penalty_factor", "trusted_proxies", "max_body_bytes", "access_log", "threads",
+        "penalty_factor", "trusted_proxies", "max_body_bytes", "access_log", "admin_token", "threads",
     ]
 
     /// The keys of an object item of `backends`.
@@ -166,6 +166,10 @@ public enum ConfigFile {
             case "trusted_proxies": r.cidrList(v, key).map { c.trustedProxies = $0 }
             case "max_body_bytes": r.int(v, key, 0...(1 << 34)).map { c.maxBodyBytes = $0 }
             case "access_log": r.bool(v, key).map { c.accessLog = $0 }
+            case "admin_token":
+                if let token = r.string(v, key) {
+                    if token.count >= 8 { c.adminToken = token } else { r.fail(key, "use at least 8 characters") }
+                }
             case "threads": r.int(v, key, 1...256).map { c.loopCount = $0 }
             default: break  // unreachable: every key of topLevelKeys has a case
             }
