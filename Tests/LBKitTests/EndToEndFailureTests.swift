@@ -44,7 +44,11 @@ struct EndToEndFailureTests {
         let back = await eventually(timeout: .seconds(3)) { lb.balancer.cluster.snapshot()[1].state == .healthy }
         #expect(back)
         #expect(ContinuousClock.now - start < interval * 2 + .milliseconds(400))
-        #expect(log.all.contains { $0.contains("HEALTHY") && !$0.contains("UNHEALTHY") && $0.contains(deadURL) })
+        // The line is logged right after the state changes (outside the cluster's lock): wait for it.
+        let logged = await eventually(timeout: .seconds(2)) {
+            log.all.contains { $0.contains("HEALTHY") && !$0.contains("UNHEALTHY") && $0.contains(deadURL) }
+        }
+        #expect(logged)
         // And it receives traffic again (slow start ramps its share up).
         let reached = try await eventually(timeout: .seconds(5)) {
             let r = try await rawRequest(port: lb.port, method: "POST", body: body)

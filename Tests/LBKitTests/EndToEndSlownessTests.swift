@@ -24,6 +24,8 @@ struct EndToEndSlownessTests {
             #expect(handledBy(r) != slow.ports[0])
         }
         #expect(lb.balancer.cluster.snapshot()[1].state == .slow)
+        let slowLogged = await eventually(timeout: .seconds(2)) { log.count(containing: "as SLOW") >= 1 }
+        #expect(slowLogged)
         #expect(log.count(containing: "as SLOW") == 1)
 
         // Once excluded, clients stop paying for it: the median of the last 10 requests is within
@@ -68,7 +70,10 @@ struct EndToEndSlownessTests {
         _ = try await rawRequest(port: slowPort, method: "POST", path: "/_echo/delay?ms=0")
         let back = await eventually(timeout: .seconds(5)) { lb.balancer.cluster.snapshot()[2].state == .healthy }
         #expect(back)
-        #expect(log.all.contains { $0.contains("HEALTHY") && !$0.contains("UNHEALTHY") && $0.contains(":\(slowPort)") })
+        let logged = await eventually(timeout: .seconds(2)) {
+            log.all.contains { $0.contains("HEALTHY") && !$0.contains("UNHEALTHY") && $0.contains(":\(slowPort)") }
+        }
+        #expect(logged)
         await lb.stop(); await fleet.stop()
     }
 
