@@ -134,6 +134,8 @@ struct EndToEndBalancingTests {
         let lb = try TestBalancer.start(backends: fleet.urls)
         for _ in 0..<3 { #expect(try await rawRequest(port: lb.port, method: "POST", body: body).status == 200) }
         await fleet.backends[1].shutdown(timeout: .milliseconds(100))
+        let hold = try PortHolder(port: fleet.ports[1])  // stays down; no parallel test can take the port
+        defer { hold.release() }
         var served: Set<Int> = []
         for _ in 0..<30 {
             let r = try await rawRequest(port: lb.port, method: "POST", body: body)
@@ -146,10 +148,8 @@ struct EndToEndBalancingTests {
 
     @Test("every backend refusing: 502 JSON naming the cause, quickly")
     func allRefused() async throws {
-        let fleet = try EchoFleet.start(count: 2)
-        let urls = fleet.urls
-        await fleet.stop()
-        let lb = try TestBalancer.start(backends: urls)
+        let dead = [try PortHolder(), try PortHolder()]  // bound, not listening: connects are refused
+        let lb = try TestBalancer.start(backends: dead.map(\.url))
         let start = ContinuousClock.now
         let r = try await rawRequest(port: lb.port, method: "POST", body: body)
         #expect(r.status == 502)

@@ -19,6 +19,8 @@ struct EndToEndFailureTests {
         }
         let deadURL = "http://127.0.0.1:\(fleet.ports[1])"
         await fleet.backends[1].shutdown(timeout: .milliseconds(100))
+        // Keep the port: a server of a test running in parallel must not take it while it is down.
+        let hold = try PortHolder(port: fleet.ports[1])
         for _ in 0..<30 {
             let r = try await rawRequest(port: lb.port, method: "POST", body: body)
             #expect(r.status == 200)
@@ -37,6 +39,7 @@ struct EndToEndFailureTests {
         #expect(byReason["connect"] ?? 0 >= 1)
 
         // Restart on the same port: healthy again within two health intervals (+ scheduling slack).
+        hold.release()
         let revived = EchoBackend(configuration: EchoBackendConfiguration(host: "127.0.0.1", ports: [fleet.ports[1]]),
                                   group: TestLoops.group)
         try revived.start()
@@ -111,6 +114,7 @@ struct EndToEndFailureTests {
         let fleet = try EchoFleet.start(count: 2)
         let lb = try TestBalancer.start(backends: fleet.urls) { $0.healthInterval = .milliseconds(100) }
         await fleet.stop()
+        let holds = try fleet.ports.map { try PortHolder(port: $0) }  // stay down for the whole test
         // Traffic and probes eject both.
         for _ in 0..<8 { _ = try await rawRequest(port: lb.port, method: "GET") }
         let ejected = await eventually(timeout: .seconds(3)) {
@@ -126,6 +130,7 @@ struct EndToEndFailureTests {
             #expect(r.bodyText.contains("no healthy backend"))
             #expect(elapsed < .milliseconds(100), "503 took \(elapsed)")
         }
+        withExtendedLifetime(holds) {}
         await lb.stop()
     }
 }

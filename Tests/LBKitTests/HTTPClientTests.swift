@@ -36,10 +36,8 @@ struct HTTPClientTests {
 
     @Test("connect refused is reported as never sent")
     func refusedNeverSent() async throws {
-        let backend = ScriptedBackend { _, _ in nil }
-        let port = backend.port
-        backend.stop()
-        let ep = try endpoint(port)
+        let dead = try PortHolder()  // bound, not listening: connects are refused
+        let ep = try endpoint(dead.port)
         do {
             _ = try await client.execute(get(), to: ep, on: group.loops[0], timeout: .seconds(1))
             Issue.record("expected a failure")

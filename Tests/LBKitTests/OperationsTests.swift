@@ -98,6 +98,8 @@ struct OperationsTests {
         let fleet = try EchoFleet.start(count: 2)
         let lb = try TestBalancer.start(backends: fleet.urls)
         await fleet.backends[1].shutdown(timeout: .milliseconds(100))
+        let hold = try PortHolder(port: fleet.ports[1])  // stays down; no parallel test can take the port
+        defer { hold.release() }
         for _ in 0..<8 { _ = try await rawRequest(port: lb.port, method: "POST", body: body) }
         #expect(lb.balancer.cluster.snapshot()[1].state == .ejected)
         let before = lb.balancer.cluster.snapshot()[0].requests
