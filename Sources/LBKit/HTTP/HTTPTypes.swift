@@ -84,21 +84,14 @@ public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral, C
     public var description: String { fields.map { "\($0.name): \($0.value)" }.joined(separator: "\n") }
 
     /// ASCII case-insensitive comparison of two field names.
+    ///
+    /// Hot path (header rewriting runs it several times per header): compares lengths first (O(1)
+    /// for native strings), then bytes, folding only ASCII letters.
     @inlinable
     public static func namesEqual(_ a: String, _ b: String) -> Bool {
-        var a = a, b = b
-        return a.withUTF8 { ua in
-            b.withUTF8 { ub in
-                guard ua.count == ub.count else { return false }
-                for i in 0..<ua.count where ua[i] | 0x20 != ub[i] | 0x20 {
-                    // Only letters differ by 0x20 between cases; guard against e.g. '@' vs '`'.
-                    let x = ua[i], y = ub[i]
-                    let lx = (x >= 0x41 && x <= 0x5A) ? x | 0x20 : x
-                    let ly = (y >= 0x41 && y <= 0x5A) ? y | 0x20 : y
-                    if lx != ly { return false }
-                }
-                return true
-            }
+        guard a.utf8.count == b.utf8.count else { return false }
+        return a.utf8.elementsEqual(b.utf8) { x, y in
+            x == y || (x | 0x20 == y | 0x20 && (x | 0x20) >= 0x61 && (x | 0x20) <= 0x7A)
         }
     }
 }
