@@ -240,19 +240,22 @@ public final class Socket: Sendable, CustomStringConvertible {
     // MARK: Write
 
     /// Writes all of `bytes`, suspending while the socket's send buffer is full.
-    public func write(_ bytes: UnsafeRawBufferPointer, deadline: UInt64) async throws(IOError) {
+    ///
+    /// The bytes are borrowed only for each synchronous `send` attempt, never across a suspension.
+    public func write(_ bytes: [UInt8], deadline: UInt64) async throws(IOError) {
         var offset = 0
         var retryAfterClear = false
         while offset < bytes.count {
-            let base = bytes.baseAddress.map { $0 + offset }
-            let r = send(fd, base, bytes.count - offset, lbk_MSG_NOSIGNAL)
-            if r > 0 {
-                offset += r
+            let (sent, code) = bytes.withUnsafeBytes { raw -> (Int, Int32) in
+                let r = send(fd, raw.baseAddress.map { $0 + offset }, raw.count - offset, lbk_MSG_NOSIGNAL)
+                return (r, r < 0 ? errno : 0)
+            }
+            if sent > 0 {
+                offset += sent
                 retryAfterClear = false
                 continue
             }
-            let code = r < 0 ? errno : EAGAIN
-            switch code {
+            switch sent < 0 ? code : EAGAIN {
             case EINTR: continue
             case EAGAIN, EWOULDBLOCK:
                 if !retryAfterClear {
@@ -271,20 +274,6 @@ public final class Socket: Sendable, CustomStringConvertible {
             default: throw IOError.fromErrno("write", code)
             }
         }
-    }
-
-    /// Writes all of `bytes`.
-    public func write(_ bytes: [UInt8], deadline: UInt64) async throws(IOError) {
-        // Copy-free: the array's storage stays alive for the duration of the call.
-        let result: Result<Void, IOError> = await withUnsafeBytesAsync(bytes) { raw in
-            do throws(IOError) {
-                try await self.write(raw, deadline: deadline)
-                return .success(())
-            } catch {
-                return .failure(error)
-            }
-        }
-        try result.get()
     }
 
     // MARK: Waiting
@@ -406,15 +395,4 @@ public final class Socket: Sendable, CustomStringConvertible {
         let open = state.withLock { !$0.closed }
         if open && generation == 0 { Glibc.close(fd) }
     }
-}
-
-/// Calls an async `body` with the bytes of `array` without copying.
-@inline(__always)
-func withUnsafeBytesAsync<R>(_ array: [UInt8], _ body: (UnsafeRawBufferPointer) async -> R) async -> R {
-    // withUnsafeBytes cannot await. A native Swift array's storage is a stable heap buffer while the
-    // array is alive and unmodified; `array` is an immutable parameter kept alive until after the await.
-    let (base, count): (UnsafeRawPointer?, Int) = array.withUnsafeBytes { ($0.baseAddress, $0.count) }
-    let result = await body(UnsafeRawBufferPointer(start: base, count: count))
-    withExtendedLifetime(array) {}
-    return result
 }
