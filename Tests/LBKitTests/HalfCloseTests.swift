@@ -41,3 +41,22 @@ struct HalfCloseTests {
         backend.stop()
     }
 }
+
+@Suite("Pipelining fairness", .timeLimit(.minutes(1)))
+struct PipeliningFairnessTests {
+    @Test("200 pipelined requests in one write are all answered, in order")
+    func manyPipelined() async throws {
+        let server = HTTPServer(configuration: .init(host: "127.0.0.1", port: 0), group: TestLoops.group,
+                                handler: ClosureHandler { request, _ in .json(status: 200, "{\"t\":\"\(request.target)\"}") })
+        let port = try server.start().port
+        let targets = try await offload { () -> [String] in
+            let client = try RawHTTPClient(port: port)
+            var batch: [UInt8] = []
+            for i in 0..<200 { batch += Array("GET /\(i) HTTP/1.1\r\nHost: x\r\n\r\n".utf8) }
+            try client.send(batch)
+            return try (0..<200).map { _ in try client.readResponse().bodyText }
+        }
+        #expect(targets == (0..<200).map { "{\"t\":\"/\($0)\"}" })
+        await server.shutdown(timeout: .milliseconds(200))
+    }
+}

@@ -23,6 +23,7 @@ struct HTTPServerConnection {
         var out: [UInt8] = []
         out.reserveCapacity(4096)
         var served = 0
+        var backToBack = 0
         while true {
             let parsed: ParsedRequestHead
             let body: [UInt8]
@@ -51,6 +52,17 @@ struct HTTPServerConnection {
             if !keepAlive {
                 await lingeringClose(&buffer)
                 return
+            }
+            // Fairness: a client pipelining many requests never makes this task suspend on a read,
+            // so let the loop run other connections every 16 requests answered from the buffer.
+            if buffer.isEmpty {
+                backToBack = 0
+            } else {
+                backToBack += 1
+                if backToBack >= 16 {
+                    backToBack = 0
+                    await Task.yield()
+                }
             }
         }
     }
