@@ -289,28 +289,20 @@ public final class HTTPClient: Sendable {
         while true {
             if !connection.buffer.isEmpty {
                 started = true
-                let from = scanFrom
-                let result: Result<ParsedResponseHead?, HTTPParseError> = connection.buffer.withReadableBytes { bytes in
-                    do throws(HTTPParseError) {
-                        return .success(try HTTPResponseHeadParser.parse(bytes, requestMethod: method, limits: limits, scanFrom: from))
-                    } catch {
-                        return .failure(error)
-                    }
+                let parsed: ParsedResponseHead?
+                do throws(HTTPParseError) {
+                    parsed = try connection.buffer.parseResponseHead(method: method, limits: limits, scanFrom: scanFrom)
+                } catch {
+                    throw failure(.malformedResponse(error.reason))
                 }
-                switch result {
-                case .success(let parsed?):
-                    connection.buffer.consume(parsed.headLength)
+                if let parsed {
                     if parsed.head.status >= 100 && parsed.head.status < 200 {
                         scanFrom = 0
                         continue  // 100 Continue / 103 Early Hints: skip interim responses
                     }
                     return parsed
-                case .success(nil):
-                    scanFrom = connection.buffer.readableCount
-                case .failure(let error):
-                    throw ExchangeFailure(clientError: HTTPClientError(kind: .malformedResponse(error.reason), requestSent: true),
-                                          isStaleConnectionSymptom: false)
                 }
+                scanFrom = connection.buffer.readableCount
             }
             let soft = !started && answerBy < deadline
             let n: Int
@@ -350,16 +342,10 @@ public final class HTTPClient: Sendable {
             var body: [UInt8] = []
             while true {
                 if !connection.buffer.isEmpty {
-                    let result: Result<Int, HTTPParseError> = connection.buffer.withReadableBytes { bytes in
-                        do throws(HTTPParseError) {
-                            return .success(try decoder.decode(bytes, into: &body))
-                        } catch {
-                            return .failure(error)
-                        }
-                    }
-                    switch result {
-                    case .success(let consumed): connection.buffer.consume(consumed)
-                    case .failure(let error): throw failure(.malformedResponse(error.reason))
+                    do throws(HTTPParseError) {
+                        try connection.buffer.decodeChunked(&decoder, into: &body)
+                    } catch {
+                        throw failure(.malformedResponse(error.reason))
                     }
                     if body.count > maxBytes { throw failure(.responseTooLarge) }
                     if decoder.isComplete { return body }

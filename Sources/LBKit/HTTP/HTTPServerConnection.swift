@@ -89,25 +89,15 @@ struct HTTPServerConnection {
         var scanFrom = 0
         while true {
             if !buffer.isEmpty {
-                let limits = config.limits
-                let from = scanFrom
-                let result: Result<ParsedRequestHead?, HTTPParseError> = buffer.withReadableBytes { bytes in
-                    do throws(HTTPParseError) {
-                        return .success(try HTTPRequestHeadParser.parse(bytes, limits: limits, scanFrom: from))
-                    } catch {
-                        return .failure(error)
-                    }
-                }
-                switch result {
-                case .success(let parsed?):
-                    buffer.consume(parsed.headLength)
-                    return parsed
-                case .success(nil):
-                    scanFrom = buffer.readableCount
-                    if headDeadline == .max { headDeadline = deadline(after: config.headerTimeout) }
-                case .failure(let error):
+                let parsed: ParsedRequestHead?
+                do throws(HTTPParseError) {
+                    parsed = try buffer.parseRequestHead(limits: config.limits, scanFrom: scanFrom)
+                } catch {
                     throw .respond(.jsonError(status: error.status, message: error.reason))
                 }
+                if let parsed { return parsed }
+                scanFrom = buffer.readableCount
+                if headDeadline == .max { headDeadline = deadline(after: config.headerTimeout) }
             } else if server.isDraining {
                 throw .close
             }
@@ -156,16 +146,9 @@ struct HTTPServerConnection {
             let bodyDeadline = deadline(after: config.bodyTimeout)
             while true {
                 if !buffer.isEmpty {
-                    let result: Result<Int, HTTPParseError> = buffer.withReadableBytes { bytes in
-                        do throws(HTTPParseError) {
-                            return .success(try decoder.decode(bytes, into: &body))
-                        } catch {
-                            return .failure(error)
-                        }
-                    }
-                    switch result {
-                    case .success(let consumed): buffer.consume(consumed)
-                    case .failure(let error):
+                    do throws(HTTPParseError) {
+                        try buffer.decodeChunked(&decoder, into: &body)
+                    } catch {
                         throw .respond(.jsonError(status: error.status, message: error.reason))
                     }
                     if body.count > config.maxBodyBytes {
@@ -237,25 +220,5 @@ struct HTTPServerConnection {
     @inline(__always)
     private func deadline(after duration: Duration) -> UInt64 {
         lbk_monotonic_ns() &+ UInt64(max(0, duration.nanosecondsClamped))
-    }
-}
-
-/// Helpers for the `Connection` header's comma-separated tokens.
-enum HTTPConnectionHeader {
-    /// Whether `value` (e.g. `"keep-alive, Upgrade"`) lists `token`, case-insensitively.
-    static func hasToken(_ value: String, _ token: String) -> Bool {
-        value.split(separator: ",").contains { part in
-            HTTPHeaders.namesEqual(String(part.trimmingASCIIWhitespace()), token)
-        }
-    }
-}
-
-extension Substring {
-    /// The substring without leading and trailing spaces and tabs.
-    func trimmingASCIIWhitespace() -> Substring {
-        var s = self
-        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
-        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
-        return s
     }
 }
