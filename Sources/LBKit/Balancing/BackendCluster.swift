@@ -149,18 +149,7 @@ public final class BackendCluster: Sendable {
             if s.stats[index].inFlight > 0 { s.stats[index].inFlight -= 1 }
             var failure: FailureKind?
             var sample: Duration?
-            if outcome == .abandoned {
-                s.latency[index].record(latency, at: now)
-                s.stats[index].histogram.record(latency)
-                let transition = s.health[index].latencyObserved(
-                    recentLatency: s.latency[index].recentLatency, at: now,
-                    allowExclusion: s.passivelyExcluded < maxPassivelyExcluded)
-                if let transition { s.apply(transition, to: index) }
-                return transition
-            }
             switch outcome {
-            case .abandoned:
-                break
             case .success:
                 s.stats[index].successes += 1
                 sample = latency

@@ -93,9 +93,6 @@ public enum AttemptOutcome: Sendable, Equatable {
     case success
     /// The attempt failed; all kinds count as failures for health.
     case failure(FailureKind)
-    /// The attempt was given up because a hedged attempt on another backend answered first. Its
-    /// elapsed time is a latency sample (a lower bound); it is neither a success nor a failure.
-    case abandoned
 }
 
 /// The answer of ``BackendCluster/choose(excluding:)``.

@@ -283,13 +283,6 @@ public struct HealthStateMachine: Sendable {
         trialStartedAt = now
     }
 
-    /// Feeds a latency observation that is neither a success nor a failure (an attempt abandoned in
-    /// favour of a hedged one): only the slow-exclusion rule applies.
-    public mutating func latencyObserved(recentLatency: Duration?, at now: MonotonicInstant, allowExclusion: Bool) -> HealthTransition? {
-        guard state == .healthy, allowExclusion, let reason = slowReason(recentLatency) else { return nil }
-        return exclude(to: .slow, reason: reason, at: now)
-    }
-
     /// Feeds the outcome of a real request.
     /// - Parameters:
     ///   - failure: `nil` on success.

@@ -22,18 +22,15 @@ extension LoadBalancer {
     /// The loser is not aborted: the backend already has the request, and letting it finish in its
     /// own task yields its true latency and outcome for the health and latency trackers (a slow
     /// backend is recognised as slow after a few such samples). The client never waits for it.
-    func hedge(_ upstream: HTTPClientRequest, in up: UpstreamSet, pending: PendingExchange, first: AttemptRecord, firstDeadline: UInt64,
+    func hedge(_ upstream: HTTPClientRequest, in up: UpstreamSet, pending: PendingExchange,
+               firstIndex: Int, firstStart: UInt64, firstDeadline: UInt64,
                requestDeadline: UInt64, tried: inout BackendIndexSet, attempts: inout Int, loop: EventLoop) async -> AttemptRecord {
         let cluster = up.cluster
         guard case .backend(let second) = cluster.choose(excluding: tried), cluster.tryRetry(reason: .hedge) else {
             // Nobody to hedge to (or no budget): wait for the first attempt as usual.
-            var record = first
-            do {
-                record.result = .success(try await client.finish(pending, deadline: firstDeadline))
-            } catch {
-                record.result = .failure(error)
+            return await AttemptRecord.run(index: firstIndex, start: firstStart) { () async throws(HTTPClientError) in
+                try await self.client.finish(pending, deadline: firstDeadline)
             }
-            return record
         }
         tried.insert(second)
         attempts += 1
@@ -43,21 +40,14 @@ extension LoadBalancer {
         let race = HedgeRace()
         let client = self.client
         Task(executorPreference: loop) {
-            var record = first
-            do throws(HTTPClientError) {
-                record.result = .success(try await client.finish(pending, deadline: firstDeadline))
-            } catch {
-                record.result = .failure(error)
+            let record = await AttemptRecord.run(index: firstIndex, start: firstStart) { () async throws(HTTPClientError) in
+                try await client.finish(pending, deadline: firstDeadline)
             }
             if !race.offer(record) { self.record(record, in: cluster) }
         }
         Task(executorPreference: loop) {
-            var record = AttemptRecord(index: second, start: secondStart, result: .failure(HTTPClientError(kind: .aborted, requestSent: false)))
-            do throws(HTTPClientError) {
-                record.result = .success(try await client.execute(upstream, to: up.endpoints[second], on: loop,
-                                                                  deadline: secondDeadline))
-            } catch {
-                record.result = .failure(error)
+            let record = await AttemptRecord.run(index: second, start: secondStart) { () async throws(HTTPClientError) in
+                try await client.execute(upstream, to: up.endpoints[second], on: loop, deadline: secondDeadline)
             }
             if !race.offer(record) { self.record(record, in: cluster) }
         }

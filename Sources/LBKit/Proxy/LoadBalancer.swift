@@ -167,18 +167,18 @@ public final class LoadBalancer: HTTPHandler {
             attempts += 1
             cluster.attemptStarted(index)
             let deadline = min(requestDeadline, now &+ attemptNanos)
-            var attempt = AttemptRecord(index: index, start: now, result: .failure(HTTPClientError(kind: .aborted, requestSent: false)))
             let hedgeAt = replayable && attempts < configuration.maxAttempts ? hedgePoint(for: index, from: now) : .max
+            let attempt: AttemptRecord
             do {
                 switch try await client.send(upstream, to: endpoints[index], on: context.eventLoop, deadline: deadline, answerBy: hedgeAt) {
                 case .complete(let response):
-                    attempt.result = .success(response)
+                    attempt = AttemptRecord(index: index, start: now, result: .success(response))
                 case .pending(let pending):
-                    attempt = await hedge(upstream, in: up, pending: pending, first: attempt, firstDeadline: deadline,
+                    attempt = await hedge(upstream, in: up, pending: pending, firstIndex: index, firstStart: now, firstDeadline: deadline,
                                           requestDeadline: requestDeadline, tried: &tried, attempts: &attempts, loop: context.eventLoop)
                 }
             } catch {
-                attempt.result = .failure(error)
+                attempt = AttemptRecord(index: index, start: now, result: .failure(error))
             }
             record(attempt, in: cluster)
             let used = attempt.index
@@ -214,6 +214,16 @@ public final class LoadBalancer: HTTPHandler {
         var start: UInt64
         var result: Result<HTTPClientResponse, HTTPClientError>
 
+        /// Runs `exchange` and records how it ended.
+        static func run(index: Int, start: UInt64,
+                        _ exchange: () async throws(HTTPClientError) -> HTTPClientResponse) async -> AttemptRecord {
+            do throws(HTTPClientError) {
+                return AttemptRecord(index: index, start: start, result: .success(try await exchange()))
+            } catch {
+                return AttemptRecord(index: index, start: start, result: .failure(error))
+            }
+        }
+
         /// A final answer worth returning: a response below 500.
         var isGood: Bool {
             if case .success(let r) = result { return r.head.status < 500 }
@@ -232,8 +242,8 @@ public final class LoadBalancer: HTTPHandler {
             switch error.kind {
             case .connectRefused, .connectTimeout, .connectFailed: outcome = .failure(.connect)
             case .timedOut: outcome = .failure(.timeout)
-            case .connectionReset, .malformedResponse, .responseTooLarge: outcome = .failure(.reset)
-            case .aborted: outcome = .abandoned
+            // The balancer never aborts its own attempts; an aborted exchange lost its connection like a reset.
+            case .connectionReset, .malformedResponse, .responseTooLarge, .aborted: outcome = .failure(.reset)
             }
         }
         cluster.attemptFinished(attempt.index, outcome: outcome, latency: elapsed)
