@@ -146,12 +146,12 @@ print("== time per check (SystemClock read included) ==")
 let config = ThrottleConfiguration(rate: 1, burst: 1_000_000)
 
 for threads in [1, 2] {
-    let one = ThrottleTable(configuration: config)
+    let one = ThrottleTable(configuration: config, clock: SystemClock())
     let single = key(7)
     report("1 key", threads: threads, measure(threads: threads) { _, _ in one.check(single).isAllowed })
 }
 do {
-    let one = ThrottleTable(configuration: config)
+    let one = ThrottleTable(configuration: config, clock: SystemClock())
     let single = key(7)
     let now = SystemClock().now()
     report("1 key, caller-supplied now (no clock read)", threads: 1, measure(threads: 1) { _, _ in
@@ -162,7 +162,7 @@ do {
 let keyCount = 100_000
 let keys = (0..<keyCount).map { key($0) }
 for threads in [1, 2] {
-    let table = ThrottleTable(configuration: config)
+    let table = ThrottleTable(configuration: config, clock: SystemClock())
     for k in keys { _ = table.check(k) }
     report("100k keys (random)", threads: threads, measure(threads: threads) { _, r in
         table.check(keys[Int(truncatingIfNeeded: r % UInt64(keyCount))]).isAllowed
@@ -171,7 +171,7 @@ for threads in [1, 2] {
 }
 
 do {
-    let table = ThrottleTable(configuration: config)
+    let table = ThrottleTable(configuration: config, clock: SystemClock())
     for k in keys { _ = table.check(k) }
     let now = SystemClock().now()
     report("100k keys (random), caller-supplied now", threads: 1, measure(threads: 1) { _, r in
@@ -183,7 +183,7 @@ do {
 }
 
 do {
-    let table = ThrottleTable(configuration: config)
+    let table = ThrottleTable(configuration: config, clock: SystemClock())
     for k in keys { _ = table.check(k) }
     let counter = Atomic<Int>(0)
     report("new key every check (evicting, table full at 100k)", threads: 1, measure(threads: 1) { _, _ in

@@ -3,6 +3,8 @@
 import Dispatch
 import Glibc
 import LBKit
+import LBKitTesting
+import LBServeSupport
 
 let usage = """
     usage: echo --port 5001 [--port 5002 ...] [--host 127.0.0.1] [--mode echo|alternate|slow|down] [--delay-ms 10000]
@@ -60,9 +62,9 @@ let options = parseArguments(Array(CommandLine.arguments.dropFirst()))
 // First, before any thread exists (see lbserve/main.swift).
 let stop = SignalWaiter(signals: [SIGTERM, SIGINT])
 signal(SIGPIPE, SIG_IGN)
-let group: EventLoopGroup
+let group: LBEventLoopGroup
 do {
-    group = try EventLoopGroup(loopCount: min(2, EventLoopGroup.coreCount))
+    group = try LBEventLoopGroup(loopCount: min(2, LBEventLoopGroup.coreCount))
 } catch {
     fail("cannot start event loops: \(error)")
 }

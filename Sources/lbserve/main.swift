@@ -2,6 +2,8 @@
 // then wiring (event loops, demo backends, server, health checks, signals). Logic lives in LBKit.
 import Glibc
 import LBKit
+import LBKitTesting
+import LBServeSupport
 
 func fail(_ message: String) -> Never {
     for line in message.split(separator: "\n") { StandardOutput.errorLine("lbserve: \(line)") }
@@ -30,9 +32,9 @@ if options.showHelp {
 let stop = SignalWaiter(signals: [SIGTERM, SIGINT, SIGHUP])
 signal(SIGPIPE, SIG_IGN)
 var config = options.balancer
-let group: EventLoopGroup
+let group: LBEventLoopGroup
 do {
-    group = try EventLoopGroup(loopCount: config.loopCount)
+    group = try LBEventLoopGroup(loopCount: config.loopCount)
 } catch {
     fail("cannot start event loops: \(error)")
 }
@@ -53,14 +55,17 @@ if options.demoBackends {
 
 let balancer: LoadBalancer
 do {
-    balancer = try LoadBalancer(configuration: config, group: group, healthPaths: setup.healthPaths)
+    balancer = try LoadBalancer(configuration: config, group: group, healthPaths: setup.healthPaths,
+                                log: { StandardOutput.line($0.line) },
+                                accessLog: { AccessLogWriter.shared.write(AccessLogFormat.line($0)) })
 } catch {
     fail("--backend: \(error)")
 }
-var serverConfig = HTTPServerConfiguration(host: config.host, port: config.port)
+var serverConfig = HTTP1ServerConfiguration(host: config.host, port: config.port)
 serverConfig.maxBodyBytes = config.maxBodyBytes
-let server = HTTPServer(configuration: serverConfig, group: group, handler: balancer)
-let address: SocketAddress
+// The chain: per-client throttle, then the /_lb/* admin endpoints, then the balancer.
+let server = HTTP1Server(configuration: serverConfig, group: group, handler: balancer.responder(admin: true))
+let address: IPSocketAddress
 do {
     address = try server.start()
 } catch {
@@ -97,15 +102,16 @@ for url in config.backends { StandardOutput.line("[CONFIG] backend \(url)") }
     }
 }
 
-let healthChecks = Task { await balancer.runHealthChecks() }
+let background = Task { try await balancer.run() }
 var received = await stop.wait()
 while received == SIGHUP {
     reload()
     received = await stop.wait()
 }
 StandardOutput.line("[SHUTDOWN] signal \(received): draining connections")
-healthChecks.cancel()
+balancer.shutdown()
 await server.shutdown(timeout: .seconds(10))
+_ = await background.result
 await demo?.shutdown(timeout: .seconds(2))
 AccessLogWriter.shared.flush()
 StandardOutput.line("[SHUTDOWN] done")

@@ -1,5 +1,9 @@
 import Testing
 @testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+import LBServeSupport
 
 @Suite struct ChunkedDecoderTests {
     /// Feeds `wire` in pieces of `step` bytes; returns (body, bytes consumed, complete).

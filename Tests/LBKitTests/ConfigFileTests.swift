@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+import LBServeSupport
 
 /// The package root (this file is Tests/LBKitTests/ConfigFileTests.swift).
 private let packageRoot: String = {

@@ -2,6 +2,10 @@ import Foundation
 import Synchronization
 import Testing
 @testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+import LBServeSupport
 
 /// End-to-end: real echo servers and the balancer on ephemeral loopback ports, driven by a raw
 /// socket client that does not share code with LBKit's HTTP layer.
@@ -161,9 +165,9 @@ struct EndToEndBalancingTests {
 
     @Test("hop-by-hop headers are dropped, X-Forwarded-For and -Proto added")
     func forwardingHeaders() async throws {
-        let seen = Mutex<HTTPHeaders?>(nil)
+        let seen = Mutex<HeaderFields?>(nil)
         let group = TestLoops.group
-        let backend = HTTPServer(configuration: .init(host: "127.0.0.1", port: 0), group: group,
+        let backend = HTTP1Server(configuration: .init(host: "127.0.0.1", port: 0), group: group,
                                  handler: ClosureHandler { request, _ in
                                      seen.withLock { $0 = request.headers }
                                      return .json(status: 200, "{}")

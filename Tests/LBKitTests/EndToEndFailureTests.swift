@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+import LBServeSupport
 
 /// End-to-end behaviour when backends fail: real echo servers (in-process) and the balancer on
 /// ephemeral loopback ports; every wait bounded.

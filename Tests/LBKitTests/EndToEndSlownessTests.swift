@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+import LBServeSupport
 
 /// End-to-end behaviour when a backend gets slow: deadlines, max-delay exclusion, re-admission.
 @Suite("End to end: slow backends", .timeLimit(.minutes(2)))
@@ -108,12 +112,12 @@ struct EndToEndThrottleTests {
         #expect(retryAfter >= 1)
         #expect(limited.header("RateLimit-Limit") != nil)
         #expect(limited.header("RateLimit-Remaining") == "0")
-        // Reserved endpoints are exempt.
-        #expect(try await rawRequest(port: lb.port, path: "/_lb/health").status == 200)
+        // Admin endpoints are rate limited like every other path (they come after the throttle).
+        #expect(try await rawRequest(port: lb.port, path: "/_lb/health").status == 429)
         try await Task.sleep(for: .seconds(retryAfter))
         #expect(try await rawRequest(port: lb.port).status == 200)
         let stats = try await rawRequest(port: lb.port, path: "/_lb/stats")
-        #expect(stats.bodyText.contains("\"throttled\":1"))
+        #expect(stats.bodyText.contains("\"throttled\":2"))
         await lb.stop(); await fleet.stop()
     }
 }

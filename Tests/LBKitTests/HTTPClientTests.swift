@@ -4,18 +4,22 @@ import Synchronization
 import CLBKitShim
 import Testing
 @testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+import LBServeSupport
 
 @Suite("HTTP client", .timeLimit(.minutes(1)))
 struct HTTPClientTests {
     let group = TestLoops.group
-    let client = HTTPClient()
+    let client = UpstreamClient()
 
-    func endpoint(_ port: Int) throws -> HTTPEndpoint {
-        HTTPEndpoint(address: try SocketAddress(host: "127.0.0.1", port: port), group: group)
+    func endpoint(_ port: Int) throws -> UpstreamEndpoint {
+        UpstreamEndpoint(address: try IPSocketAddress(host: "127.0.0.1", port: port), group: group)
     }
 
-    func get(_ path: String = "/") -> HTTPClientRequest {
-        HTTPClientRequest(head: HTTPRequestHead(method: "GET", target: path, headers: ["Host": "t"]))
+    func get(_ path: String = "/") -> UpstreamRequest {
+        UpstreamRequest(head: RequestHead(method: "GET", target: path, headers: ["Host": "t"]))
     }
 
     @Test("a pooled connection the backend dropped is retried once on a fresh connection")
@@ -75,7 +79,7 @@ struct HTTPClientTests {
         #expect(String(decoding: r1.body, as: UTF8.self) == "wikipedia")
         let untilClose = ScriptedBackend { _, n in n == 0 ? Array("HTTP/1.1 200 OK\r\n\r\nno length".utf8) : nil }
         // The backend closes after its answer (the script returns nil for the next read).
-        let r2 = try await client.execute(HTTPClientRequest(head: HTTPRequestHead(method: "GET", target: "/", headers: ["Host": "t", "Connection": "close"])),
+        let r2 = try await client.execute(UpstreamRequest(head: RequestHead(method: "GET", target: "/", headers: ["Host": "t", "Connection": "close"])),
                                           to: try endpoint(untilClose.port), on: group.loops[0], timeout: .seconds(2))
         #expect(String(decoding: r2.body, as: UTF8.self) == "no length")
         chunked.stop()

@@ -1,5 +1,9 @@
 import Testing
 @testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+import LBServeSupport
 
 /// One request that must be rejected, with the error it must produce.
 struct RequestRejectionCase: Sendable, CustomTestStringConvertible {
@@ -42,7 +46,7 @@ struct RequestRejectionCase: Sendable, CustomTestStringConvertible {
         error(Array(text.utf8), limits: limits)
     }
 
-    static func fields(_ head: HTTPRequestHead) -> [String] {
+    static func fields(_ head: RequestHead) -> [String] {
         head.headers.fields.map { "\($0.name)=\($0.value)" }
     }
 

@@ -1,5 +1,9 @@
 import Testing
 @testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+import LBServeSupport
 
 /// One response head and the framing / keep-alive it must produce.
 struct ResponseFramingCase: Sendable, CustomTestStringConvertible {

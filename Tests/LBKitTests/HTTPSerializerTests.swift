@@ -1,28 +1,32 @@
 import Testing
 @testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+import LBServeSupport
 
 @Suite struct HTTPSerializerTests {
     static func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
 
     @Test func requestHead() {
         var out: [UInt8] = []
-        let head = HTTPRequestHead(method: "GET", target: "/x?y=1", headers: ["Host": "example.com", "X-A": "b c"])
+        let head = RequestHead(method: "GET", target: "/x?y=1", headers: ["Host": "example.com", "X-A": "b c"])
         HTTPSerializer.appendRequestHead(head, to: &out)
         #expect(Self.text(out) == "GET /x?y=1 HTTP/1.1\r\nHost: example.com\r\nX-A: b c\r\n\r\n")
     }
 
     @Test func requestHeadAppendsAndKeepsExistingBytes() {
         var out: [UInt8] = Array("prefix".utf8)
-        HTTPSerializer.appendRequestHead(HTTPRequestHead(method: "DELETE", target: "*", version: .http1_0), to: &out)
+        HTTPSerializer.appendRequestHead(RequestHead(method: "DELETE", target: "*", version: .http1_0), to: &out)
         #expect(Self.text(out) == "prefixDELETE * HTTP/1.0\r\n\r\n")
     }
 
     @Test func responseHead() {
         var out: [UInt8] = []
-        HTTPSerializer.appendResponseHead(HTTPResponseHead(status: 404, headers: ["Content-Length": "0"]), to: &out)
+        HTTPSerializer.appendResponseHead(ResponseHead(status: 404, headers: ["Content-Length": "0"]), to: &out)
         #expect(Self.text(out) == "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
         out.removeAll()
-        HTTPSerializer.appendResponseHead(HTTPResponseHead(status: 299, reason: "", version: .http1_0), to: &out)
+        HTTPSerializer.appendResponseHead(ResponseHead(status: 299, reason: "", version: .http1_0), to: &out)
         #expect(Self.text(out) == "HTTP/1.0 299 \r\n\r\n")
     }
 
@@ -46,9 +50,9 @@ import Testing
     }
 
     @Test func requestRoundTrip() throws {
-        let original = HTTPRequestHead(
+        let original = RequestHead(
             method: "POST", target: "/api/v1/items?sort=desc&x=%20",
-            headers: HTTPHeaders([("Host", "api.example"), ("Content-Length", "11"), ("X-Unicode", "naïve ☃"),
+            headers: HeaderFields([("Host", "api.example"), ("Content-Length", "11"), ("X-Unicode", "naïve ☃"),
                                   ("x-dup", "1"), ("X-Dup", "2"), ("X-Empty", "")]))
         var out: [UInt8] = []
         HTTPSerializer.appendRequestHead(original, to: &out)
@@ -66,7 +70,7 @@ import Testing
 
     @Test(arguments: [100, 200, 204, 302, 404, 503, 599])
     func responseRoundTrip(status: Int) throws {
-        let original = HTTPResponseHead(status: status, headers: ["Transfer-Encoding": "chunked", "Server": "lbkit"])
+        let original = ResponseHead(status: status, headers: ["Transfer-Encoding": "chunked", "Server": "lbkit"])
         var out: [UInt8] = []
         HTTPSerializer.appendResponseHead(original, to: &out)
         let parsed = try #require(try out.withUnsafeBytes { p in

@@ -3,8 +3,12 @@ import Glibc
 import Synchronization
 import Testing
 @testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+import LBServeSupport
 
-/// Conformance of our HTTP/1.1 server (``HTTPServer``) against raw bytes on a socket: keep-alive,
+/// Conformance of our HTTP/1.1 server (``HTTP1Server``) against raw bytes on a socket: keep-alive,
 /// pipelining, HTTP/1.0, 100-continue, limits, smuggling defences, timeouts, robustness, graceful
 /// shutdown and HEAD. Each test runs an in-process server on an ephemeral loopback port.
 @Suite("HTTP server conformance", .timeLimit(.minutes(2)))
@@ -261,9 +265,9 @@ struct HTTPServerConformanceTests {
             if request.head.path == "/slow" {
                 inHandler.increment()
                 try? await Task.sleep(for: .milliseconds(300))
-                return HTTPResponse(status: 200, body: Array("done".utf8))
+                return LBResponse(status: 200, body: Array("done".utf8))
             }
-            return HTTPResponse(status: 200, body: Array("fast".utf8))
+            return LBResponse(status: 200, body: Array("fast".utf8))
         })
         let port = s.port
         // An idle keep-alive connection: must be closed by the shutdown, not wait out the timeout.
@@ -336,24 +340,24 @@ final class CallCounter: Sendable {
     var value: Int { n.load(ordering: .relaxed) }
 }
 
-/// An ``HTTPServer`` on an ephemeral loopback port.
+/// An ``HTTP1Server`` on an ephemeral loopback port.
 struct ConformanceServer {
-    let server: HTTPServer
+    let server: HTTP1Server
     let port: Int
     let calls: CallCounter
 
     /// Default handler: 200 with body `"<METHOD> <target>"` plus `" <body>"` when there is one.
-    static func start(configure: (inout HTTPServerConfiguration) -> Void = { _ in },
-                      handler: (@Sendable (HTTPRequest, RequestContext) async -> HTTPResponse)? = nil) throws -> ConformanceServer {
-        var config = HTTPServerConfiguration(host: "127.0.0.1", port: 0)
+    static func start(configure: (inout HTTP1ServerConfiguration) -> Void = { _ in },
+                      handler: (@Sendable (LBRequest, LBRequestContext) async -> LBResponse)? = nil) throws -> ConformanceServer {
+        var config = HTTP1ServerConfiguration(host: "127.0.0.1", port: 0)
         configure(&config)
         let calls = CallCounter()
-        let handle: @Sendable (HTTPRequest, RequestContext) async -> HTTPResponse = handler ?? { request, _ in
+        let handle: @Sendable (LBRequest, LBRequestContext) async -> LBResponse = handler ?? { request, _ in
             var text = "\(request.method) \(request.target)"
             if !request.body.isEmpty { text += " " + String(decoding: request.body, as: UTF8.self) }
-            return HTTPResponse(status: 200, headers: ["Content-Type": "text/plain"], body: Array(text.utf8))
+            return LBResponse(status: 200, headers: ["Content-Type": "text/plain"], body: Array(text.utf8))
         }
-        let server = HTTPServer(configuration: config, group: TestLoops.group, handler: ClosureHandler { request, context in
+        let server = HTTP1Server(configuration: config, group: TestLoops.group, handler: ClosureHandler { request, context in
             calls.increment()
             return await handle(request, context)
         })
@@ -365,7 +369,7 @@ struct ConformanceServer {
 }
 
 /// Runs `body` against a fresh server and always shuts it down.
-func withConformanceServer(configure: (inout HTTPServerConfiguration) -> Void = { _ in },
+func withConformanceServer(configure: (inout HTTP1ServerConfiguration) -> Void = { _ in },
                            _ body: (ConformanceServer) async throws -> Void) async throws {
     let s = try ConformanceServer.start(configure: configure)
     do {

@@ -2,6 +2,10 @@ import Foundation
 import Glibc
 import Testing
 @testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+import LBServeSupport
 
 /// Regression: data and FIN arriving in one epoll edge. A short read used to mark the socket
 /// drained, so the next read waited for an edge that never came and the EOF was only noticed
@@ -10,9 +14,9 @@ import Testing
 struct HalfCloseTests {
     @Test("request then half-close: response, then the server closes promptly", arguments: 0..<5)
     func serverSeesEOF(round: Int) async throws {
-        var config = HTTPServerConfiguration(host: "127.0.0.1", port: 0)
+        var config = HTTP1ServerConfiguration(host: "127.0.0.1", port: 0)
         config.idleTimeout = .seconds(30)
-        let server = HTTPServer(configuration: config, group: TestLoops.group,
+        let server = HTTP1Server(configuration: config, group: TestLoops.group,
                                 handler: ClosureHandler { _, _ in .json(status: 200, #"{"ok":true}"#) })
         let port = try server.start().port
         let start = ContinuousClock.now
@@ -33,9 +37,9 @@ struct HalfCloseTests {
     @Test("read-until-close response bodies end at EOF, repeatedly", arguments: 0..<10)
     func clientSeesEOF(round: Int) async throws {
         let backend = ScriptedBackend { _, _ in Array("HTTP/1.1 200 OK\r\n\r\nuntil close \(round)".utf8) }
-        let endpoint = HTTPEndpoint(address: try SocketAddress(host: "127.0.0.1", port: backend.port), group: TestLoops.group)
-        let response = try await HTTPClient().execute(
-            HTTPClientRequest(head: HTTPRequestHead(method: "GET", target: "/", headers: ["Host": "t"])),
+        let endpoint = UpstreamEndpoint(address: try IPSocketAddress(host: "127.0.0.1", port: backend.port), group: TestLoops.group)
+        let response = try await UpstreamClient().execute(
+            UpstreamRequest(head: RequestHead(method: "GET", target: "/", headers: ["Host": "t"])),
             to: endpoint, on: TestLoops.group.loops[round % 2], timeout: .seconds(2))
         #expect(String(decoding: response.body, as: UTF8.self) == "until close \(round)")
         backend.stop()
@@ -46,7 +50,7 @@ struct HalfCloseTests {
 struct PipeliningFairnessTests {
     @Test("200 pipelined requests in one write are all answered, in order")
     func manyPipelined() async throws {
-        let server = HTTPServer(configuration: .init(host: "127.0.0.1", port: 0), group: TestLoops.group,
+        let server = HTTP1Server(configuration: .init(host: "127.0.0.1", port: 0), group: TestLoops.group,
                                 handler: ClosureHandler { request, _ in .json(status: 200, "{\"t\":\"\(request.target)\"}") })
         let port = try server.start().port
         let targets = try await offload { () -> [String] in

@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+import LBServeSupport
 
 @Suite("Hedged requests", .timeLimit(.minutes(1)))
 struct HedgingTests {
@@ -52,17 +56,17 @@ struct HedgingTests {
 
     @Test("race rules: first good answer wins; a failure waits for the other; two failures decide")
     func raceRules() async {
-        let ok = HTTPClientResponse(head: HTTPResponseHead(status: 200), body: [], reusedConnection: false)
-        let bad = HTTPClientResponse(head: HTTPResponseHead(status: 503), body: [], reusedConnection: false)
+        let ok = UpstreamResponse(head: ResponseHead(status: 200), body: [], reusedConnection: false)
+        let bad = UpstreamResponse(head: ResponseHead(status: 503), body: [], reusedConnection: false)
         let race1 = HedgeRace()
-        #expect(!race1.offer(.init(index: 0, start: 0, result: .success(bad))))   // waits for the other
-        #expect(race1.offer(.init(index: 1, start: 0, result: .success(ok))))
+        #expect(!race1.offer(.init(index: 0, start: .zero, result: .success(bad))))   // waits for the other
+        #expect(race1.offer(.init(index: 1, start: .zero, result: .success(ok))))
         #expect(await race1.winner().index == 1)
 
         let race2 = HedgeRace()
-        #expect(!race2.offer(.init(index: 0, start: 0, result: .failure(HTTPClientError(kind: .timedOut, requestSent: true)))))
-        #expect(race2.offer(.init(index: 1, start: 0, result: .success(bad))))     // both failed: the later decides
+        #expect(!race2.offer(.init(index: 0, start: .zero, result: .failure(UpstreamError(kind: .timedOut, requestSent: true)))))
+        #expect(race2.offer(.init(index: 1, start: .zero, result: .success(bad))))     // both failed: the later decides
         #expect(await race2.winner().index == 1)
-        #expect(!race2.offer(.init(index: 0, start: 0, result: .success(ok))))    // decided: late offers lose
+        #expect(!race2.offer(.init(index: 0, start: .zero, result: .success(ok))))    // decided: late offers lose
     }
 }

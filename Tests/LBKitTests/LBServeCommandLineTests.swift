@@ -1,5 +1,9 @@
 import Testing
 @testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+import LBServeSupport
 
 @Suite("lbserve command line")
 struct LBServeCommandLineTests {

@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+import LBServeSupport
 
 @Suite("Observability: stats, metrics, access log", .timeLimit(.minutes(1)))
 struct ObservabilityTests {
@@ -16,8 +20,8 @@ struct ObservabilityTests {
         config.backends = fleet.urls
         config.healthInterval = .zero
         config.accessLog = true
-        let balancer = try LoadBalancer(configuration: config, group: TestLoops.group, log: { _ in }, accessLog: access.sink)
-        let server = HTTPServer(configuration: .init(host: "127.0.0.1", port: 0), group: TestLoops.group, handler: balancer)
+        let balancer = try LoadBalancer(configuration: config, group: TestLoops.group, log: { _ in }, accessLog: access.accessSink)
+        let server = HTTP1Server(configuration: .init(host: "127.0.0.1", port: 0), group: TestLoops.group, handler: balancer.responder(admin: true))
         let port = try server.start().port
         let lb = TestBalancer(balancer: balancer, server: server, port: port, healthTask: Task {})
         for _ in 0..<4 { #expect(try await rawRequest(port: port, method: "POST", body: body).status == 200) }

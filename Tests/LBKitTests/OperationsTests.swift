@@ -1,6 +1,10 @@
 import Foundation
 import Testing
 @testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+import LBServeSupport
 
 @Suite("Operations: drain and reload", .timeLimit(.minutes(2)))
 struct OperationsTests {
@@ -38,18 +42,18 @@ struct OperationsTests {
     func drainAuthorisation() async throws {
         let fleet = try EchoFleet.start(count: 2)
         let lb = try TestBalancer.start(backends: fleet.urls) { $0.adminToken = "s3cret-token" }
-        let remote = RequestContext(peer: try SocketAddress(host: "192.0.2.10", port: 40000), localPort: lb.port,
+        let remote = LBRequestContext(peer: try IPSocketAddress(host: "192.0.2.10", port: 40000), localPort: lb.port,
                                     eventLoop: TestLoops.group.loops[0])
-        var head = HTTPRequestHead(method: "POST", target: "/_lb/backends/drain?url=http://127.0.0.1:\(fleet.ports[0])", headers: ["Host": "x"])
-        let refused = await lb.balancer.handle(HTTPRequest(head: head), context: remote)
+        var head = RequestHead(method: "POST", target: "/_lb/backends/drain?url=http://127.0.0.1:\(fleet.ports[0])", headers: ["Host": "x"])
+        let refused = await lb.balancer.responder(admin: true).handle(LBRequest(head: head), context: remote)
         #expect(refused.status == 403)
         head.headers.add(name: "X-Admin-Token", value: "wrong-token!")
-        #expect(await lb.balancer.handle(HTTPRequest(head: head), context: remote).status == 403)
+        #expect(await lb.balancer.responder(admin: true).handle(LBRequest(head: head), context: remote).status == 403)
         head.headers.replaceOrAdd(name: "X-Admin-Token", value: "s3cret-token")
-        #expect(await lb.balancer.handle(HTTPRequest(head: head), context: remote).status == 200)
-        let unknown = HTTPRequestHead(method: "POST", target: "/_lb/backends/drain?url=http://127.0.0.1:1", headers: ["Host": "x"])
-        let local = RequestContext(peer: try SocketAddress(host: "127.0.0.1", port: 40000), localPort: lb.port, eventLoop: TestLoops.group.loops[0])
-        #expect(await lb.balancer.handle(HTTPRequest(head: unknown), context: local).status == 404)
+        #expect(await lb.balancer.responder(admin: true).handle(LBRequest(head: head), context: remote).status == 200)
+        let unknown = RequestHead(method: "POST", target: "/_lb/backends/drain?url=http://127.0.0.1:1", headers: ["Host": "x"])
+        let local = LBRequestContext(peer: try IPSocketAddress(host: "127.0.0.1", port: 40000), localPort: lb.port, eventLoop: TestLoops.group.loops[0])
+        #expect(await lb.balancer.responder(admin: true).handle(LBRequest(head: unknown), context: local).status == 404)
         await lb.stop(); await fleet.stop()
     }
 

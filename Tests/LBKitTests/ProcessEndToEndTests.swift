@@ -2,6 +2,10 @@ import Foundation
 import Glibc
 import Testing
 @testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+import LBServeSupport
 
 /// The real `echo` and `lbserve` executables (built next to this test bundle), started as child
 /// processes on ephemeral loopback ports and driven over raw sockets. Every child is SIGKILLed at

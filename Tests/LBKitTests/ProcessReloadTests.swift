@@ -2,6 +2,10 @@ import Foundation
 import Glibc
 import Testing
 @testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+import LBServeSupport
 
 @Suite("Processes: lbserve --config and SIGHUP reload", .serialized, .timeLimit(.minutes(2)))
 struct ProcessReloadTests {

@@ -1,5 +1,9 @@
 import Glibc
 @testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+import LBServeSupport
 
 /// Holds a loopback TCP port bound but not listening: connects to it are refused, and no other
 /// test running in parallel can take the port. Used where a test needs a backend that is down.

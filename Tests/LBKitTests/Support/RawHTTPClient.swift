@@ -1,5 +1,9 @@
 import Glibc
 @testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+import LBServeSupport
 
 /// A deliberately simple blocking HTTP/1.1 client for tests, independent of LBKit's own client:
 /// it sends exact bytes and parses responses itself, with a receive timeout on every read.

@@ -2,18 +2,23 @@ import Foundation
 import Glibc
 import Synchronization
 @testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+import LBServeSupport
 
 /// Event loops shared by the in-process end-to-end tests (threads are cheap but not free).
 enum TestLoops {
-    static let group: EventLoopGroup = {
-        do { return try EventLoopGroup(loopCount: 2, namePrefix: "test-loop") } catch { fatalError("cannot start test event loops: \(error)") }
+    static let group: LBEventLoopGroup = {
+        do { return try LBEventLoopGroup(loopCount: 2, namePrefix: "test-loop") } catch { fatalError("cannot start test event loops: \(error)") }
     }()
 }
 
 /// Collects log lines (e.g. `[HEALTH] ...`) for assertions.
 final class LogCapture: Sendable {
     private let lines = Mutex<[String]>([])
-    var sink: @Sendable (String) -> Void { { [self] line in lines.withLock { $0.append(line) } } }
+    var sink: LogSink { { [self] event in lines.withLock { $0.append(event.line) } } }
+    var accessSink: @Sendable (AccessLogRecord) -> Void { { [self] record in lines.withLock { $0.append(AccessLogFormat.line(record)) } } }
     var all: [String] { lines.withLock { $0 } }
     func count(containing text: String) -> Int { all.filter { $0.contains(text) }.count }
 }
@@ -42,10 +47,10 @@ struct EchoFleet {
     }
 }
 
-/// An in-process balancer (``LoadBalancer`` behind an ``HTTPServer``) on an ephemeral port.
+/// An in-process balancer (``LoadBalancer`` behind an ``HTTP1Server``) on an ephemeral port.
 struct TestBalancer {
     let balancer: LoadBalancer
-    let server: HTTPServer
+    let server: HTTP1Server
     let port: Int
     let healthTask: Task<Void, Never>
 
@@ -58,9 +63,9 @@ struct TestBalancer {
         config.healthInterval = .zero
         configure(&config)
         let balancer = try LoadBalancer(configuration: config, group: TestLoops.group, log: log.sink)
-        var serverConfig = HTTPServerConfiguration(host: "127.0.0.1", port: 0)
+        var serverConfig = HTTP1ServerConfiguration(host: "127.0.0.1", port: 0)
         serverConfig.maxBodyBytes = config.maxBodyBytes
-        let server = HTTPServer(configuration: serverConfig, group: TestLoops.group, handler: balancer)
+        let server = HTTP1Server(configuration: serverConfig, group: TestLoops.group, handler: balancer.responder(admin: true))
         let address = try server.start()
         let health = Task { await balancer.runHealthChecks() }
         return TestBalancer(balancer: balancer, server: server, port: address.port, healthTask: health)

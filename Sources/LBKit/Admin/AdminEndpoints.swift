@@ -1,0 +1,216 @@
+/// The balancer's admin endpoints under `/_lb/` as a middleware: `GET /_lb/health`,
+/// `GET /_lb/stats`, `GET /_lb/metrics`, `POST /_lb/backends/drain|undrain?url=`. Other paths
+/// pass through. Put it after the throttle so admin paths are rate limited too
+/// (``LoadBalancer/responder(admin:middlewares:)`` does).
+///
+/// An embedder that serves these documents on its own admin routes calls
+/// ``LoadBalancer/statsJSON()``, ``LoadBalancer/prometheusText()`` and
+/// ``LoadBalancer/healthJSON()`` directly instead.
+///
+/// ```swift
+/// func adminOnly(_ balancer: LoadBalancer) -> any HTTPHandler {
+///     LBMiddlewareChain([balancer.adminEndpoints], responder: ClosureHandler { _, _ in .jsonError(status: 404, message: "not found") })
+/// }
+/// ```
+public struct AdminEndpointsMiddleware: LBMiddleware {
+    let balancer: LoadBalancer
+
+    /// Answers `/_lb/*`; passes everything else on.
+    public func handle(_ request: LBRequest, context: LBRequestContext,
+                       next: (LBRequest, LBRequestContext) async -> LBResponse) async -> LBResponse {
+        guard request.head.target.hasPrefix("/_lb/") else { return await next(request, context) }
+        return balancer.reservedEndpoint(request, context: context)
+    }
+}
+
+extension LoadBalancer {
+    /// The `/_lb/*` endpoints as a middleware.
+    public var adminEndpoints: AdminEndpointsMiddleware { AdminEndpointsMiddleware(balancer: self) }
+
+    /// The `/_lb/health` document and its status: 200 `{"status":"ok",...}` while at least one
+    /// backend is eligible, 503 `{"status":"unavailable",...}` otherwise.
+    public func healthJSON() -> (status: Int, body: String) {
+        let snapshot = cluster.snapshot()
+        let eligible = snapshot.filter { !$0.draining && ($0.state == .healthy || $0.state == .probing) }.count
+        let status = eligible > 0 ? "ok" : "unavailable"
+        return (eligible > 0 ? 200 : 503, "{\"status\":\"\(status)\",\"backends\":\(snapshot.count),\"eligible\":\(eligible)}")
+    }
+
+    /// `GET /_lb/health`, `GET /_lb/stats`, `GET /_lb/metrics`; anything else under `/_lb/` is 404.
+    func reservedEndpoint(_ request: LBRequest, context: LBRequestContext) -> LBResponse {
+        let path = request.head.path
+        if path == "/_lb/backends/drain" || path == "/_lb/backends/undrain" {
+            return drainEndpoint(request, context: context, drain: path.hasSuffix("/drain"))
+        }
+        guard request.method == "GET" || request.method == "HEAD" else {
+            return .jsonError(status: 405, message: "\(request.method) not allowed on \(request.head.path)", headers: ["Allow": "GET, HEAD"])
+        }
+        switch request.head.path {
+        case "/_lb/health":
+            let (status, body) = healthJSON()
+            return .json(status: status, body)
+        case "/_lb/stats":
+            return .json(status: 200, statsJSON())
+        case "/_lb/metrics":
+            return LBResponse(status: 200, headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"],
+                                body: Array(prometheusText().utf8))
+        default:
+            return .jsonError(status: 404, message: "no such endpoint \(request.head.path) (try /_lb/health, /_lb/stats, /_lb/metrics)")
+        }
+    }
+
+    /// `POST /_lb/backends/drain?url=URL` and `.../undrain?url=URL`: only from loopback clients, or
+    /// with `X-Admin-Token` equal to `--admin-token` when one is configured. 403 otherwise. The
+    /// client is resolved as for throttling: behind a trusted proxy it is the address the proxy
+    /// recorded, never the proxy itself (a relayed request is not a local one).
+    func drainEndpoint(_ request: LBRequest, context: LBRequestContext, drain: Bool) -> LBResponse {
+        guard request.method == "POST" else {
+            return .jsonError(status: 405, message: "use POST \(request.head.path)?url=...", headers: ["Allow": "POST"])
+        }
+        let tokenOK = configuration.adminToken.map { token in
+            request.headers.first(name: "X-Admin-Token").map { constantTimeEquals($0, token) } ?? false
+        } ?? false
+        let client = context.clientAddress.map { identity.resolve(peer: $0, forwardedFor: request.headers["X-Forwarded-For"]) }
+        guard tokenOK || client?.isLoopback == true else {
+            return .jsonError(status: 403, message: "admin endpoints are only reachable from loopback or with X-Admin-Token")
+        }
+        var target: String?
+        for pair in (request.head.query ?? "").split(separator: "&") where pair.hasPrefix("url=") {
+            target = String(pair.dropFirst(4)).removingPercentEncodingASCII()
+        }
+        guard let target, let url = try? BackendURL(parsing: target) else {
+            return .jsonError(status: 400, message: "query parameter url must be a backend URL, e.g. ?url=http://127.0.0.1:5001")
+        }
+        let cluster = upstreams.cluster
+        guard let index = cluster.index(of: url.description) else {
+            return .jsonError(status: 404, message: "no backend \(url) in the current configuration")
+        }
+        cluster.setDraining(index, drain)
+        return .json(status: 200, "{\"url\":\(JSON.quote(url.description)),\"draining\":\(drain)}")
+    }
+
+    /// The `/_lb/stats` JSON document: per-backend state, requests, failures, latency, pool;
+    /// totals by status class, throttling and retries.
+    public func statsJSON() -> String {
+        let up = upstreams
+        let cluster = up.cluster
+        let endpoints = up.endpoints
+        let now = clock.now()
+        var backends: [String] = []
+        for (i, b) in cluster.snapshot().enumerated() {
+            let sinceMs = (now - b.since).milliseconds
+            let pool = endpoints[i]
+            backends.append("""
+                {"url":\(JSON.quote(b.url)),"state":"\(b.draining ? "draining" : b.state.rawValue)","health":"\(b.state.rawValue)","reason":\(JSON.quote(b.reason)),\
+                "state_for_ms":\(String(format3: sinceMs)),"weight":\(b.weight),"requests":\(b.requests),\
+                "failures":{"connect":\(b.failures.connect),"reset":\(b.failures.reset),"timeout":\(b.failures.timeout),"5xx":\(b.failures.status5xx),"total":\(b.failures.total)},\
+                "retries":\(b.retries),"in_flight":\(b.inFlight),"ejections":\(b.ejectionCount),\
+                "latency":{"ewma_ms":\(String(format3: b.latencyEWMA)),"p50_ms":\(String(format3: b.latencyP50)),"p99_ms":\(String(format3: b.latencyP99))},\
+                "pool":{"open":\(pool.openConnectionCount),"idle":\(pool.idleConnectionCount),"opened_total":\(pool.connectionsOpened)}}
+                """)
+        }
+        let c = counters
+        let retryStats = cluster.retryStatistics()
+        let retriesJSON = RetryReason.allCases.map { "\"\($0.rawValue)\":\(retryStats.granted[$0] ?? 0)" }.joined(separator: ",")
+        let deniedJSON = RetryReason.allCases.map { "\"\($0.rawValue)\":\(retryStats.denied[$0] ?? 0)" }.joined(separator: ",")
+        let uptime = (now - startedAt).milliseconds / 1000
+        return """
+            {"uptime_s":\(String(format3: uptime)),"strategy":"\(configuration.strategy.rawValue)",\
+            "totals":{"requests":\(c.requests.load(ordering: .relaxed)),\
+            "by_status":{"1xx":\(c.status1xx.load(ordering: .relaxed)),"2xx":\(c.status2xx.load(ordering: .relaxed)),"3xx":\(c.status3xx.load(ordering: .relaxed)),"4xx":\(c.status4xx.load(ordering: .relaxed)),"5xx":\(c.status5xx.load(ordering: .relaxed))},\
+            "throttled":\(throttleMiddleware?.throttledRequests ?? 0),"no_backend":\(c.noBackend.load(ordering: .relaxed)),\
+            "retry_budget_exhausted":\(c.budgetExhausted.load(ordering: .relaxed)),\
+            "retries_by_reason":{\(retriesJSON)},"retries_denied_by_reason":{\(deniedJSON)},"throttle_tracked_clients":\(throttle?.count ?? 0)},\
+            "backends":[\(backends.joined(separator: ","))]}
+            """
+    }
+
+    /// The `/_lb/metrics` Prometheus text exposition (format 0.0.4), to serve on any route.
+    public func prometheusText() -> String {
+        let cluster = upstreams.cluster
+        var out = ""
+        let c = counters
+        func family(_ name: String, _ type: String, _ help: String) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+        }
+        family("lb_requests_total", "counter", "Client requests answered, by status class.")
+        let classes = [("1xx", c.status1xx.load(ordering: .relaxed)), ("2xx", c.status2xx.load(ordering: .relaxed)),
+                       ("3xx", c.status3xx.load(ordering: .relaxed)), ("4xx", c.status4xx.load(ordering: .relaxed)),
+                       ("5xx", c.status5xx.load(ordering: .relaxed))]
+        for (cls, v) in classes {
+            out += "lb_requests_total{code=\"\(cls)\"} \(v)\n"
+        }
+        family("lb_throttled_total", "counter", "Requests answered 429 by per-client throttling.")
+        out += "lb_throttled_total \(throttleMiddleware?.throttledRequests ?? 0)\n"
+        family("lb_no_backend_total", "counter", "Requests answered 503 because no backend was eligible.")
+        out += "lb_no_backend_total \(c.noBackend.load(ordering: .relaxed))\n"
+        family("lb_retry_budget_exhausted_total", "counter", "Retries refused by the retry budget.")
+        out += "lb_retry_budget_exhausted_total \(c.budgetExhausted.load(ordering: .relaxed))\n"
+        family("lb_retries_total", "counter", "Retries sent to another backend, by reason.")
+        let retryStats = cluster.retryStatistics()
+        for reason in RetryReason.allCases {
+            out += "lb_retries_total{reason=\"\(reason.rawValue)\"} \(retryStats.granted[reason] ?? 0)\n"
+        }
+        let snapshot = cluster.snapshot()
+        family("lb_backend_requests_total", "counter", "Attempts sent to each backend.")
+        for b in snapshot { out += "lb_backend_requests_total{backend=\"\(b.url)\"} \(b.requests)\n" }
+        family("lb_backend_failures_total", "counter", "Failed attempts per backend, by kind.")
+        for b in snapshot {
+            for (kind, v) in [("connect", b.failures.connect), ("reset", b.failures.reset), ("timeout", b.failures.timeout), ("5xx", b.failures.status5xx)] {
+                out += "lb_backend_failures_total{backend=\"\(b.url)\",kind=\"\(kind)\"} \(v)\n"
+            }
+        }
+        family("lb_backend_retries_total", "counter", "Retry attempts sent to each backend (a request that failed elsewhere first).")
+        for b in snapshot { out += "lb_backend_retries_total{backend=\"\(b.url)\"} \(b.retries)\n" }
+        family("lb_backend_in_flight", "gauge", "Attempts in progress per backend.")
+        for b in snapshot { out += "lb_backend_in_flight{backend=\"\(b.url)\"} \(b.inFlight)\n" }
+        family("lb_backend_up", "gauge", "1 when the backend is eligible for traffic (healthy or probing), else 0.")
+        for b in snapshot {
+            let up = (b.state == .healthy || b.state == .probing) ? 1 : 0
+            out += "lb_backend_up{backend=\"\(b.url)\",state=\"\(b.state.rawValue)\"} \(up)\n"
+        }
+        family("lb_backend_latency_seconds", "histogram", "Latency of attempts sent to each backend (time to the complete response).")
+        for b in snapshot {
+            let cumulative = b.histogram.cumulativeCounts
+            for (i, bound) in LatencyHistogram.bounds.enumerated() {
+                out += "lb_backend_latency_seconds_bucket{backend=\"\(b.url)\",le=\"\(bound)\"} \(cumulative[i])\n"
+            }
+            out += "lb_backend_latency_seconds_bucket{backend=\"\(b.url)\",le=\"+Inf\"} \(b.histogram.count)\n"
+            out += "lb_backend_latency_seconds_sum{backend=\"\(b.url)\"} \(b.histogram.sum)\n"
+            out += "lb_backend_latency_seconds_count{backend=\"\(b.url)\"} \(b.histogram.count)\n"
+        }
+        family("lb_backend_latency_ewma_seconds", "gauge", "Peak-sensitive EWMA of response latency per backend.")
+        for b in snapshot { out += "lb_backend_latency_ewma_seconds{backend=\"\(b.url)\"} \(b.latencyEWMA / 1000)\n" }
+        return out
+    }
+}
+
+/// Compares two secrets without an early exit on the first difference.
+func constantTimeEquals(_ a: String, _ b: String) -> Bool {
+    let x = Array(a.utf8), y = Array(b.utf8)
+    var diff = UInt8(x.count == y.count ? 0 : 1)
+    for i in 0..<max(x.count, y.count) {
+        diff |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
+    }
+    return diff == 0
+}
+
+extension String {
+    /// Decodes `%XX` escapes (ASCII only; invalid escapes are kept as they are).
+    func removingPercentEncodingASCII() -> String {
+        var out: [UInt8] = []
+        let bytes = Array(utf8)
+        var i = 0
+        while i < bytes.count {
+            if bytes[i] == UInt8(ascii: "%"), i + 2 < bytes.count,
+               let v = UInt8(String(decoding: bytes[(i + 1)...(i + 2)], as: UTF8.self), radix: 16) {
+                out.append(v)
+                i += 3
+            } else {
+                out.append(bytes[i])
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}

@@ -1,0 +1,54 @@
+/// Header rewriting for a forwarding proxy (RFC 9110 7.6.1): hop-by-hop fields are removed in
+/// both directions, `X-Forwarded-For` / `X-Forwarded-Proto` are added on the way in.
+enum ForwardingHeaders {
+    /// Fields that describe one connection, never forwarded.
+    static let hopByHop: [String] = [
+        "Connection", "Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
+        "Proxy-Authenticate", "Proxy-Authorization",
+    ]
+
+    /// Removes hop-by-hop fields, including those named in `Connection`, and `Content-Length`
+    /// (the sender recomputes it from the body it actually sends).
+    static func stripHopByHop(_ headers: inout HeaderFields) {
+        var named: [String] = []
+        for value in headers["Connection"] {
+            for token in value.split(separator: ",") {
+                let t = token.trimmingASCIIWhitespace()
+                if !t.isEmpty { named.append(String(t)) }
+            }
+        }
+        headers.removeAll { name, _ in
+            if HeaderFields.namesEqual(name, "Content-Length") { return true }
+            for h in hopByHop where HeaderFields.namesEqual(name, h) { return true }
+            for h in named where HeaderFields.namesEqual(name, h) { return true }
+            return false
+        }
+    }
+
+    /// The head to send upstream for a client request from `client`.
+    ///
+    /// `X-Forwarded-For` gets the client appended. `X-Forwarded-Proto` says how the request
+    /// reached us (`http`: we have no TLS listener): a client-sent value is kept only when the
+    /// peer is a trusted proxy that may have terminated TLS, so a plain-HTTP client cannot claim
+    /// TLS to the backends.
+    static func upstreamHead(for head: RequestHead, client: ClientAddress?, peerIsTrustedProxy: Bool) -> RequestHead {
+        var out = head
+        stripHopByHop(&out.headers)
+        out.headers.remove(name: "Expect")  // the balancer already answered 100-continue and holds the body
+        if let client {
+            let ip = client.description
+            let existing = out.headers["X-Forwarded-For"]
+            if existing.isEmpty {
+                out.headers.add(name: "X-Forwarded-For", value: ip)
+            } else {
+                out.headers.remove(name: "X-Forwarded-For")
+                out.headers.add(name: "X-Forwarded-For", value: existing.joined(separator: ", ") + ", " + ip)
+            }
+        }
+        if !peerIsTrustedProxy || !out.headers.contains(name: "X-Forwarded-Proto") {
+            out.headers.replaceOrAdd(name: "X-Forwarded-Proto", value: "http")
+        }
+        out.version = .http1_1
+        return out
+    }
+}

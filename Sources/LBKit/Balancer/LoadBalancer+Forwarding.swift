@@ -1,0 +1,227 @@
+/// The forwarding loop: choose, send, judge, maybe move on. Every decision reads time from the
+/// balancer's injected clock; the upstream client is given durations, never instants.
+extension LoadBalancer {
+    /// Tries up to `maxAttempts` distinct backends within the request deadline.
+    /// Returns the response, the backend that produced it (if any) and the attempts made.
+    func forward(_ request: LBRequest, context: LBRequestContext) async -> (LBResponse, String?, Int) {
+        // One snapshot of the backends for the whole request: a reload mid-request does not mix sets.
+        let up = upstreams
+        let cluster = up.cluster
+        cluster.requestStarted()
+        let loop = context.eventLoop ?? group.next()
+        let replayable = replayPolicy.mayReplay(method: request.method,
+                                                hasIdempotencyKey: request.headers.contains(name: "Idempotency-Key"))
+        let trustedPeer = context.clientAddress.map { identity.isTrusted($0) } ?? false
+        let upstream = UpstreamRequest(
+            head: ForwardingHeaders.upstreamHead(for: request.head, client: context.clientAddress, peerIsTrustedProxy: trustedPeer),
+            body: request.body, mayReplay: replayable)
+        var plan = AttemptPlan(maxAttempts: configuration.maxAttempts, replayable: replayable,
+                               requestDeadline: clock.now() + configuration.effectiveRequestTimeout,
+                               attemptTimeout: configuration.attemptTimeout)
+        var lastFailure: (status: Int, message: String)? = nil
+        var lastResponse: (LBResponse, String)? = nil
+
+        while plan.mayStartAttempt {
+            let index: Int
+            switch cluster.choose(excluding: plan.tried) {
+            case .backend(let i):
+                index = i
+            case .noneEligible(let retryAfter):
+                if plan.attempts == 0 {
+                    counters.noBackend.add(1, ordering: .relaxed)
+                    let seconds = max(1, Int((retryAfter.milliseconds / 1000).rounded(.up)))
+                    return (.jsonError(status: 503, message: "no healthy backend available",
+                                       headers: ["Retry-After": String(seconds)]), nil, 0)
+                }
+                return finish(lastResponse, lastFailure, plan.attempts)
+            }
+            let now = clock.now()
+            switch plan.admit(now: now, budget: { reason in
+                reason == .connect ? { cluster.recordUnbudgetedRetry(reason: reason); return true }() : cluster.tryRetry(reason: reason)
+            }) {
+            case .refusedByBudget:
+                cluster.choiceAbandoned(index)
+                counters.budgetExhausted.add(1, ordering: .relaxed)
+                return finish(lastResponse, lastFailure, plan.attempts)
+            case .refusedByDeadline:
+                cluster.choiceAbandoned(index)
+                return finish(lastResponse, lastFailure ?? (504, "request deadline exceeded"), plan.attempts)
+            case .admitted(let attemptDeadline):
+                plan.started(index)
+                cluster.attemptStarted(index)
+                let hedgeAt = plan.mayHedge ? hedgePoint(for: index, in: cluster, from: now) : nil
+                let attempt: AttemptRecord
+                do {
+                    let deadlineNs = UpstreamClient.deadline(after: attemptDeadline - now)
+                    let answerByNs = hedgeAt.map { UpstreamClient.deadline(after: $0 - now) } ?? .max
+                    switch try await client.send(upstream, to: up.endpoints[index], on: loop, deadline: deadlineNs, answerBy: answerByNs) {
+                    case .complete(let response):
+                        attempt = AttemptRecord(index: index, start: now, result: .success(response))
+                    case .pending(let pending):
+                        attempt = await hedge(upstream, in: up, pending: pending, firstIndex: index, firstStart: now,
+                                              firstDeadline: attemptDeadline, plan: &plan, loop: loop)
+                    }
+                } catch {
+                    attempt = AttemptRecord(index: index, start: now, result: .failure(error))
+                }
+                record(attempt, in: cluster)
+                let used = attempt.index
+                let name = up.names[used]
+                switch attempt.result {
+                case .success(let response):
+                    let proxied = clientResponse(response, backend: name)
+                    if plan.retryAfterResponse(status: response.head.status) {
+                        lastResponse = (proxied, name)
+                        continue
+                    }
+                    return (proxied, name, plan.attempts)
+                case .failure(let error):
+                    lastFailure = failureDescription(error, backend: name)
+                    lastResponse = nil
+                    if plan.retryAfterFailure(sent: error.requestSent, timedOut: error.kind == .timedOut) { continue }
+                    return finish(nil, lastFailure, plan.attempts)
+                }
+            }
+        }
+        return finish(lastResponse, lastFailure, plan.attempts)
+    }
+
+    /// One attempt: the backend, when it started and how it ended.
+    struct AttemptRecord: Sendable {
+        var index: Int
+        var start: MonotonicInstant
+        var result: Result<UpstreamResponse, UpstreamError>
+
+        /// Runs `exchange` and records how it ended.
+        static func run(index: Int, start: MonotonicInstant,
+                        _ exchange: () async throws(UpstreamError) -> UpstreamResponse) async -> AttemptRecord {
+            do throws(UpstreamError) {
+                return AttemptRecord(index: index, start: start, result: .success(try await exchange()))
+            } catch {
+                return AttemptRecord(index: index, start: start, result: .failure(error))
+            }
+        }
+
+        /// A final answer worth returning: a response below 500.
+        var isGood: Bool {
+            if case .success(let r) = result { return r.head.status < 500 }
+            return false
+        }
+    }
+
+    /// Reports an attempt's outcome and latency to the cluster.
+    func record(_ attempt: AttemptRecord, in cluster: BackendCluster) {
+        let elapsed = clock.now() - attempt.start
+        let outcome: AttemptOutcome
+        switch attempt.result {
+        case .success(let response):
+            outcome = response.head.status >= 500 ? .failure(.status5xx) : .success
+        case .failure(let error):
+            switch error.kind {
+            case .connectRefused, .connectTimeout, .connectFailed: outcome = .failure(.connect)
+            case .timedOut: outcome = .failure(.timeout)
+            // An aborted exchange (hedge loser, cancelled request) lost its connection like a reset.
+            case .connectionReset, .malformedResponse, .responseTooLarge, .aborted: outcome = .failure(.reset)
+            }
+        }
+        cluster.attemptFinished(attempt.index, outcome: outcome, latency: elapsed)
+    }
+
+    private func failureDescription(_ error: UpstreamError, backend name: String) -> (status: Int, message: String) {
+        if error.kind == .timedOut {
+            return (504, "backend \(name): no response within \(Int(configuration.attemptTimeout.milliseconds)) ms")
+        }
+        return (502, "backend \(name): \(error)")
+    }
+
+    private func finish(_ response: (LBResponse, String)?, _ failure: (status: Int, message: String)?, _ attempts: Int) -> (LBResponse, String?, Int) {
+        if let (r, i) = response { return (r, i, attempts) }
+        let f = failure ?? (502, "no backend could be reached")
+        return (.jsonError(status: f.status, message: f.message + (attempts > 1 ? " (after \(attempts) attempts)" : "")), nil, attempts)
+    }
+
+    private func clientResponse(_ response: UpstreamResponse, backend name: String) -> LBResponse {
+        var head = response.head
+        ForwardingHeaders.stripHopByHop(&head.headers)
+        head.headers.add(name: "X-Backend", value: name)
+        return LBResponse(head: head, body: response.body)
+    }
+}
+
+/// The retry and deadline rules of one client request, as a value: which attempt may start,
+/// with what deadline, and whether a result moves the request on. Pure (no I/O, no clock of its
+/// own), so the rules are tested with plain instants.
+///
+/// The rules (RFC 9110 9.2.2, RFC 9112 9.3.1):
+/// - at most `maxAttempts` distinct backends, all within one request deadline;
+/// - an attempt that provably never reached a backend (connect failed) always moves on, outside
+///   the retry budget;
+/// - after a request was sent, a 5xx answer, a timeout or a broken connection moves on only for a
+///   replayable request (idempotent method, `Idempotency-Key`, or operator opt-in), within the
+///   retry budget; a non-replayable one is answered with what happened;
+/// - a replayable attempt may be hedged (raced against a second backend) while attempts remain.
+struct AttemptPlan {
+    let maxAttempts: Int
+    let replayable: Bool
+    let requestDeadline: MonotonicInstant
+    let attemptTimeout: Duration
+    private(set) var attempts = 0
+    private(set) var tried = BackendIndexSet()
+    /// Why the next attempt is a retry (nil for the first attempt).
+    private(set) var pendingRetry: RetryReason?
+
+    init(maxAttempts: Int, replayable: Bool, requestDeadline: MonotonicInstant, attemptTimeout: Duration) {
+        self.maxAttempts = max(1, maxAttempts)
+        self.replayable = replayable
+        self.requestDeadline = requestDeadline
+        self.attemptTimeout = attemptTimeout
+    }
+
+    enum Admission: Equatable {
+        /// Send, with this attempt deadline.
+        case admitted(deadline: MonotonicInstant)
+        /// The retry budget said no.
+        case refusedByBudget
+        /// The request deadline has passed.
+        case refusedByDeadline
+    }
+
+    /// Whether another attempt may be made at all.
+    var mayStartAttempt: Bool { attempts < maxAttempts }
+
+    /// Whether the attempt about to start may be hedged.
+    var mayHedge: Bool { replayable && attempts < maxAttempts }
+
+    /// Decides whether an attempt may start at `now`; `budget` is asked for retries (it records
+    /// unbudgeted never-sent retries itself and returns true for them).
+    func admit(now: MonotonicInstant, budget: (RetryReason) -> Bool) -> Admission {
+        if let reason = pendingRetry, !budget(reason) { return .refusedByBudget }
+        if now >= requestDeadline { return .refusedByDeadline }
+        return .admitted(deadline: min(requestDeadline, now + attemptTimeout))
+    }
+
+    /// Notes that an attempt on `index` started.
+    mutating func started(_ index: Int) {
+        tried.insert(index)
+        attempts += 1
+    }
+
+    /// After a response with `status`: true when the request should move on (5xx, replayable,
+    /// attempts left).
+    mutating func retryAfterResponse(status: Int) -> Bool {
+        guard status >= 500, replayable, attempts < maxAttempts else { return false }
+        pendingRetry = .status5xx
+        return true
+    }
+
+    /// After a failed exchange: true when the request should move on.
+    mutating func retryAfterFailure(sent: Bool, timedOut: Bool) -> Bool {
+        if !sent {
+            pendingRetry = .connect
+            return true
+        }
+        guard replayable else { return false }
+        pendingRetry = timedOut ? .timeout : .reset
+        return true
+    }
+}

@@ -1,0 +1,405 @@
+import Dispatch
+import Synchronization
+
+/// The balancer: forwards each request to a backend chosen by a ``BackendCluster``, fails over
+/// where that is safe (``ReplayPolicy``), hedges slow replayable requests, and keeps per-backend
+/// health and latency.
+///
+/// It is the terminal responder of a middleware chain: ``responder(admin:middlewares:)`` puts
+/// the per-client throttle (when `rateLimit` is set), the `/_lb/*` admin endpoints (optional)
+/// and your own middleware in front of it. Call it from any executor (a NIO event loop, the
+/// global pool, a custom `TaskExecutor`); it owns its event loops and stops them when ``run()``
+/// returns.
+///
+/// ```swift
+/// func serve() async throws {
+///     var config = LoadBalancerConfiguration()
+///     config.backends = [try BackendURL(parsing: "http://127.0.0.1:5001"),
+///                        try BackendURL(parsing: "http://127.0.0.1:5002")]
+///     config.rateLimit = 100
+///     let balancer = try LoadBalancer(configuration: config)
+///     let handler = balancer.responder()
+///     async let background: Void = balancer.run()           // health checks until shutdown
+///     let response = await handler.handle(
+///         LBRequest(head: RequestHead(method: "GET", target: "/api/items")),
+///         context: LBRequestContext(client: ClientAddress("203.0.113.9")))
+///     print(response.status)
+///     balancer.shutdown()
+///     try await background
+/// }
+/// ```
+public final class LoadBalancer: HTTPHandler, Sendable {
+    /// The configuration in effect.
+    public let configuration: LoadBalancerConfiguration
+    /// The per-client throttle, when `rateLimit` is set (also usable on its own).
+    public let throttleMiddleware: ThrottleMiddleware?
+    /// Per-client throttling state, when `rateLimit` is set.
+    public var throttle: ThrottleTable? { throttleMiddleware?.table }
+
+    let clock: any MonotonicClock
+    let group: LBEventLoopGroup
+    private let ownsGroup: Bool
+    let log: LogSink
+    let metrics: (any MetricsSink)?
+    let accessLog: (@Sendable (AccessLogRecord) -> Void)?
+    let client: UpstreamClient
+    let identity: ClientIdentityResolver
+    let replayPolicy: ReplayPolicy
+    let counters = ProxyCounters()
+    let startedAt: MonotonicInstant
+    private let clusterConfiguration: ClusterConfiguration
+    private let upstreamSet: Mutex<UpstreamSet>
+    /// Serialises reloads: each builds on the set the previous one installed.
+    private let reloadLock = Mutex<Void>(())
+    private let probeCursor = Atomic<Int>(0)
+    private let lifecycle = Mutex(LifecycleState())
+
+    struct LifecycleState {
+        var shutdownRequested = false
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+
+    /// Builds the policy objects and connection pools for `configuration.backends`.
+    ///
+    /// - Parameters:
+    ///   - group: event loops for upstream connections; nil = the balancer creates
+    ///     `configuration.loopCount` loops of its own and stops them when ``run()`` returns.
+    ///   - healthPaths: per-backend health-check paths (parallel to `configuration.backends`;
+    ///     nil entries use `configuration.healthPath`).
+    ///   - clock: the only time source of the balancer's decisions (inject ``ManualClock`` in tests).
+    ///   - log: receives health transitions, configuration and throttle events (default: none).
+    ///   - metrics: receives counters, gauges and histograms (default: none).
+    ///   - accessLog: receives one record per request when `configuration.accessLog` is on.
+    public init(configuration: LoadBalancerConfiguration, group: LBEventLoopGroup? = nil,
+                healthPaths: [String?] = [],
+                clock: any MonotonicClock = SystemClock(),
+                log: @escaping LogSink = { _ in },
+                metrics: (any MetricsSink)? = nil,
+                accessLog: (@Sendable (AccessLogRecord) -> Void)? = nil) throws(LoadBalancerError) {
+        guard !configuration.backends.isEmpty else { throw LoadBalancerError("no backends configured") }
+        guard configuration.backends.count <= BackendIndexSet.capacity else {
+            throw LoadBalancerError("at most \(BackendIndexSet.capacity) backends are supported, got \(configuration.backends.count)")
+        }
+        self.configuration = configuration
+        if let group {
+            self.group = group
+            ownsGroup = false
+        } else {
+            do {
+                self.group = try LBEventLoopGroup(loopCount: max(1, configuration.loopCount), namePrefix: "lb-balancer")
+            } catch {
+                throw LoadBalancerError("cannot start event loops: \(error)")
+            }
+            ownsGroup = true
+        }
+        self.log = log
+        self.metrics = metrics
+        self.accessLog = configuration.accessLog ? accessLog : nil
+        self.clock = clock
+        startedAt = clock.now()
+        var clientConfig = UpstreamClientConfiguration()
+        clientConfig.connectTimeout = configuration.connectTimeout
+        client = UpstreamClient(configuration: clientConfig)
+
+        var clusterConfig = ClusterConfiguration()
+        clusterConfig.strategy = configuration.strategy
+        clusterConfig.maxFails = configuration.maxFails
+        clusterConfig.activeChecks = configuration.healthInterval > .zero
+        clusterConfig.maxDelay = configuration.maxDelay
+        if configuration.healthInterval > .zero { clusterConfig.activeCheckInterval = configuration.healthInterval }
+        clusterConfig.probeTimeout = configuration.effectiveHealthTimeout
+        clusterConfiguration = clusterConfig
+        let initial: UpstreamSet
+        do throws(LoadBalancerError) {
+            initial = try UpstreamSet.make(
+                backends: configuration.backends, weights: configuration.weights, healthPaths: healthPaths,
+                defaultHealthPath: configuration.healthPath, previous: nil, group: self.group,
+                clusterConfiguration: clusterConfig, clock: clock, log: log)
+        } catch {
+            if ownsGroup { self.group.shutdown() }
+            throw error
+        }
+        upstreamSet = Mutex(initial)
+
+        identity = ClientIdentityResolver(trustedProxies: configuration.trustedProxies)
+        if let rate = configuration.rateLimit {
+            let burst = configuration.burst ?? max(1, Int(min(rate, Double(Int32.max)).rounded(.up)))
+            let penaltyOn = configuration.penaltyThreshold > 0
+            let throttleConfig = ThrottleConfiguration(
+                rate: rate, burst: burst, maxKeys: configuration.throttleMaxKeys,
+                penaltyThreshold: max(1, configuration.penaltyThreshold), penaltyWindow: configuration.penaltyWindow,
+                penaltyDuration: penaltyOn ? configuration.penaltyDuration : .zero, penaltyFactor: configuration.penaltyFactor)
+            throttleMiddleware = ThrottleMiddleware(table: ThrottleTable(configuration: throttleConfig, clock: clock, log: log),
+                                                    identity: identity, log: log)
+        } else {
+            throttleMiddleware = nil
+        }
+        replayPolicy = ReplayPolicy(retryNonIdempotent: configuration.retryNonIdempotent)
+    }
+
+    /// The backends in effect (replaced as a whole by ``reload(backends:weights:healthPaths:)``).
+    var upstreams: UpstreamSet { upstreamSet.withLock { $0 } }
+
+    /// Health, latency and selection state of the backends currently in effect.
+    public var cluster: BackendCluster { upstreams.cluster }
+
+    /// The upstream endpoints currently in effect (parallel to the cluster's backends).
+    var endpoints: [UpstreamEndpoint] { upstreams.endpoints }
+
+    // MARK: Handling
+
+    /// The standard chain in front of the balancer: the per-client throttle (when `rateLimit` is
+    /// set), then the `/_lb/*` admin endpoints when `admin` is true, then `middlewares`, then the
+    /// balancer. The admin endpoints come after the throttle, so they are rate limited like any
+    /// other path.
+    ///
+    /// ```swift
+    /// func handler(for balancer: LoadBalancer) -> any HTTPHandler {
+    ///     balancer.responder(admin: true)
+    /// }
+    /// ```
+    public func responder(admin: Bool = false, middlewares: [any LBMiddleware] = []) -> any HTTPHandler {
+        var chain: [any LBMiddleware] = [RequestAccounting(balancer: self)]
+        if let throttleMiddleware { chain.append(throttleMiddleware) }
+        if admin { chain.append(adminEndpoints) }
+        chain.append(contentsOf: middlewares)
+        return LBMiddlewareChain(chain, responder: self)
+    }
+
+    /// Forwards `request` to a backend and returns its response (or a 502/503/504 JSON error).
+    /// This is the terminal responder: no throttling, no admin endpoints (see
+    /// ``responder(admin:middlewares:)``). Cancelling the calling task aborts the upstream attempt.
+    public func handle(_ request: LBRequest, context: LBRequestContext) async -> LBResponse {
+        counters.inFlight.add(1, ordering: .relaxed)
+        var (response, backend, attempts) = await forward(request, context: context)
+        counters.inFlight.subtract(1, ordering: .relaxed)
+        response.upstream = (backend, attempts)
+        return response
+    }
+
+    /// Counts a response to a client request (whoever produced it: balancer, throttle, user
+    /// middleware) and writes its access-log record and metrics.
+    func record(_ response: LBResponse, request: LBRequest, context: LBRequestContext, start: MonotonicInstant) {
+        let (backend, attempts) = response.upstream
+        counters.count(status: response.status)
+        if metrics == nil && accessLog == nil { return }
+        let elapsed = clock.now() - start
+        if let metrics {
+            let statusClass = ProxyCounters.statusClass(response.status)
+            metrics.increment(counter: "lb_requests_total", by: 1, dimensions: [("status_class", statusClass)])
+            metrics.record(histogram: "lb_request_duration_seconds", seconds: Double(elapsed.nanosecondsClamped) / 1e9, dimensions: [])
+            if let backend {
+                metrics.increment(counter: "lb_backend_responses_total", by: 1,
+                                  dimensions: [("backend", backend), ("status_class", statusClass)])
+            }
+        }
+        if let accessLog {
+            let client = throttleMiddleware?.client(of: request, context: context) ?? context.clientAddress
+            accessLog(AccessLogRecord(client: client?.description, method: request.method, target: request.target,
+                                      status: response.status, backend: backend, attempts: attempts, duration: elapsed,
+                                      userAgent: request.headers.first(name: "User-Agent")))
+        }
+    }
+
+    // MARK: Reload
+
+    /// Replaces the backend set without dropping in-flight requests. Backends that stay keep their
+    /// health, latency, counters, drain flag and pooled connections; new ones start healthy;
+    /// removed ones drain (requests already using them finish; their idle connections are closed).
+    /// Returns the summary it also logs. Concurrent reloads are applied one after the other.
+    ///
+    /// ```swift
+    /// func addFourth(to balancer: LoadBalancer) throws {
+    ///     try balancer.reload(backends: [try BackendURL(parsing: "http://127.0.0.1:5004")])
+    /// }
+    /// ```
+    @discardableResult
+    public func reload(backends: [BackendURL], weights: [Int] = [], healthPaths: [String?] = []) throws(LoadBalancerError) -> String {
+        guard backends.count <= BackendIndexSet.capacity else {
+            throw LoadBalancerError("at most \(BackendIndexSet.capacity) backends are supported, got \(backends.count)")
+        }
+        let (old, new): (UpstreamSet, UpstreamSet) = try reloadLock.withLock { _ throws(LoadBalancerError) in
+            let old = upstreams
+            let new = try UpstreamSet.make(
+                backends: backends, weights: weights, healthPaths: healthPaths, defaultHealthPath: configuration.healthPath,
+                previous: old, group: group, clusterConfiguration: clusterConfiguration, clock: clock, log: log)
+            upstreamSet.withLock { $0 = new }
+            return (old, new)
+        }
+        let added = new.urls.filter { !old.urls.contains($0) }
+        let removedEndpoints = old.urls.enumerated().filter { !new.urls.contains($0.element) }.map { old.endpoints[$0.offset] }
+        for endpoint in removedEndpoints { endpoint.closeIdleConnections() }
+        if !removedEndpoints.isEmpty {
+            // Requests that were in flight return their connections to the removed pools later.
+            let grace = configuration.effectiveRequestTimeout + .seconds(1)
+            Task {
+                try? await Task.sleep(for: grace)
+                for endpoint in removedEndpoints { endpoint.closeIdleConnections() }
+            }
+        }
+        let removed = old.urls.filter { !new.urls.contains($0) }
+        var parts = ["\(new.urls.count) backends"]
+        if !added.isEmpty { parts.append("added " + added.map(\.description).joined(separator: ", ")) }
+        if !removed.isEmpty { parts.append("removed (draining) " + removed.map(\.description).joined(separator: ", ")) }
+        let message = "reloaded: " + parts.joined(separator: "; ")
+        log(LogEvent(level: .notice, category: .config, message: message))
+        return "[CONFIG] " + message
+    }
+
+    // MARK: Lifecycle
+
+    /// Runs the balancer's background work (active health checks) until its task is cancelled or
+    /// ``shutdown()`` is called; then waits (up to the request timeout) for requests in flight,
+    /// closes idle upstream connections and stops the event loops it created. Made to be owned by
+    /// a service lifecycle (swift-service-lifecycle's `ServiceGroup`, Vapor's lifecycle).
+    ///
+    /// ```swift
+    /// func runUntilStopped(_ balancer: LoadBalancer) async throws {
+    ///     try await withThrowingTaskGroup(of: Void.self) { group in
+    ///         group.addTask { try await balancer.run() }
+    ///         // ... later, from anywhere:
+    ///         balancer.shutdown()
+    ///         try await group.waitForAll()
+    ///     }
+    /// }
+    /// ```
+    public func run() async throws {
+        log(LogEvent(level: .info, category: .lifecycle, message: "balancer started with \(upstreams.urls.count) backends"))
+        await withTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { await self.waitForShutdownRequest() }
+            if configuration.healthInterval > .zero {
+                tasks.addTask { await self.runHealthChecks() }
+            }
+            _ = await tasks.next()   // the shutdown waiter ends first, unless cancelled
+            tasks.cancelAll()
+        }
+        await drain()
+        log(LogEvent(level: .info, category: .lifecycle, message: "balancer stopped"))
+    }
+
+    /// Asks ``run()`` to return gracefully (idempotent; callable from any thread).
+    public func shutdown() {
+        let waiter = lifecycle.withLock { s -> CheckedContinuation<Void, Never>? in
+            s.shutdownRequested = true
+            let w = s.waiter
+            s.waiter = nil
+            return w
+        }
+        waiter?.resume()
+    }
+
+    private func waitForShutdownRequest() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let done = lifecycle.withLock { s -> Bool in
+                    if s.shutdownRequested || Task.isCancelled { return true }
+                    s.waiter = c
+                    return false
+                }
+                if done { c.resume() }
+            }
+        } onCancel: {
+            self.shutdown()
+        }
+    }
+
+    /// Waits for requests in flight (bounded by the request timeout), then releases resources.
+    private func drain() async {
+        let limit = configuration.effectiveRequestTimeout
+        let start = ContinuousClock.now
+        while counters.inFlight.load(ordering: .relaxed) > 0 && ContinuousClock.now - start < limit {
+            // Real time on purpose: this waits for real I/O to finish, not for a policy decision.
+            try? await Task.sleep(for: .milliseconds(5), clock: .continuous)
+        }
+        for endpoint in upstreams.endpoints { endpoint.closeIdleConnections() }
+        if ownsGroup {
+            let group = self.group
+            // LBEventLoopGroup.shutdown joins the loop threads: do it off the cooperative pool.
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                DispatchQueue.global().async {
+                    group.shutdown()
+                    c.resume()
+                }
+            }
+        }
+    }
+
+    // MARK: Active health checks
+
+    /// Probes every backend with `GET healthPath` every `healthInterval` until the task is cancelled.
+    /// Probes of one round run concurrently (one per backend); a round waits for the previous one,
+    /// so a slow backend never accumulates probes.
+    public func runHealthChecks() async {
+        let interval = configuration.healthInterval
+        guard interval > .zero else { return }
+        while !Task.isCancelled {
+            let roundStart = ContinuousClock.now
+            let up = upstreams
+            await withTaskGroup(of: Void.self) { tasks in
+                for index in up.endpoints.indices {
+                    let loop = group.loops[probeCursor.add(1, ordering: .relaxed).oldValue % group.loops.count]
+                    let timeout = up.cluster.probeTimeout(for: index)
+                    tasks.addTask(executorPreference: loop) {
+                        await self.probe(index, in: up, loop: loop, timeout: timeout)
+                    }
+                }
+            }
+            reportGauges(up)
+            // The round's pacing is real time (it paces real probes); decisions use `clock`.
+            let wait = interval - (ContinuousClock.now - roundStart)
+            if wait > .zero {
+                do { try await Task.sleep(for: wait, clock: .continuous) } catch { return }
+            }
+        }
+    }
+
+    /// One active check of backend `index`.
+    func probe(_ index: Int, in up: UpstreamSet, loop: LBEventLoop, timeout: Duration) async {
+        var head = RequestHead(method: "GET", target: up.healthPaths[index])
+        head.headers.add(name: "Host", value: up.endpoints[index].authority)
+        head.headers.add(name: "User-Agent", value: "lbserve-health-check")
+        let start = clock.now()
+        var ok = false
+        do {
+            let response = try await client.execute(UpstreamRequest(head: head), to: up.endpoints[index], on: loop, timeout: timeout)
+            ok = (200..<300).contains(response.head.status)
+        } catch {
+            ok = false
+        }
+        up.cluster.probeFinished(index, success: ok, latency: clock.now() - start)
+    }
+
+    private func reportGauges(_ up: UpstreamSet) {
+        guard let metrics else { return }
+        for b in up.cluster.snapshot() {
+            metrics.record(gauge: "lb_backend_in_flight", value: Double(b.inFlight), dimensions: [("backend", b.url)])
+            for state in BackendHealthState.allCases {
+                metrics.record(gauge: "lb_backend_state", value: b.state == state ? 1 : 0,
+                               dimensions: [("backend", b.url), ("state", state.rawValue)])
+            }
+        }
+    }
+}
+
+/// The first step of ``LoadBalancer/responder(admin:middlewares:)``: counts every client
+/// response by status, feeds metrics and the access log. Admin paths (`/_lb/`) are not counted.
+struct RequestAccounting: LBMiddleware {
+    let balancer: LoadBalancer
+
+    func handle(_ request: LBRequest, context: LBRequestContext,
+                next: (LBRequest, LBRequestContext) async -> LBResponse) async -> LBResponse {
+        if request.head.target.hasPrefix("/_lb/") { return await next(request, context) }
+        let start = balancer.clock.now()
+        let response = await next(request, context)
+        balancer.record(response, request: request, context: context, start: start)
+        return response
+    }
+}
+
+/// A balancer that could not be built or reconfigured.
+public struct LoadBalancerError: Error, Sendable, CustomStringConvertible {
+    /// What is wrong.
+    public var message: String
+    init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,87 @@
+/// Everything a ``LoadBalancer`` needs: where to listen, the backends, and the policies for
+/// failures, slowness and throttling. Each property is one `lbserve` flag (see README).
+///
+/// ```swift
+/// var config = LoadBalancerConfiguration()
+/// config.backends = [try BackendURL(parsing: "http://127.0.0.1:5001"),
+///                    try BackendURL(parsing: "http://127.0.0.1:5002")]
+/// config.attemptTimeout = .milliseconds(500)
+/// ```
+public struct LoadBalancerConfiguration: Sendable, Equatable {
+    /// Listen address (`--host`).
+    public var host = "0.0.0.0"
+    /// Listen port (`--port`); 0 picks a free port.
+    public var port = 8000
+    /// Backends in rotation order (`--backend`).
+    public var backends: [BackendURL] = []
+    /// Per-backend weights for the weighted strategy (same order as `backends`; missing = 1).
+    public var weights: [Int] = []
+    /// Selection strategy (`--strategy`).
+    public var strategy: BalancingStrategy = .roundRobin
+    /// Deadline of one attempt (`--timeout-ms`).
+    public var attemptTimeout: Duration = .milliseconds(3000)
+    /// Deadline shared by all attempts of a request (`--request-timeout-ms`); nil = attempt timeout x max attempts.
+    public var requestTimeout: Duration?
+    /// TCP connect timeout per attempt (`--connect-timeout-ms`).
+    public var connectTimeout: Duration = .milliseconds(1000)
+    /// Latency above which a backend is excluded as slow (`--max-delay-ms`); nil = no latency ejection.
+    public var maxDelay: Duration?
+    /// When to hedge a replayable request (`--hedge-after-ms`): if its attempt has not started
+    /// answering after this long, a second attempt goes to another backend and the first good
+    /// answer wins. nil = automatic: on when `maxDelay` is set, after min(max-delay, max(10 ms,
+    /// 2 x the backend's recent p99)); `.zero` = never.
+    public var hedgeAfter: Duration?
+    /// Consecutive failures that eject a backend (`--max-fails`).
+    public var maxFails = 3
+    /// Active health check period (`--health-interval-ms`); zero disables active checks.
+    public var healthInterval: Duration = .milliseconds(2000)
+    /// Active health check path (`--health-path`).
+    public var healthPath = "/health"
+    /// Active health check timeout (`--health-timeout-ms`); nil = min(interval, 2 s), at least max-delay x 2.
+    public var healthTimeout: Duration?
+    /// Requests per second per client IP (`--rate-limit`); nil = no throttling.
+    public var rateLimit: Double?
+    /// Burst per client IP (`--burst`); nil = same as the rate (at least 1).
+    public var burst: Int?
+    /// Largest request body (`--max-body-bytes`).
+    public var maxBodyBytes = 8 * 1024 * 1024
+    /// Distinct backends tried per request (`--max-attempts`).
+    public var maxAttempts = 3
+    /// Also fail over POST/PATCH after they were sent (`--retry-non-idempotent`).
+    public var retryNonIdempotent = false
+    /// Most clients tracked by the throttle table (`--throttle-max-keys`).
+    public var throttleMaxKeys = 100_000
+    /// Throttled responses within `penaltyWindow` that put a client in the penalty box (`--penalty-threshold`; 0 = no penalty box).
+    public var penaltyThreshold = 10
+    /// Window for counting a client's throttled responses (`--penalty-window-ms`).
+    public var penaltyWindow: Duration = .seconds(10)
+    /// How long a penalised client stays penalised (`--penalty-duration-ms`).
+    public var penaltyDuration: Duration = .seconds(60)
+    /// Rate and burst are divided by this while penalised (`--penalty-factor`).
+    public var penaltyFactor = 4
+    /// Peers whose X-Forwarded-For is believed (`--trusted-proxy`).
+    public var trustedProxies: [CIDRRange] = []
+    /// Token that authorises `/_lb/backends/drain|undrain` from non-loopback peers via the
+    /// `X-Admin-Token` header (`--admin-token`); nil = loopback peers only.
+    public var adminToken: String?
+    /// One line per request on stdout (`--access-log`).
+    public var accessLog = false
+    /// Event loops (`--threads`); default one per core.
+    public var loopCount = LBEventLoopGroup.coreCount
+
+    /// Defaults as documented per property.
+    public init() {}
+
+    /// The overall request deadline in effect.
+    public var effectiveRequestTimeout: Duration {
+        requestTimeout ?? attemptTimeout * maxAttempts
+    }
+
+    /// The health check timeout in effect.
+    public var effectiveHealthTimeout: Duration {
+        if let healthTimeout { return healthTimeout }
+        var t = min(healthInterval, .seconds(2))
+        if let maxDelay { t = max(t, maxDelay * 2) }
+        return max(t, .milliseconds(100))
+    }
+}

@@ -1,0 +1,47 @@
+/// The backends in effect at one moment: their URLs, connection pools, health-check paths and the
+/// ``BackendCluster`` holding their health and latency state. Immutable; a configuration reload
+/// builds a new set and swaps it in, and each request keeps the set it started with, so a removed
+/// backend drains naturally (no new requests, in-flight ones finish).
+final class UpstreamSet: Sendable {
+    let urls: [BackendURL]
+    let names: [String]
+    let endpoints: [UpstreamEndpoint]
+    let healthPaths: [String]
+    let cluster: BackendCluster
+
+    private init(urls: [BackendURL], endpoints: [UpstreamEndpoint], healthPaths: [String], cluster: BackendCluster) {
+        self.urls = urls
+        names = urls.map(\.description)
+        self.endpoints = endpoints
+        self.healthPaths = healthPaths
+        self.cluster = cluster
+    }
+
+    /// Builds a set; endpoints (and so their pooled connections) and cluster state of backends that
+    /// also exist in `previous` are carried over.
+    static func make(backends: [BackendURL], weights: [Int], healthPaths: [String?], defaultHealthPath: String,
+                     previous: UpstreamSet?, group: LBEventLoopGroup, clusterConfiguration: ClusterConfiguration,
+                     clock: any MonotonicClock, log: @escaping LogSink) throws(LoadBalancerError) -> UpstreamSet {
+        guard !backends.isEmpty else { throw LoadBalancerError("no backends configured") }
+        var endpoints: [UpstreamEndpoint] = []
+        for url in backends {
+            if let previous, let i = previous.urls.firstIndex(of: url) {
+                endpoints.append(previous.endpoints[i])
+                continue
+            }
+            do {
+                let address = try IPSocketAddress(host: url.host, port: url.port)
+                endpoints.append(UpstreamEndpoint(address: address, authority: url.authority, group: group))
+            } catch {
+                throw LoadBalancerError("backend \(url): \(error)")
+            }
+        }
+        let descriptors = backends.enumerated().map { i, url in
+            BackendDescriptor(url: url.description, weight: i < weights.count ? max(1, weights[i]) : 1)
+        }
+        let cluster = BackendCluster(backends: descriptors, configuration: clusterConfiguration, clock: clock, log: log)
+        if let previous { cluster.inheritState(from: previous.cluster) }
+        let paths = backends.indices.map { i in (i < healthPaths.count ? healthPaths[i] : nil) ?? defaultHealthPath }
+        return UpstreamSet(urls: backends, endpoints: endpoints, healthPaths: paths, cluster: cluster)
+    }
+}

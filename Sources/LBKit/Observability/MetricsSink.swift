@@ -1,0 +1,56 @@
+/// Receives LBKit's metrics: counters, gauges and histograms by name and dimensions.
+///
+/// LBKit has no metrics dependency; implement this protocol to bridge to swift-metrics,
+/// StatsD or anything else. Calls come from event-loop threads on the request path: keep them
+/// cheap (cache your metric objects by name and dimensions).
+///
+/// ```swift
+/// struct PrintingMetrics: MetricsSink {
+///     func increment(counter name: String, by amount: Int, dimensions: [(String, String)]) {
+///         print(name, amount, dimensions)
+///     }
+///     func record(gauge name: String, value: Double, dimensions: [(String, String)]) {}
+///     func record(histogram name: String, seconds: Double, dimensions: [(String, String)]) {}
+/// }
+/// ```
+///
+/// Names and dimensions emitted (the same families as `/_lb/metrics`):
+/// - `lb_requests_total` {`status_class`} per client request;
+/// - `lb_request_duration_seconds` histogram per client request;
+/// - `lb_backend_responses_total` {`backend`, `status_class`} per proxied response;
+/// - `lb_throttled_total`, `lb_retries_total` {`reason`}, `lb_no_backend_total`;
+/// - gauges every health round: `lb_backend_in_flight` {`backend`}, `lb_backend_state` {`backend`, `state`} (0/1).
+public protocol MetricsSink: Sendable {
+    /// Adds `amount` to the counter `name` with `dimensions`.
+    func increment(counter name: String, by amount: Int, dimensions: [(String, String)])
+    /// Sets the gauge `name` with `dimensions` to `value`.
+    func record(gauge name: String, value: Double, dimensions: [(String, String)])
+    /// Records one observation, in seconds, in the histogram (or timer) `name`.
+    func record(histogram name: String, seconds: Double, dimensions: [(String, String)])
+}
+
+/// One client request as the access log sees it, handed to the balancer's access-log sink.
+///
+/// ```swift
+/// let sink: @Sendable (AccessLogRecord) -> Void = { record in
+///     print(record.client ?? "-", record.method, record.target, record.status, record.backend ?? "-")
+/// }
+/// ```
+public struct AccessLogRecord: Sendable {
+    /// The client address as resolved for throttling (nil when unknown).
+    public var client: String?
+    /// The request method.
+    public var method: String
+    /// The request target.
+    public var target: String
+    /// The status sent to the client.
+    public var status: Int
+    /// The backend that produced the response (nil when none did).
+    public var backend: String?
+    /// Backends tried.
+    public var attempts: Int
+    /// Time from the request reaching the balancer to its response.
+    public var duration: Duration
+    /// The `User-Agent` field, if any.
+    public var userAgent: String?
+}

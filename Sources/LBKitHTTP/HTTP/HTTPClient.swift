@@ -1,0 +1,473 @@
+import LBKitPolicy
+internal import CLBKitShim
+import Synchronization
+
+/// Settings of an ``UpstreamClient``.
+public struct UpstreamClientConfiguration: Sendable {
+    /// How long a TCP connect may take.
+    public var connectTimeout: Duration = .seconds(1)
+    /// Idle keep-alive connections kept per endpoint per event loop.
+    public var maxIdlePerLoop = 128
+    /// An idle pooled connection older than this is closed instead of reused.
+    public var idleTimeout: Duration = .seconds(30)
+    /// A request that must not be replayed (``UpstreamRequest/mayReplay`` false) only reuses a
+    /// connection idle for less than this: the longer a connection sat idle, the likelier the
+    /// backend is closing it just as we write, and such a request cannot be retried. Backends'
+    /// keep-alive timeouts are commonly 2 to 75 s; one second stays clear of all of them.
+    public var nonReplayableMaxIdle: Duration = .seconds(1)
+    /// Largest response body accepted; larger -> ``UpstreamError/Kind/responseTooLarge``.
+    public var maxResponseBytes = 64 * 1024 * 1024
+    /// Parser limits for response heads.
+    public var limits = HTTPParserLimits()
+
+    /// Creates a configuration with defaults.
+    public init() {}
+}
+
+/// A request to send upstream: head plus the whole body. The client sets `Content-Length`.
+///
+/// ```swift
+/// let probe = UpstreamRequest(head: RequestHead(method: "GET", target: "/health"))
+/// let order = UpstreamRequest(head: RequestHead(method: "POST", target: "/orders"),
+///                             body: Array(#"{"item":7}"#.utf8))   // mayReplay == false
+/// ```
+public struct UpstreamRequest: Sendable {
+    /// Method, target, version (sent as HTTP/1.1) and header fields.
+    public var head: RequestHead
+    /// The body bytes.
+    public var body: [UInt8]
+    /// Whether the client may send this request a second time after a pooled connection broke
+    /// (RFC 9110 9.2.2). Defaults to true for idempotent methods only.
+    public var mayReplay: Bool
+
+    /// Creates a request; `mayReplay` defaults to whether the method is idempotent.
+    public init(head: RequestHead, body: [UInt8] = [], mayReplay: Bool? = nil) {
+        self.head = head
+        self.body = body
+        self.mayReplay = mayReplay ?? ReplayPolicy.idempotentMethods.contains(head.method)
+    }
+}
+
+/// Why an upstream exchange failed, and whether the request may have reached the backend.
+public struct UpstreamError: Error, Sendable, CustomStringConvertible {
+    /// What went wrong.
+    public enum Kind: Sendable, Equatable {
+        /// TCP connect was refused.
+        case connectRefused
+        /// TCP connect did not complete in time.
+        case connectTimeout
+        /// TCP connect failed otherwise.
+        case connectFailed(String)
+        /// The connection broke (reset or closed) before a complete response.
+        case connectionReset
+        /// The response did not arrive before the deadline.
+        case timedOut
+        /// The response was not valid HTTP/1.x.
+        case malformedResponse(String)
+        /// The response body exceeded ``UpstreamClientConfiguration/maxResponseBytes``.
+        case responseTooLarge
+        /// The exchange was given up through its ``ExchangeAbortHandle``.
+        case aborted
+    }
+
+    /// What went wrong.
+    public var kind: Kind
+    /// False when the request provably never reached the backend (connect failures, a stale pooled
+    /// connection): such a request is always safe to send elsewhere.
+    public var requestSent: Bool
+
+    /// Creates an error.
+    public init(kind: Kind, requestSent: Bool) {
+        self.kind = kind
+        self.requestSent = requestSent
+    }
+
+    public var description: String {
+        switch kind {
+        case .connectRefused: "connection refused"
+        case .connectTimeout: "connect timed out"
+        case .connectFailed(let why): "connect failed: \(why)"
+        case .connectionReset: "connection reset before a complete response"
+        case .timedOut: "response timed out"
+        case .malformedResponse(let why): "malformed response: \(why)"
+        case .responseTooLarge: "response too large"
+        case .aborted: "aborted"
+        }
+    }
+}
+
+/// A response read from upstream, with the whole body (de-chunked).
+public struct UpstreamResponse: Sendable {
+    /// Status line and header fields as received.
+    public var head: ResponseHead
+    /// The body bytes.
+    public var body: [UInt8]
+    /// Whether the connection was reused from the pool.
+    public var reusedConnection: Bool
+}
+
+/// Our HTTP/1.1 client for talking to backends: keep-alive connection pools per endpoint and loop,
+/// connect timeout, a deadline per exchange, chunked / Content-Length / read-to-close responses, and
+/// one transparent retry on a fresh connection when a pooled connection turns out to be stale.
+///
+/// ```swift
+/// func probe(_ group: LBEventLoopGroup) async throws {
+///     let client = UpstreamClient()
+///     let endpoint = UpstreamEndpoint(address: try IPSocketAddress(host: "127.0.0.1", port: 5001), group: group)
+///     let response = try await client.execute(
+///         UpstreamRequest(head: RequestHead(method: "GET", target: "/health")),
+///         to: endpoint, timeout: .seconds(3))
+///     print(response.head.status)
+/// }
+/// ```
+public final class UpstreamClient: Sendable {
+    /// The client's settings.
+    public let configuration: UpstreamClientConfiguration
+
+    /// Creates a client.
+    public init(configuration: UpstreamClientConfiguration = UpstreamClientConfiguration()) {
+        self.configuration = configuration
+    }
+
+    /// Sends `request` to `endpoint` and reads the whole response before `timeout` elapses.
+    ///
+    /// Runs on `loop` when given (the balancer pins exchanges to the caller's loop so they never
+    /// cross threads), otherwise on a loop of the endpoint's group. Cancelling the calling task
+    /// aborts the exchange and closes its connection.
+    public func execute(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop? = nil,
+                        timeout: Duration) async throws(UpstreamError) -> UpstreamResponse {
+        let deadline = Self.deadline(after: timeout)
+        let loop = loop ?? endpoint.group.next()
+        let progress = try await send(request, to: endpoint, on: loop, deadline: deadline, answerBy: .max)
+        switch progress {
+        case .complete(let response): return response
+        case .pending(let pending): return try await finish(pending, deadline: deadline)
+        }
+    }
+
+    /// Sends `request` and reads the response before `deadline` (monotonic ns, see
+    /// ``deadline(after:)``).
+    package func execute(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
+                         deadline: UInt64) async throws(UpstreamError) -> UpstreamResponse {
+        switch try await send(request, to: endpoint, on: loop, deadline: deadline, answerBy: .max) {
+        case .complete(let response): return response
+        case .pending(let pending): return try await finish(pending, deadline: deadline)
+        }
+    }
+
+    /// Monotonic ns `timeout` from now (saturating).
+    package static func deadline(after timeout: Duration) -> UInt64 {
+        let (sum, overflow) = lbk_monotonic_ns().addingReportingOverflow(UInt64(max(0, timeout.nanosecondsClamped)))
+        return overflow ? .max : sum
+    }
+
+    /// Sends `request`; returns the complete response, or ``ExchangeProgress/pending(_:)`` when no
+    /// byte of the response has arrived by `answerBy` (monotonic ns) while `deadline` has not passed.
+    /// A pending exchange keeps its connection: continue it with ``finish(_:deadline:)`` or give it
+    /// up with its abort handle. This is how the balancer hedges slow requests without any cost on
+    /// the fast path. Cancelling the calling task aborts the exchange.
+    ///
+    /// Replay safety (RFC 9112 9.3.1, RFC 9110 9.2.2): a pooled connection can be closed by the
+    /// backend at the moment we reuse it. When that shows as EOF or reset before any response byte,
+    /// a *replayable* request (``UpstreamRequest/mayReplay``) is sent again once on a fresh
+    /// connection. A non-replayable one never is: the backend may have read it, so the failure is
+    /// reported as sent. To keep that race rare, a non-replayable request only reuses connections
+    /// idle for less than ``UpstreamClientConfiguration/nonReplayableMaxIdle``.
+    package func send(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
+                      deadline: UInt64, answerBy: UInt64,
+                      abortHandle: ExchangeAbortHandle? = nil) async throws(UpstreamError) -> ExchangeProgress {
+        let handle = abortHandle ?? ExchangeAbortHandle()
+        let result: Result<ExchangeProgress, UpstreamError> = await withTaskCancellationHandler {
+            do throws(UpstreamError) {
+                return .success(try await sendUncancellable(request, to: endpoint, on: loop, deadline: deadline,
+                                                            answerBy: answerBy, handle: handle))
+            } catch {
+                return .failure(error)
+            }
+        } onCancel: {
+            handle.abort()
+        }
+        return try result.get()
+    }
+
+    private func sendUncancellable(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
+                                   deadline: UInt64, answerBy: UInt64,
+                                   handle: ExchangeAbortHandle) async throws(UpstreamError) -> ExchangeProgress {
+        var wire: [UInt8] = []
+        wire.reserveCapacity(512 + request.body.count)
+        var head = request.head
+        head.version = .http1_1
+        if !head.headers.contains(name: "Host") { head.headers.add(name: "Host", value: endpoint.authority) }
+        head.headers.remove(name: "Transfer-Encoding")
+        if !request.body.isEmpty || head.method == "POST" || head.method == "PUT" || head.method == "PATCH" {
+            head.headers.replaceOrAdd(name: "Content-Length", value: String(request.body.count))
+        } else {
+            head.headers.remove(name: "Content-Length")
+        }
+        HTTPSerializer.appendRequestHead(head, to: &wire)
+        wire.append(contentsOf: request.body)
+
+        // A stale pooled connection may be retried once, and only for a replayable request.
+        var allowStaleRetry = request.mayReplay
+        var triedStale = false
+        while true {
+            if handle.isAborted { throw UpstreamError(kind: .aborted, requestSent: triedStale) }
+            let (connection, reused) = try await acquire(endpoint, loop: loop, deadline: deadline, fresh: triedStale,
+                                                         maxIdle: request.mayReplay ? nil : configuration.nonReplayableMaxIdle)
+            if !handle.attach(connection.socket) {
+                connection.socket.close()
+                throw UpstreamError(kind: .aborted, requestSent: triedStale)
+            }
+            do throws(ExchangeFailure) {
+                try await write(wire, on: connection, deadline: deadline)
+                var started = false
+                let parsed = try await readHead(connection, method: head.method, deadline: deadline,
+                                                answerBy: answerBy, started: &started)
+                guard let parsed else {
+                    let pending = PendingExchange(connection: connection, endpoint: endpoint, loop: loop,
+                                                  method: head.method, reused: reused, abortHandle: handle)
+                    return .pending(pending)
+                }
+                return .complete(try await complete(parsed, connection, endpoint: endpoint, loop: loop, deadline: deadline,
+                                                    reused: reused, handle: handle))
+            } catch {
+                connection.socket.close()
+                if handle.isAborted { throw UpstreamError(kind: .aborted, requestSent: true) }
+                if reused && allowStaleRetry && error.isStaleConnectionSymptom {
+                    // The backend closed this pooled connection around the time we reused it
+                    // (RFC 9112 9.3.1). The request is replayable: send it once more, fresh.
+                    allowStaleRetry = false
+                    triedStale = true
+                    _ = handle.detach()
+                    continue
+                }
+                var failure = error.clientError
+                // Once any attempt wrote bytes, the backend may have the request.
+                if triedStale { failure.requestSent = true }
+                throw failure
+            }
+        }
+    }
+
+    /// Continues a ``ExchangeProgress/pending(_:)`` exchange until its response is complete.
+    /// Cancelling the calling task aborts it.
+    package func finish(_ pending: PendingExchange, deadline: UInt64) async throws(UpstreamError) -> UpstreamResponse {
+        let result: Result<UpstreamResponse, UpstreamError> = await withTaskCancellationHandler {
+            do throws(UpstreamError) {
+                return .success(try await finishUncancellable(pending, deadline: deadline))
+            } catch {
+                return .failure(error)
+            }
+        } onCancel: {
+            pending.abortHandle.abort()
+        }
+        return try result.get()
+    }
+
+    private func finishUncancellable(_ pending: PendingExchange, deadline: UInt64) async throws(UpstreamError) -> UpstreamResponse {
+        let connection = pending.connection
+        do throws(ExchangeFailure) {
+            var started = false
+            guard let parsed = try await readHead(connection, method: pending.method, deadline: deadline,
+                                                  answerBy: .max, started: &started) else {
+                throw failure(.timedOut)
+            }
+            return try await complete(parsed, connection, endpoint: pending.endpoint, loop: pending.loop,
+                                      deadline: deadline, reused: pending.reused, handle: pending.abortHandle)
+        } catch {
+            connection.socket.close()
+            if pending.abortHandle.isAborted { throw UpstreamError(kind: .aborted, requestSent: true) }
+            throw error.clientError
+        }
+    }
+
+    /// Reads the body after a final response head and returns the connection to the pool.
+    private func complete(_ parsed: ParsedResponseHead, _ connection: PooledConnection, endpoint: UpstreamEndpoint,
+                          loop: LBEventLoop, deadline: UInt64, reused: Bool,
+                          handle: ExchangeAbortHandle?) async throws(ExchangeFailure) -> UpstreamResponse {
+        let body = try await readBody(connection, framing: parsed.framing, deadline: deadline)
+        connection.exchanges += 1
+        // Detach from the abort handle first: once pooled, the connection belongs to the pool.
+        let stillOurs = handle?.detach() ?? true
+        if stillOurs && parsed.keepAlive && parsed.framing != .untilClose {
+            release(connection, to: endpoint, loop: loop)
+        } else {
+            connection.socket.close()
+        }
+        return UpstreamResponse(head: parsed.head, body: body, reusedConnection: reused)
+    }
+
+    // MARK: Pool
+
+    private func acquire(_ endpoint: UpstreamEndpoint, loop: LBEventLoop, deadline: UInt64, fresh: Bool,
+                         maxIdle: Duration?) async throws(UpstreamError) -> (PooledConnection, Bool) {
+        let now = lbk_monotonic_ns()
+        if !fresh {
+            let pool = endpoint.pools[loop.index % endpoint.pools.count]
+            let idleLimit = UInt64(max(0, min(maxIdle ?? configuration.idleTimeout, configuration.idleTimeout).nanosecondsClamped))
+            while let candidate = pool.idle.withLock({ $0.popLast() }) {
+                // Readable while idle means EOF or unsolicited bytes: the backend is done with it.
+                if candidate.socket.hasPendingReadEvent || now &- candidate.lastUsed > idleLimit || candidate.socket.loop !== loop {
+                    candidate.socket.close()
+                    continue
+                }
+                return (candidate, true)
+            }
+        }
+        let connectDeadline = min(deadline, now &+ UInt64(max(0, configuration.connectTimeout.nanosecondsClamped)))
+        do {
+            let socket = try await Socket.connect(to: endpoint.address, loop: loop, deadline: connectDeadline)
+            return (PooledConnection(socket: socket, endpoint: endpoint, now: now), false)
+        } catch {
+            switch error {
+            case .connectionRefused: throw UpstreamError(kind: .connectRefused, requestSent: false)
+            case .timedOut: throw UpstreamError(kind: .connectTimeout, requestSent: false)
+            default: throw UpstreamError(kind: .connectFailed(error.description), requestSent: false)
+            }
+        }
+    }
+
+    private func release(_ connection: PooledConnection, to endpoint: UpstreamEndpoint, loop: LBEventLoop) {
+        guard connection.buffer.isEmpty else {
+            // Bytes after a complete response: the backend is out of sync; do not reuse.
+            connection.socket.close()
+            return
+        }
+        connection.lastUsed = lbk_monotonic_ns()
+        let pool = endpoint.pools[loop.index % endpoint.pools.count]
+        let max = configuration.maxIdlePerLoop
+        let kept = pool.idle.withLock { p -> Bool in
+            guard p.count < max else { return false }
+            p.append(connection)
+            return true
+        }
+        if !kept { connection.socket.close() }
+    }
+
+    // MARK: Exchange
+
+    struct ExchangeFailure: Error {
+        var clientError: UpstreamError
+        /// No response byte arrived and the connection broke (EOF/reset) — the stale-pool shape.
+        var isStaleConnectionSymptom: Bool
+    }
+
+    private func write(_ wire: [UInt8], on connection: PooledConnection, deadline: UInt64) async throws(ExchangeFailure) {
+        do {
+            try await connection.socket.write(wire, deadline: deadline)
+        } catch {
+            let stale = error == .connectionReset || error == .closed
+            throw ExchangeFailure(clientError: mapIO(error, sent: true), isStaleConnectionSymptom: stale)
+        }
+    }
+
+    /// Reads the final response head (interim 1xx responses are skipped). Returns nil when no byte
+    /// arrived by `answerBy` (the exchange stays usable); throws on errors and at `deadline`.
+    private func readHead(_ connection: PooledConnection, method: String, deadline: UInt64, answerBy: UInt64,
+                          started: inout Bool) async throws(ExchangeFailure) -> ParsedResponseHead? {
+        var scanFrom = 0
+        let limits = configuration.limits
+        while true {
+            if !connection.buffer.isEmpty {
+                started = true
+                let parsed: ParsedResponseHead?
+                do throws(HTTPParseError) {
+                    parsed = try connection.buffer.parseResponseHead(method: method, limits: limits, scanFrom: scanFrom)
+                } catch {
+                    throw failure(.malformedResponse(error.reason))
+                }
+                if let parsed {
+                    if parsed.head.status >= 100 && parsed.head.status < 200 {
+                        scanFrom = 0
+                        continue  // 100 Continue / 103 Early Hints: skip interim responses
+                    }
+                    return parsed
+                }
+                scanFrom = connection.buffer.readableCount
+            }
+            let soft = !started && answerBy < deadline
+            let n: Int
+            do {
+                n = try await connection.socket.read(into: &connection.buffer, deadline: soft ? answerBy : deadline)
+            } catch {
+                if soft && error == .timedOut { return nil }
+                throw ExchangeFailure(clientError: mapIO(error, sent: true),
+                                      isStaleConnectionSymptom: !started && error == .connectionReset)
+            }
+            if n == 0 {
+                throw ExchangeFailure(clientError: UpstreamError(kind: .connectionReset, requestSent: true),
+                                      isStaleConnectionSymptom: !started)
+            }
+        }
+    }
+
+    private func readBody(_ connection: PooledConnection, framing: HTTPBodyFraming,
+                          deadline: UInt64) async throws(ExchangeFailure) -> [UInt8] {
+        let maxBytes = configuration.maxResponseBytes
+        switch framing {
+        case .none:
+            return []
+        case .contentLength(let length):
+            guard length <= maxBytes else { throw failure(.responseTooLarge) }
+            if connection.buffer.readableCount >= length { return connection.buffer.take(length) }
+            var body: [UInt8] = []
+            body.reserveCapacity(length)
+            body.append(contentsOf: connection.buffer.take(length))
+            while body.count < length {
+                try await readMore(connection, deadline: deadline, eofIsError: true)
+                body.append(contentsOf: connection.buffer.take(length - body.count))
+            }
+            return body
+        case .chunked:
+            var decoder = ChunkedDecoder(limits: configuration.limits)
+            var body: [UInt8] = []
+            while true {
+                if !connection.buffer.isEmpty {
+                    do throws(HTTPParseError) {
+                        try connection.buffer.decodeChunked(&decoder, into: &body)
+                    } catch {
+                        throw failure(.malformedResponse(error.reason))
+                    }
+                    if body.count > maxBytes { throw failure(.responseTooLarge) }
+                    if decoder.isComplete { return body }
+                }
+                try await readMore(connection, deadline: deadline, eofIsError: true)
+            }
+        case .untilClose:
+            var body = connection.buffer.take(connection.buffer.readableCount)
+            while true {
+                let more = try await readMore(connection, deadline: deadline, eofIsError: false)
+                if !more { return body }
+                body.append(contentsOf: connection.buffer.take(connection.buffer.readableCount))
+                if body.count > maxBytes { throw failure(.responseTooLarge) }
+            }
+        }
+    }
+
+    /// Reads more bytes; returns false at EOF when `eofIsError` is false.
+    @discardableResult
+    private func readMore(_ connection: PooledConnection, deadline: UInt64, eofIsError: Bool) async throws(ExchangeFailure) -> Bool {
+        let n: Int
+        do {
+            n = try await connection.socket.read(into: &connection.buffer, deadline: deadline)
+        } catch {
+            throw ExchangeFailure(clientError: mapIO(error, sent: true), isStaleConnectionSymptom: false)
+        }
+        if n == 0 {
+            if eofIsError { throw failure(.connectionReset) }
+            return false
+        }
+        return true
+    }
+
+    private func failure(_ kind: UpstreamError.Kind) -> ExchangeFailure {
+        ExchangeFailure(clientError: UpstreamError(kind: kind, requestSent: true), isStaleConnectionSymptom: false)
+    }
+
+    private func mapIO(_ error: SocketError, sent: Bool) -> UpstreamError {
+        switch error {
+        case .timedOut: UpstreamError(kind: .timedOut, requestSent: sent)
+        default: UpstreamError(kind: .connectionReset, requestSent: sent)
+        }
+    }
+}

@@ -1,0 +1,139 @@
+import LBKitPolicy
+
+/// A complete HTTP request as the server hands it to a handler: head plus the whole body
+/// (de-chunked; at most the server's `maxBodyBytes`).
+///
+/// ```swift
+/// let request = LBRequest(head: RequestHead(method: "GET", target: "/health",
+///                                                 headers: ["Host": "localhost"]))
+/// ```
+public struct LBRequest: Sendable {
+    /// Request line and header fields.
+    public var head: RequestHead
+    /// The body bytes (empty when the request has none).
+    public var body: [UInt8]
+
+    /// Creates a request.
+    public init(head: RequestHead, body: [UInt8] = []) {
+        self.head = head
+        self.body = body
+    }
+
+    /// The method, e.g. `POST`.
+    public var method: String { head.method }
+    /// The request target, e.g. `/items?id=1`.
+    public var target: String { head.target }
+    /// The header fields.
+    public var headers: HeaderFields { head.headers }
+}
+
+/// A complete HTTP response returned by a handler. The server sets `Content-Length` from `body`.
+///
+/// ```swift
+/// let ok = LBResponse(status: 200, headers: ["Content-Type": "text/plain"], body: Array("hi".utf8))
+/// let missing = LBResponse.jsonError(status: 404, message: "no such route")
+/// ```
+public struct LBResponse: Sendable {
+    /// Status line and header fields.
+    public var head: ResponseHead
+    /// The body bytes.
+    public var body: [UInt8]
+    /// Which backend produced this response and after how many attempts (set by the balancer,
+    /// read by its accounting; never sent on the wire).
+    package var upstream: (backend: String?, attempts: Int) = (nil, 0)
+
+    /// Creates a response.
+    public init(head: ResponseHead, body: [UInt8] = []) {
+        self.head = head
+        self.body = body
+    }
+
+    /// Creates a response with `status`, `headers` and `body`.
+    public init(status: Int, headers: HeaderFields = HeaderFields(), body: [UInt8] = []) {
+        self.head = ResponseHead(status: status, headers: headers)
+        self.body = body
+    }
+
+    /// The status code.
+    public var status: Int { head.status }
+
+    /// A JSON response whose body is the already-encoded `json` text.
+    public static func json(status: Int, _ json: String, headers: HeaderFields = HeaderFields()) -> LBResponse {
+        var h = headers
+        h.add(name: "Content-Type", value: "application/json")
+        return LBResponse(status: status, headers: h, body: Array(json.utf8))
+    }
+
+    /// A JSON error response: `{"error":"<message>","status":<status>}`.
+    public static func jsonError(status: Int, message: String, headers: HeaderFields = HeaderFields()) -> LBResponse {
+        json(status: status, "{\"error\":\(JSON.quote(message)),\"status\":\(status)}", headers: headers)
+    }
+}
+
+/// What a handler knows about where a request came from.
+///
+/// ``HTTP1Server`` fills it from the accepted connection. An embedder calling a balancer from
+/// another server fills in what it knows; only the client address matters for throttling and
+/// `X-Forwarded-For`, and it can be given in any common form:
+///
+/// ```swift
+/// let fromText = LBRequestContext(client: ClientAddress("203.0.113.9"))
+/// let fromBytes = LBRequestContext(client: ClientAddress(bytes: [203, 0, 113, 9]))
+/// let unknown = LBRequestContext(client: nil)   // throttling skips it (logged once)
+/// ```
+public struct LBRequestContext: Sendable {
+    /// The TCP peer with its port, when the request arrived on one of our own listeners.
+    public var peer: IPSocketAddress?
+    /// The client's IP address as seen on the connection (the TCP peer, or the proxy in front
+    /// of us); `X-Forwarded-For` from trusted proxies is applied on top of it by the balancer.
+    public var clientAddress: ClientAddress?
+    /// The local port the request arrived on (0 when unknown).
+    public var localPort: Int
+    /// The event loop running this connection, when it is one of ours: upstream connections are
+    /// pinned to it so the exchange never crosses threads. nil = the balancer picks one.
+    public var eventLoop: LBEventLoop?
+
+    /// A context for a request accepted by one of our listeners.
+    public init(peer: IPSocketAddress?, localPort: Int = 0, eventLoop: LBEventLoop? = nil) {
+        self.peer = peer
+        self.clientAddress = peer?.clientAddress
+        self.localPort = localPort
+        self.eventLoop = eventLoop
+    }
+
+    /// A context for a request that reached the caller from `client` (nil when unknown).
+    public init(client: ClientAddress?, localPort: Int = 0) {
+        self.peer = nil
+        self.clientAddress = client
+        self.localPort = localPort
+        self.eventLoop = nil
+    }
+}
+
+/// Handles one request and returns the response. Called by ``HTTP1Server`` on the connection's
+/// event loop; plain async/await code.
+///
+/// ```swift
+/// struct Hello: HTTPHandler {
+///     func handle(_ request: LBRequest, context: LBRequestContext) async -> LBResponse {
+///         LBResponse(status: 200, body: Array("hello\n".utf8))
+///     }
+/// }
+/// ```
+public protocol HTTPHandler: Sendable {
+    /// Produces the response for `request`.
+    func handle(_ request: LBRequest, context: LBRequestContext) async -> LBResponse
+}
+
+/// An ``HTTPHandler`` made from a closure.
+///
+/// ```swift
+/// let handler = ClosureHandler { request, _ in .json(status: 200, "{\"ok\":true}") }
+/// ```
+public struct ClosureHandler: HTTPHandler {
+    let body: @Sendable (LBRequest, LBRequestContext) async -> LBResponse
+    /// Wraps `body`.
+    public init(_ body: @escaping @Sendable (LBRequest, LBRequestContext) async -> LBResponse) { self.body = body }
+    /// Calls the closure.
+    public func handle(_ request: LBRequest, context: LBRequestContext) async -> LBResponse { await body(request, context) }
+}

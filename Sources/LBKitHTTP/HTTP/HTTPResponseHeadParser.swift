@@ -1,0 +1,151 @@
+/// A parsed response head together with the framing facts a proxy needs to read the body.
+///
+/// ```swift
+/// if let parsed = try HTTPResponseHeadParser.parse(bytes, requestMethod: "GET", limits: HTTPParserLimits()) {
+///     print(parsed.head.status, parsed.framing)  // 200 contentLength(5)
+/// }
+/// ```
+public struct ParsedResponseHead: Sendable {
+    /// The status line and header fields.
+    ///
+    /// ```swift
+    /// parsed.head.status  // 200
+    /// ```
+    public var head: ResponseHead
+
+    /// The number of bytes the head occupies at the start of the buffer, including the final CRLFCRLF.
+    ///
+    /// ```swift
+    /// let bodyStart = parsed.headLength
+    /// ```
+    public var headLength: Int
+
+    /// How the body is delimited (RFC 9112 6.3): `.none` for a response to HEAD, 1xx, 204, 304
+    /// (and 2xx to CONNECT); `.chunked` when the final transfer coding is chunked;
+    /// `.contentLength(n)`; otherwise `.untilClose`.
+    ///
+    /// ```swift
+    /// if parsed.framing == .untilClose { readUntilEOF() }
+    /// ```
+    public var framing: HTTPBodyFraming
+
+    /// Whether the upstream connection may be reused after this response: false for
+    /// `.untilClose`, `Connection: close`, HTTP/1.0 without `Connection: keep-alive`,
+    /// Transfer-Encoding together with Content-Length, or Transfer-Encoding in HTTP/1.0.
+    ///
+    /// ```swift
+    /// if parsed.keepAlive { pool.release(connection) } else { connection.close() }
+    /// ```
+    public var keepAlive: Bool
+}
+
+/// A strict HTTP/1.x response head parser (RFC 9112), used on the upstream side of the proxy.
+///
+/// Applies the same field rules as ``HTTPRequestHeadParser`` (except the Host requirement).
+/// Leading empty lines are not skipped on responses.
+///
+/// ```swift
+/// let response = Array("HTTP/1.1 204 No Content\r\n\r\n".utf8)
+/// let parsed = try response.withUnsafeBytes {
+///     try HTTPResponseHeadParser.parse($0, requestMethod: "GET", limits: HTTPParserLimits())
+/// }
+/// // parsed?.head.status == 204, parsed?.framing == HTTPBodyFraming.none
+/// ```
+public enum HTTPResponseHeadParser {
+    /// Parses the response head at the start of `bytes`. `requestMethod` is the method of the
+    /// request this response answers (it decides whether a body follows). Returns nil when the head
+    /// is not complete yet (and `bytes.count` is within `limits.maxHeadBytes`); throws when
+    /// malformed or too large. `scanFrom` works as in ``HTTPRequestHeadParser/parse(_:limits:scanFrom:)``.
+    ///
+    /// ```swift
+    /// let parsed = try buffer.withUnsafeBytes {
+    ///     try HTTPResponseHeadParser.parse($0, requestMethod: "HEAD", limits: limits)
+    /// }
+    /// // a response to HEAD never has a body: parsed?.framing == HTTPBodyFraming.none
+    /// ```
+    public static func parse(
+        _ bytes: UnsafeRawBufferPointer, requestMethod: String, limits: HTTPParserLimits, scanFrom: Int = 0
+    ) throws(HTTPParseError) -> ParsedResponseHead? {
+        let p = bytes
+        let count = p.count
+        if count == 0 { return nil }
+        let first = p[0]
+        if first == HTTP1Scan.lf { throw .malformed("bare LF") }
+        if first == HTTP1Scan.cr {
+            if count == 1 { return nil }
+            throw p[1] == HTTP1Scan.lf ? .malformed("empty line before status line") : .malformed("bare CR")
+        }
+
+        guard let headEnd = try HTTP1Scan.findHeadEnd(p, start: 0, scanFrom: scanFrom, limits: limits) else {
+            return nil
+        }
+
+        // Status line: HTTP-version SP 3DIGIT [SP reason-phrase] CRLF.
+        let lineLF = HTTP1Scan.findLF(p, from: 0, to: headEnd)!  // exists: headEnd ends in LF
+        guard p[lineLF - 1] == HTTP1Scan.cr else { throw .malformed("bare LF") }
+        let lineEnd = lineLF - 1
+        guard lineEnd >= 8 else { throw .malformed("invalid status line") }
+        let version = try HTTP1Scan.parseVersion(p, 0, 8)
+        guard lineEnd >= 12, p[8] == HTTP1Scan.sp,
+              HTTP1Scan.isDigit(p[9]), HTTP1Scan.isDigit(p[10]), HTTP1Scan.isDigit(p[11])
+        else { throw .malformed("invalid status line") }
+        let status = Int(p[9] &- 0x30) * 100 + Int(p[10] &- 0x30) * 10 + Int(p[11] &- 0x30)
+        guard (100...599).contains(status) else { throw .malformed("invalid status code") }
+        var reasonStart = 12
+        if lineEnd > 12 {
+            guard p[12] == HTTP1Scan.sp else { throw .malformed("invalid status line") }
+            reasonStart = 13
+            guard isValidReason(p, reasonStart, lineEnd) else { throw .malformed("invalid reason phrase") }
+        }
+
+        var summary = HTTP1FieldSummary()
+        var fields = HeaderFields()
+        let headLength = try HTTP1Scan.parseFields(
+            p, from: lineLF + 1, headEnd: headEnd, limits: limits, fields: &fields, summary: &summary)
+
+        var keepAlive = version.minor == 1
+            ? !summary.connectionClose
+            : summary.connectionKeepAlive && !summary.connectionClose
+        if summary.hasTransferEncoding {
+            // RFC 9112 6.1 / 6.3: TE with CL, or TE in HTTP/1.0, means faulty framing: close afterwards.
+            if summary.contentLength != nil || version.minor == 0 { keepAlive = false }
+        }
+
+        let framing: HTTPBodyFraming
+        if requestMethod == "HEAD" || status < 200 || status == 204 || status == 304
+            || (requestMethod == "CONNECT" && status < 300) {
+            framing = .none
+        } else if summary.hasTransferEncoding {
+            if summary.teChunkedCount > 1 { throw .malformed("chunked applied more than once") }
+            if summary.teLastIsChunked {
+                if summary.teCodingCount > 1 {
+                    throw .unsupportedTransferCoding(HTTP1Scan.joinedValues(fields, "transfer-encoding"))
+                }
+                framing = .chunked
+            } else {
+                framing = .untilClose
+                keepAlive = false
+            }
+        } else if let length = summary.contentLength {
+            framing = .contentLength(length)
+        } else {
+            framing = .untilClose
+            keepAlive = false
+        }
+
+        let reason = String(decoding: UnsafeRawBufferPointer(rebasing: p[reasonStart..<lineEnd]), as: UTF8.self)
+        let head = ResponseHead(status: status, reason: reason, version: version, headers: fields)
+        return ParsedResponseHead(head: head, headLength: headLength, framing: framing, keepAlive: keepAlive)
+    }
+
+    /// reason-phrase = *( HTAB / SP / VCHAR / obs-text ); obs-text need not be UTF-8.
+    private static func isValidReason(_ p: UnsafeRawBufferPointer, _ s: Int, _ e: Int) -> Bool {
+        var i = s
+        while i < e {
+            let c = p[i]
+            if (c < 0x20 && c != HTTP1Scan.htab) || c == 0x7F { return false }
+            i += 1
+        }
+        return true
+    }
+}

@@ -1,0 +1,130 @@
+/// Writes HTTP/1.x heads and chunks into byte buffers.
+///
+/// The serializer does not validate: callers pass heads that came from the strict parsers or that
+/// they built from trusted values (no CR, LF or other control bytes in names, values, targets).
+///
+/// ```swift
+/// var out: [UInt8] = []
+/// HTTPSerializer.appendResponseHead(ResponseHead(status: 200, headers: ["Content-Length": "2"]), to: &out)
+/// out += Array("ok".utf8)
+/// // "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+/// ```
+public enum HTTPSerializer {
+    /// Appends `method SP target SP version CRLF`, each field as `Name: value CRLF`, and the final CRLF.
+    ///
+    /// ```swift
+    /// var out: [UInt8] = []
+    /// HTTPSerializer.appendRequestHead(RequestHead(method: "GET", target: "/x", headers: ["Host": "a"]), to: &out)
+    /// // "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
+    /// ```
+    public static func appendRequestHead(_ head: RequestHead, to buffer: inout [UInt8]) {
+        buffer.reserveCapacity(buffer.count + head.method.utf8.count + head.target.utf8.count + 12
+            + headersSize(head.headers) + 2)
+        buffer.append(contentsOf: head.method.utf8)
+        buffer.append(0x20)
+        buffer.append(contentsOf: head.target.utf8)
+        buffer.append(0x20)
+        appendVersion(head.version, to: &buffer)
+        appendCRLF(to: &buffer)
+        appendHeaders(head.headers, to: &buffer)
+        appendCRLF(to: &buffer)
+    }
+
+    /// Appends `version SP status SP reason CRLF`, the fields and the final CRLF (the SP after the
+    /// status is written even when the reason is empty, as RFC 9112 4 requires).
+    ///
+    /// ```swift
+    /// var out: [UInt8] = []
+    /// HTTPSerializer.appendResponseHead(ResponseHead(status: 404), to: &out)
+    /// // "HTTP/1.1 404 Not Found\r\n\r\n"
+    /// ```
+    public static func appendResponseHead(_ head: ResponseHead, to buffer: inout [UInt8]) {
+        buffer.reserveCapacity(buffer.count + 14 + head.reason.utf8.count + headersSize(head.headers) + 2)
+        appendVersion(head.version, to: &buffer)
+        buffer.append(0x20)
+        if (100...999).contains(head.status) {
+            let s = head.status
+            buffer.append(UInt8(truncatingIfNeeded: 0x30 + s / 100))
+            buffer.append(UInt8(truncatingIfNeeded: 0x30 + s / 10 % 10))
+            buffer.append(UInt8(truncatingIfNeeded: 0x30 + s % 10))
+        } else {
+            buffer.append(contentsOf: String(head.status).utf8)
+        }
+        buffer.append(0x20)
+        buffer.append(contentsOf: head.reason.utf8)
+        appendCRLF(to: &buffer)
+        appendHeaders(head.headers, to: &buffer)
+        appendCRLF(to: &buffer)
+    }
+
+    /// Appends one chunk: lowercase hex size, CRLF, the data, CRLF. Appends nothing for empty input
+    /// (an empty chunk would end the body).
+    ///
+    /// ```swift
+    /// var out: [UInt8] = []
+    /// let data = Array("hello".utf8)
+    /// data.withUnsafeBytes { HTTPSerializer.appendChunk($0, to: &out) }
+    /// // "5\r\nhello\r\n"
+    /// ```
+    public static func appendChunk(_ bytes: UnsafeRawBufferPointer, to buffer: inout [UInt8]) {
+        let count = bytes.count
+        guard count > 0 else { return }
+        var digits = 0
+        var v = count
+        while v > 0 { digits += 1; v >>= 4 }
+        buffer.reserveCapacity(buffer.count + digits + 4 + count)
+        var shift = (digits - 1) * 4
+        while shift >= 0 {
+            let d = UInt8(truncatingIfNeeded: (count >> shift) & 0xF)
+            buffer.append(d < 10 ? 0x30 + d : 0x61 + d - 10)
+            shift -= 4
+        }
+        appendCRLF(to: &buffer)
+        buffer.append(contentsOf: bytes)
+        appendCRLF(to: &buffer)
+    }
+
+    /// Appends the last chunk with an empty trailer section: `0\r\n\r\n`.
+    ///
+    /// ```swift
+    /// var out: [UInt8] = []
+    /// HTTPSerializer.appendLastChunk(to: &out)  // "0\r\n\r\n"
+    /// ```
+    public static func appendLastChunk(to buffer: inout [UInt8]) {
+        buffer.append(contentsOf: [0x30, 0x0D, 0x0A, 0x0D, 0x0A] as [UInt8])
+    }
+
+    @inline(__always)
+    private static func appendCRLF(to buffer: inout [UInt8]) {
+        buffer.append(0x0D)
+        buffer.append(0x0A)
+    }
+
+    @inline(__always)
+    private static func appendVersion(_ version: HTTPWireVersion, to buffer: inout [UInt8]) {
+        if (0...9).contains(version.major) && (0...9).contains(version.minor) {
+            buffer.append(contentsOf: [0x48, 0x54, 0x54, 0x50, 0x2F] as [UInt8])  // "HTTP/"
+            buffer.append(UInt8(truncatingIfNeeded: 0x30 + version.major))
+            buffer.append(0x2E)
+            buffer.append(UInt8(truncatingIfNeeded: 0x30 + version.minor))
+        } else {
+            buffer.append(contentsOf: version.description.utf8)
+        }
+    }
+
+    private static func headersSize(_ headers: HeaderFields) -> Int {
+        var total = 0
+        for field in headers.fields { total += field.name.utf8.count + field.value.utf8.count + 4 }
+        return total
+    }
+
+    private static func appendHeaders(_ headers: HeaderFields, to buffer: inout [UInt8]) {
+        for field in headers.fields {
+            buffer.append(contentsOf: field.name.utf8)
+            buffer.append(0x3A)
+            buffer.append(0x20)
+            buffer.append(contentsOf: field.value.utf8)
+            appendCRLF(to: &buffer)
+        }
+    }
+}

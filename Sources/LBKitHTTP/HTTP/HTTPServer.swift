@@ -1,0 +1,144 @@
+import LBKitPolicy
+internal import CLBKitShim
+import Glibc
+import Synchronization
+
+/// Our HTTP/1.1 server: one listener, connections spread over an ``LBEventLoopGroup``, each served by a
+/// task pinned to its loop that calls an async ``HTTPHandler``.
+///
+/// Keep-alive, pipelining (answered in order), HTTP/1.0 and 1.1, Content-Length and chunked request
+/// bodies, `Expect: 100-continue`, strict parsing with limits (431/413/400/501/505), header and idle
+/// timeouts, and graceful shutdown.
+///
+/// ```swift
+/// let group = try LBEventLoopGroup()
+/// let server = HTTP1Server(configuration: .init(host: "127.0.0.1", port: 8080), group: group,
+///                         handler: ClosureHandler { _, _ in .json(status: 200, "{\"ok\":true}") })
+/// try server.start()
+/// // ...
+/// await server.shutdown(timeout: .seconds(10))
+/// ```
+public final class HTTP1Server: Sendable {
+    /// The configuration the server was created with.
+    public let configuration: HTTP1ServerConfiguration
+    /// The loops connections are spread over.
+    public let group: LBEventLoopGroup
+    let handler: any HTTPHandler
+
+    private let listener = Mutex<Socket?>(nil)
+    private let connections = Mutex<ConnectionTable>(ConnectionTable())
+    private let draining = Atomic<Bool>(false)
+    private let acceptTask = Mutex<Task<Void, Never>?>(nil)
+
+    /// Creates a server; call ``start()`` to listen.
+    public init(configuration: HTTP1ServerConfiguration, group: LBEventLoopGroup, handler: some HTTPHandler) {
+        self.configuration = configuration
+        self.group = group
+        self.handler = handler
+    }
+
+    /// Binds and starts accepting. Throws when the address cannot be bound (e.g. port in use).
+    @discardableResult
+    public func start() throws(HTTPServerError) -> IPSocketAddress {
+        let address: IPSocketAddress
+        do {
+            address = try IPSocketAddress(host: configuration.host, port: configuration.port)
+        } catch {
+            throw .invalidAddress("\(configuration.host):\(configuration.port): \(error)")
+        }
+        let loop = group.loops[0]
+        let socket: Socket
+        do {
+            socket = try Socket.listen(on: address, loop: loop)
+        } catch {
+            if case .system(_, let code) = error, code == EADDRINUSE {
+                throw .addressInUse(address.description)
+            }
+            throw .bindFailed(address.description, error)
+        }
+        listener.withLock { $0 = socket }
+        let task = Task(executorPreference: loop) { await self.acceptLoop(socket) }
+        acceptTask.withLock { $0 = task }
+        return socket.localAddress ?? address
+    }
+
+    /// The bound address (after ``start()``).
+    public var localAddress: IPSocketAddress? { listener.withLock { $0 }?.localAddress }
+
+    /// Number of open client connections.
+    public var connectionCount: Int { connections.withLock { $0.count } }
+
+    /// Whether ``shutdown(timeout:)`` has begun.
+    public var isDraining: Bool { draining.load(ordering: .relaxed) }
+
+    /// Graceful shutdown: stop accepting, close idle keep-alive connections, let in-flight requests
+    /// finish (their responses carry `Connection: close`), and force-close what is left after `timeout`.
+    public func shutdown(timeout: Duration = .seconds(10)) async {
+        draining.store(true, ordering: .relaxed)
+        if let socket = listener.withLock({ $0 }) {
+            socket.interruptIdle()
+            socket.close()
+        }
+        await acceptTask.withLock { $0 }?.value
+        for socket in connections.withLock({ $0.all }) { socket.interruptIdle() }
+        let deadline = lbk_monotonic_ns() &+ UInt64(max(0, timeout.nanosecondsClamped))
+        while connectionCount > 0 && lbk_monotonic_ns() < deadline {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        for socket in connections.withLock({ $0.all }) { socket.close() }
+    }
+
+    private func acceptLoop(_ socket: Socket) async {
+        while !draining.load(ordering: .relaxed) {
+            let accepted: (fd: Int32, peer: IPSocketAddress?)
+            do {
+                accepted = try await socket.accept()
+            } catch {
+                if error == .shutdown || error == .closed { return }
+                continue
+            }
+            let loop = group.next()
+            let fd = accepted.fd, peer = accepted.peer
+            let localPort = configuration.port == 0 ? (socket.localAddress?.port ?? 0) : configuration.port
+            Task(executorPreference: loop) {
+                guard let client = try? Socket.adopt(fd: fd, loop: loop) else { return }
+                self.connections.withLock { $0.insert(client) }
+                if self.draining.load(ordering: .relaxed) { client.interruptIdle() }
+                let connection = HTTP1ServerConnection(
+                    socket: client, server: self,
+                    context: LBRequestContext(peer: peer, localPort: localPort, eventLoop: loop))
+                await connection.run()
+                client.close()
+                self.connections.withLock { $0.remove(client) }
+            }
+        }
+    }
+}
+
+
+/// Open client connections, for graceful shutdown.
+struct ConnectionTable {
+    private var sockets: [ObjectIdentifier: Socket] = [:]
+    var count: Int { sockets.count }
+    var all: [Socket] { Array(sockets.values) }
+    mutating func insert(_ s: Socket) { sockets[ObjectIdentifier(s)] = s }
+    mutating func remove(_ s: Socket) { sockets[ObjectIdentifier(s)] = nil }
+}
+
+/// Why a server could not start.
+public enum HTTPServerError: Error, Sendable, CustomStringConvertible {
+    /// Another process listens on the address.
+    case addressInUse(String)
+    /// The host or port is not valid.
+    case invalidAddress(String)
+    /// bind/listen failed for another reason.
+    case bindFailed(String, SocketError)
+
+    public var description: String {
+        switch self {
+        case .addressInUse(let a): "address \(a) is already in use"
+        case .invalidAddress(let a): "invalid listen address \(a)"
+        case .bindFailed(let a, let e): "cannot listen on \(a): \(e)"
+        }
+    }
+}

@@ -1,0 +1,203 @@
+/// An HTTP/1.x protocol version.
+public struct HTTPWireVersion: Hashable, Sendable, CustomStringConvertible {
+    /// The major version (1).
+    public var major: Int
+    /// The minor version (0 or 1).
+    public var minor: Int
+
+    /// Creates a version.
+    public init(major: Int, minor: Int) {
+        self.major = major
+        self.minor = minor
+    }
+
+    /// HTTP/1.0.
+    public static let http1_0 = HTTPWireVersion(major: 1, minor: 0)
+    /// HTTP/1.1.
+    public static let http1_1 = HTTPWireVersion(major: 1, minor: 1)
+
+    /// `HTTP/1.1`.
+    public var description: String { "HTTP/\(major).\(minor)" }
+}
+
+/// An ordered list of header fields with case-insensitive name look-up.
+///
+/// Field order and name spelling are preserved, so a proxy forwards headers as it received them.
+///
+/// ```swift
+/// var headers = HeaderFields()
+/// headers.add(name: "Content-Type", value: "application/json")
+/// headers.first(name: "content-type")  // "application/json"
+/// ```
+public struct HeaderFields: Sendable, Sequence, ExpressibleByDictionaryLiteral, CustomStringConvertible {
+    /// The fields in wire order.
+    public private(set) var fields: [(name: String, value: String)]
+
+    /// An empty header list.
+    public init() { fields = [] }
+
+    /// A header list holding `fields` in order.
+    public init(_ fields: [(String, String)]) { self.fields = fields.map { (name: $0.0, value: $0.1) } }
+
+    /// A header list from a literal, e.g. `["Content-Type": "text/plain"]`.
+    public init(dictionaryLiteral elements: (String, String)...) { self.init(elements) }
+
+    /// The number of fields.
+    public var count: Int { fields.count }
+
+    /// Appends a field.
+    public mutating func add(name: String, value: String) { fields.append((name: name, value: value)) }
+
+    /// Removes every field named `name` and appends one with `value`.
+    public mutating func replaceOrAdd(name: String, value: String) {
+        remove(name: name)
+        add(name: name, value: value)
+    }
+
+    /// Removes every field named `name` (case-insensitive).
+    public mutating func remove(name: String) {
+        fields.removeAll { Self.namesEqual($0.name, name) }
+    }
+
+    /// Removes the fields for which `shouldRemove` returns true.
+    public mutating func removeAll(where shouldRemove: (_ name: String, _ value: String) -> Bool) {
+        fields.removeAll { shouldRemove($0.name, $0.value) }
+    }
+
+    /// The value of the first field named `name`, or nil.
+    public func first(name: String) -> String? {
+        for field in fields where Self.namesEqual(field.name, name) { return field.value }
+        return nil
+    }
+
+    /// The values of every field named `name`, in order.
+    public subscript(name: String) -> [String] {
+        fields.compactMap { Self.namesEqual($0.name, name) ? $0.value : nil }
+    }
+
+    /// Whether a field named `name` is present.
+    public func contains(name: String) -> Bool { first(name: name) != nil }
+
+    /// Iterates the fields in wire order.
+    public func makeIterator() -> IndexingIterator<[(name: String, value: String)]> { fields.makeIterator() }
+
+    public var description: String { fields.map { "\($0.name): \($0.value)" }.joined(separator: "\n") }
+
+    /// ASCII case-insensitive comparison of two field names.
+    ///
+    /// Hot path (header rewriting runs it several times per header): compares lengths first (O(1)
+    /// for native strings), then bytes, folding only ASCII letters.
+    @inlinable
+    public static func namesEqual(_ a: String, _ b: String) -> Bool {
+        guard a.utf8.count == b.utf8.count else { return false }
+        return a.utf8.elementsEqual(b.utf8) { x, y in
+            x == y || (x | 0x20 == y | 0x20 && (x | 0x20) >= 0x61 && (x | 0x20) <= 0x7A)
+        }
+    }
+}
+
+/// The request line and header fields of an HTTP/1.x request.
+public struct RequestHead: Sendable {
+    /// The method token as received, e.g. `GET`.
+    public var method: String
+    /// The request target as received, e.g. `/users?id=7` (origin-form) or an absolute URI.
+    public var target: String
+    /// The protocol version.
+    public var version: HTTPWireVersion
+    /// The header fields.
+    public var headers: HeaderFields
+
+    /// Creates a request head.
+    public init(method: String, target: String, version: HTTPWireVersion = .http1_1, headers: HeaderFields = HeaderFields()) {
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+    }
+
+    /// The path part of the target (before `?`).
+    public var path: Substring {
+        if let q = target.firstIndex(of: "?") { return target[..<q] }
+        return target[...]
+    }
+
+    /// The query part of the target (after `?`), or nil.
+    public var query: Substring? {
+        guard let q = target.firstIndex(of: "?") else { return nil }
+        return target[target.index(after: q)...]
+    }
+}
+
+/// The status line and header fields of an HTTP/1.x response.
+public struct ResponseHead: Sendable {
+    /// The status code, e.g. 200.
+    public var status: Int
+    /// The reason phrase, e.g. `OK` (may be empty).
+    public var reason: String
+    /// The protocol version.
+    public var version: HTTPWireVersion
+    /// The header fields.
+    public var headers: HeaderFields
+
+    /// Creates a response head; `reason` defaults to the standard phrase for `status`.
+    public init(status: Int, reason: String? = nil, version: HTTPWireVersion = .http1_1, headers: HeaderFields = HeaderFields()) {
+        self.status = status
+        self.reason = reason ?? ResponseStatus.reasonPhrase(status)
+        self.version = version
+        self.headers = headers
+    }
+}
+
+/// How the body of a message is delimited on the wire (RFC 9112 section 6).
+public enum HTTPBodyFraming: Sendable, Equatable {
+    /// No body follows the head.
+    case none
+    /// Exactly this many bytes follow.
+    case contentLength(Int)
+    /// A chunked body follows.
+    case chunked
+    /// The body runs until the peer closes the connection (responses only).
+    case untilClose
+}
+
+/// Standard status codes and reason phrases.
+public enum ResponseStatus {
+    /// The RFC 9110 reason phrase for `status` ("Unknown" for codes it does not name).
+    public static func reasonPhrase(_ status: Int) -> String {
+        switch status {
+        case 100: "Continue"
+        case 101: "Switching Protocols"
+        case 200: "OK"
+        case 201: "Created"
+        case 202: "Accepted"
+        case 204: "No Content"
+        case 206: "Partial Content"
+        case 301: "Moved Permanently"
+        case 302: "Found"
+        case 304: "Not Modified"
+        case 307: "Temporary Redirect"
+        case 308: "Permanent Redirect"
+        case 400: "Bad Request"
+        case 401: "Unauthorized"
+        case 403: "Forbidden"
+        case 404: "Not Found"
+        case 405: "Method Not Allowed"
+        case 408: "Request Timeout"
+        case 409: "Conflict"
+        case 411: "Length Required"
+        case 413: "Content Too Large"
+        case 414: "URI Too Long"
+        case 415: "Unsupported Media Type"
+        case 417: "Expectation Failed"
+        case 429: "Too Many Requests"
+        case 431: "Request Header Fields Too Large"
+        case 500: "Internal Server Error"
+        case 501: "Not Implemented"
+        case 502: "Bad Gateway"
+        case 503: "Service Unavailable"
+        case 504: "Gateway Timeout"
+        case 505: "HTTP Version Not Supported"
+        default: "Unknown"
+        }
+    }
+}

@@ -1,0 +1,361 @@
+internal import CLBKitShim
+import Glibc
+import Synchronization
+
+/// One epoll event loop on its own thread that is also a Swift `TaskExecutor`.
+///
+/// Connection tasks are started with `Task(executorPreference: loop)`, so their async code runs on
+/// the loop thread that resumed them: readiness events, the continuation resume and the handler code
+/// all happen on one thread with no hop to the global concurrent pool (see Docs/Architecture.md).
+///
+/// ```swift
+/// let loop = try LBEventLoop(name: "lb-loop-0")
+/// Task(executorPreference: loop) {
+///     // runs on the loop thread
+/// }
+/// ```
+///
+/// `@unchecked Sendable`: the mutable members are either `Mutex`/`Atomic` protected (`jobs`,
+/// `registry`, `timers`, `sleeping`, `running`) or touched only by the loop thread itself inside
+/// `run()` (`eventBuffer`, `dataBuffer`, `jobScratch`, `dispatchScratch`), which is the only thread
+/// that calls the `@inline(never)` helpers of `run()`.
+public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringConvertible {
+    /// A human-readable name, used for the thread name.
+    public let name: String
+    /// This loop's position in its group (0 for a standalone loop).
+    public let index: Int
+
+    let epollFD: Int32
+    let wakeFD: Int32
+
+    private let jobs = Mutex<[UnownedJob]>([])
+    private let sleeping = Atomic<Bool>(false)
+    private let running = Atomic<Bool>(true)
+    private let registry = Mutex<SocketRegistry>(SocketRegistry())
+    private let timers = Mutex<TimerHeap>(TimerHeap())
+    private let threadID = Mutex<pthread_t?>(nil)
+    private let finished = Mutex<Bool>(false)
+
+    // Loop-thread-only scratch space.
+    private var eventBuffer = [UInt32](repeating: 0, count: 256)
+    private var dataBuffer = [UInt64](repeating: 0, count: 256)
+    private var jobScratch: [UnownedJob] = []
+    private var dispatchScratch: [(Socket, UInt32)] = []
+    private var expiredScratch: [Socket] = []
+
+    /// Creates a loop and starts its thread.
+    public init(name: String = "lb-loop", index: Int = 0) throws(SocketError) {
+        self.name = name
+        self.index = index
+        let ep = lbk_epoll_create()
+        guard ep >= 0 else { throw SocketError.fromErrno("epoll_create1") }
+        let wake = lbk_eventfd()
+        guard wake >= 0 else {
+            let code = errno
+            Glibc.close(ep)
+            throw SocketError.fromErrno("eventfd", code)
+        }
+        epollFD = ep
+        wakeFD = wake
+        // The wake fd uses data value 0, which no socket registration ever uses (generations start at 1).
+        guard lbk_epoll_add(ep, wake, LBK_EPOLLIN | LBK_EPOLLET, 0) == 0 else {
+            let code = errno
+            Glibc.close(ep)
+            Glibc.close(wake)
+            throw SocketError.fromErrno("epoll_ctl", code)
+        }
+        try startThread()
+    }
+
+    public var description: String { "LBEventLoop(\(name))" }
+
+    /// Whether the caller runs on this loop's thread.
+    public var inEventLoop: Bool {
+        threadID.withLock { tid in
+            guard let tid else { return false }
+            return pthread_equal(tid, pthread_self()) != 0
+        }
+    }
+
+    // MARK: TaskExecutor
+
+    /// Enqueues a job to run on the loop thread (called by the Swift runtime).
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let unowned = UnownedJob(job)
+        jobs.withLock { $0.append(unowned) }
+        wakeIfSleeping()
+    }
+
+    /// Runs `body` on the loop thread soon (from any thread).
+    public func execute(_ body: @escaping @Sendable () -> Void) {
+        Task(executorPreference: self) { body() }
+    }
+
+    @inline(__always)
+    private func wakeIfSleeping() {
+        if sleeping.exchange(false, ordering: .acquiringAndReleasing) {
+            _ = lbk_eventfd_signal(wakeFD)
+        }
+    }
+
+    // MARK: Sockets
+
+    /// Registers `socket` for edge-triggered readiness events on this loop.
+    func register(_ socket: Socket) throws(SocketError) {
+        let generation = registry.withLock { $0.insert(socket) }
+        socket.setGeneration(generation)
+        let data = (UInt64(generation) << 32) | UInt64(UInt32(bitPattern: socket.fd))
+        let events = LBK_EPOLLIN | LBK_EPOLLOUT | LBK_EPOLLRDHUP | LBK_EPOLLET
+        if lbk_epoll_add(epollFD, socket.fd, events, data) != 0 {
+            let code = errno
+            registry.withLock { $0.remove(fd: socket.fd, generation: generation) }
+            throw SocketError.fromErrno("epoll_ctl", code)
+        }
+    }
+
+    /// Forgets `socket`: no more events are delivered for it. Call before closing its fd.
+    func deregister(_ socket: Socket) {
+        _ = lbk_epoll_del(epollFD, socket.fd)
+        registry.withLock { $0.remove(fd: socket.fd, generation: socket.generation) }
+    }
+
+    /// Number of registered sockets (for stats and tests).
+    public var registeredSocketCount: Int { registry.withLock { $0.count } }
+
+    // MARK: Timers
+
+    /// Arranges for `socket.timerFired` to run on the loop at or after `deadline` (monotonic ns).
+    func armTimer(for socket: Socket, at deadline: UInt64) {
+        let becameEarliest = timers.withLock { heap -> Bool in
+            let previous = heap.peekDeadline ?? .max
+            heap.push(TimerEntry(deadline: deadline, socket: socket))
+            return deadline < previous
+        }
+        if becameEarliest && !inEventLoop { _ = lbk_eventfd_signal(wakeFD) }
+    }
+
+    // MARK: Lifecycle
+
+    /// Stops the loop after its current iteration. Pending jobs are run first.
+    public func shutdown() {
+        running.store(false, ordering: .releasing)
+        _ = lbk_eventfd_signal(wakeFD)
+    }
+
+    /// Blocks the calling thread until the loop thread has exited (after `shutdown()`).
+    public func waitUntilStopped() {
+        var tid: pthread_t? = threadID.withLock { $0 }
+        if let t = tid {
+            pthread_join(t, nil)
+            tid = nil
+        }
+    }
+
+    private func startThread() throws(SocketError) {
+        let box = Unmanaged.passRetained(self).toOpaque()
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { arg in
+            guard let arg else { return nil }
+            let loop = Unmanaged<LBEventLoop>.fromOpaque(arg).takeRetainedValue()
+            loop.threadMain()
+            return nil
+        }, box)
+        guard rc == 0 else {
+            Unmanaged<LBEventLoop>.fromOpaque(box).release()
+            throw SocketError.fromErrno("pthread_create", rc)
+        }
+        threadID.withLock { $0 = tid }
+    }
+
+    private func threadMain() {
+        threadID.withLock { $0 = pthread_self() }
+        let shortName = String(name.prefix(15))
+        _ = lbk_set_thread_name(shortName)
+        run()
+        finished.withLock { $0 = true }
+    }
+
+    private func run() {
+        while running.load(ordering: .acquiring) {
+            drainJobs()
+            let timeout = nextTimeout()
+            let n = waitForEvents(timeout: timeout)
+            if n > 0 { dispatchEvents(count: n) }
+            fireTimers()
+        }
+        drainJobs()
+    }
+
+    /// Runs every queued job; jobs enqueued while running are picked up by the next pass.
+    /// Kept out of `run()` on purpose: an inner drain loop in the event-loop body made the
+    /// Swift 6.3.1 optimizer hang (LICM), see Docs/Architecture.md.
+    @inline(never)
+    private func drainJobs() {
+        var rounds = 0
+        while rounds < 64 {
+            jobs.withLock { queue in swap(&queue, &jobScratch) }
+            if jobScratch.isEmpty { return }
+            let executor = asUnownedTaskExecutor()
+            for job in jobScratch { job.runSynchronously(on: executor) }
+            jobScratch.removeAll(keepingCapacity: true)
+            rounds += 1
+        }
+    }
+
+    /// The epoll timeout in ms: 0 when jobs are pending, else until the next timer, else -1.
+    @inline(never)
+    private func nextTimeout() -> Int32 {
+        let next = timers.withLock { $0.peekDeadline }
+        var timeout: Int32 = -1
+        if let next {
+            let now = lbk_monotonic_ns()
+            if next <= now { return 0 }
+            let ms = (next - now + 999_999) / 1_000_000
+            timeout = Int32(clamping: ms)
+        }
+        sleeping.store(true, ordering: .releasing)
+        let pending = jobs.withLock { !$0.isEmpty }
+        if pending || !running.load(ordering: .acquiring) {
+            sleeping.store(false, ordering: .releasing)
+            return 0
+        }
+        return timeout
+    }
+
+    @inline(never)
+    private func waitForEvents(timeout: Int32) -> Int {
+        let n = eventBuffer.withUnsafeMutableBufferPointer { ev in
+            dataBuffer.withUnsafeMutableBufferPointer { data in
+                lbk_epoll_wait(epollFD, ev.baseAddress, data.baseAddress, Int32(ev.count), timeout)
+            }
+        }
+        sleeping.store(false, ordering: .releasing)
+        return Int(max(n, 0))
+    }
+
+    @inline(never)
+    private func dispatchEvents(count: Int) {
+        registry.withLock { reg in
+            for i in 0..<count {
+                let data = dataBuffer[i]
+                if data == 0 { continue }
+                let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: data))
+                let generation = UInt32(truncatingIfNeeded: data >> 32)
+                if let socket = reg.lookup(fd: fd, generation: generation) {
+                    dispatchScratch.append((socket, eventBuffer[i]))
+                }
+            }
+        }
+        for i in 0..<count where dataBuffer[i] == 0 {
+            _ = lbk_eventfd_drain(wakeFD)
+            break
+        }
+        for (socket, events) in dispatchScratch { socket.handleEvents(events) }
+        dispatchScratch.removeAll(keepingCapacity: true)
+    }
+
+    @inline(never)
+    private func fireTimers() {
+        let now = lbk_monotonic_ns()
+        let live = registryCountUnlocked
+        timers.withLock { heap in
+            while let top = heap.peekDeadline, top <= now, let entry = heap.pop() {
+                expiredScratch.append(entry.socket)
+            }
+            // Closed sockets leave entries behind; rebuild when they dominate.
+            if heap.count > 4096 && heap.count > 4 * max(live, 1) {
+                heap.removeAll { $0.socket.isClosed }
+            }
+        }
+        for socket in expiredScratch { socket.timerFired(now: now) }
+        expiredScratch.removeAll(keepingCapacity: true)
+    }
+
+    private var registryCountUnlocked: Int { registry.withLock { $0.count } }
+
+    deinit {
+        Glibc.close(epollFD)
+        Glibc.close(wakeFD)
+    }
+}
+
+/// fd-indexed table of registered sockets with a generation per registration, so an event for an
+/// fd that was closed (and possibly reused) in the same epoll batch is recognised and dropped.
+struct SocketRegistry {
+    private var slots: [(generation: UInt32, socket: Socket?)] = []
+    private var nextGeneration: UInt32 = 1
+    private(set) var count = 0
+
+    mutating func insert(_ socket: Socket) -> UInt32 {
+        let fd = Int(socket.fd)
+        if fd >= slots.count {
+            let empty: (generation: UInt32, socket: Socket?) = (0, nil)
+            slots.append(contentsOf: repeatElement(empty, count: fd + 1 - slots.count + 64))
+        }
+        let generation = nextGeneration
+        nextGeneration = nextGeneration == .max ? 1 : nextGeneration + 1
+        if slots[fd].socket == nil { count += 1 }
+        slots[fd] = (generation, socket)
+        return generation
+    }
+
+    mutating func remove(fd: Int32, generation: UInt32) {
+        let i = Int(fd)
+        guard i >= 0, i < slots.count, slots[i].generation == generation, slots[i].socket != nil else { return }
+        slots[i] = (0, nil)
+        count -= 1
+    }
+
+    func lookup(fd: Int32, generation: UInt32) -> Socket? {
+        let i = Int(fd)
+        guard i >= 0, i < slots.count, slots[i].generation == generation else { return nil }
+        return slots[i].socket
+    }
+}
+
+struct TimerEntry {
+    var deadline: UInt64
+    var socket: Socket
+}
+
+/// A binary min-heap of socket deadlines.
+struct TimerHeap {
+    private var entries: [TimerEntry] = []
+
+    var count: Int { entries.count }
+    var peekDeadline: UInt64? { entries.first?.deadline }
+
+    mutating func push(_ entry: TimerEntry) {
+        entries.append(entry)
+        var child = entries.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            if entries[parent].deadline <= entries[child].deadline { break }
+            entries.swapAt(parent, child)
+            child = parent
+        }
+    }
+
+    mutating func pop() -> TimerEntry? {
+        guard !entries.isEmpty else { return nil }
+        entries.swapAt(0, entries.count - 1)
+        let top = entries.removeLast()
+        var parent = 0
+        while true {
+            let left = 2 * parent + 1, right = left + 1
+            var smallest = parent
+            if left < entries.count && entries[left].deadline < entries[smallest].deadline { smallest = left }
+            if right < entries.count && entries[right].deadline < entries[smallest].deadline { smallest = right }
+            if smallest == parent { break }
+            entries.swapAt(parent, smallest)
+            parent = smallest
+        }
+        return top
+    }
+
+    mutating func removeAll(where predicate: (TimerEntry) -> Bool) {
+        let kept = entries.filter { !predicate($0) }
+        entries = []
+        for e in kept { push(e) }
+    }
+}

@@ -1,0 +1,398 @@
+internal import CLBKitShim
+import Glibc
+import Synchronization
+
+/// A non-blocking TCP socket registered with one ``LBEventLoop``, with async read, write, accept and
+/// connect that suspend on edge-triggered readiness instead of blocking a thread.
+///
+/// Readiness bridging: the loop sets a `readable`/`writable` flag and resumes a stored continuation
+/// under the same mutex, so there is no lost wake-up, no epoll_ctl per request and no speculative
+/// EAGAIN read before suspending (after a short read the socket is known to be drained).
+///
+/// Each socket is used by one task at a time (its connection task); the loop thread only flips flags
+/// and resumes continuations.
+public final class Socket: Sendable, CustomStringConvertible {
+    /// The file descriptor (valid until ``close()``).
+    public let fd: Int32
+    /// The loop that delivers this socket's events.
+    public let loop: LBEventLoop
+
+    private let registration = Atomic<UInt32>(0)
+    private let state: Mutex<IOState>
+
+    enum WaitResult: Sendable { case ready, timedOut, closed, shutdown }
+
+    struct IOState {
+        var readable = true
+        var writable = true
+        var drained = false
+        /// The peer half-closed or the socket errored (RDHUP/HUP/ERR seen). Sticky: epoll reports it
+        /// once (edge-triggered), possibly in the same edge as the last data, so a short read must
+        /// not be taken as "nothing more to read" afterwards: the EOF/error is still to be read.
+        var peerClosed = false
+        var readWaiter: UnsafeContinuation<WaitResult, Never>?
+        var writeWaiter: UnsafeContinuation<WaitResult, Never>?
+        /// Deadline (monotonic ns) of the current wait; .max = none.
+        var deadline: UInt64 = .max
+        /// Deadline of the heap entry currently armed for this socket; .max = none.
+        var armedAt: UInt64 = .max
+        /// Whether the current read wait is an idle wait that shutdown may interrupt.
+        var idleWait = false
+        var shutdownRequested = false
+        var closed = false
+    }
+
+    init(fd: Int32, loop: LBEventLoop, writable: Bool = true) {
+        self.fd = fd
+        self.loop = loop
+        var s = IOState()
+        s.writable = writable
+        state = Mutex(s)
+    }
+
+    var generation: UInt32 { registration.load(ordering: .relaxed) }
+    func setGeneration(_ g: UInt32) { registration.store(g, ordering: .relaxed) }
+
+    /// Whether ``close()`` was called.
+    public var isClosed: Bool { state.withLock { $0.closed } }
+
+    public var description: String { "Socket(fd: \(fd))" }
+
+    // MARK: Creation
+
+    /// Wraps an already-connected non-blocking fd and registers it with `loop`.
+    static func adopt(fd: Int32, loop: LBEventLoop) throws(SocketError) -> Socket {
+        let socket = Socket(fd: fd, loop: loop)
+        do {
+            try loop.register(socket)
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+        return socket
+    }
+
+    /// Opens a listening socket bound to `address` (SO_REUSEADDR, backlog 1024) on `loop`.
+    public static func listen(on address: IPSocketAddress, loop: LBEventLoop, backlog: Int32 = 1024) throws(SocketError) -> Socket {
+        let fd = lbk_socket_stream(address.family)
+        guard fd >= 0 else { throw SocketError.fromErrno("socket") }
+        _ = lbk_setsockopt_int(fd, lbk_SOL_SOCKET, lbk_SO_REUSEADDR, 1)
+        let rc = address.withSockAddr { Glibc.bind(fd, $0, $1) }
+        guard rc == 0 else {
+            let code = errno
+            Glibc.close(fd)
+            throw SocketError.fromErrno("bind", code)
+        }
+        guard Glibc.listen(fd, backlog) == 0 else {
+            let code = errno
+            Glibc.close(fd)
+            throw SocketError.fromErrno("listen", code)
+        }
+        return try adopt(fd: fd, loop: loop)
+    }
+
+    /// Connects to `address`, suspending until connected or `deadline` (monotonic ns) passes.
+    public static func connect(to address: IPSocketAddress, loop: LBEventLoop, deadline: UInt64) async throws(SocketError) -> Socket {
+        let fd = lbk_socket_stream(address.family)
+        guard fd >= 0 else { throw SocketError.fromErrno("socket") }
+        _ = lbk_setsockopt_int(fd, lbk_IPPROTO_TCP, lbk_TCP_NODELAY, 1)
+        let rc = address.withSockAddr { Glibc.connect(fd, $0, $1) }
+        if rc == 0 {
+            return try adopt(fd: fd, loop: loop)
+        }
+        let code = errno
+        guard code == EINPROGRESS else {
+            Glibc.close(fd)
+            throw SocketError.fromErrno("connect", code)
+        }
+        let socket = Socket(fd: fd, loop: loop, writable: false)
+        do {
+            try loop.register(socket)
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+        switch await socket.wait(forRead: false, deadline: deadline, idle: false) {
+        case .ready: break
+        case .timedOut:
+            socket.close()
+            throw .timedOut
+        case .closed, .shutdown:
+            socket.close()
+            throw .closed
+        }
+        let soError = lbk_socket_error(fd)
+        if soError != 0 {
+            socket.close()
+            throw SocketError.fromErrno("connect", soError < 0 ? errno : soError)
+        }
+        return socket
+    }
+
+    /// The local address (for a listener bound to port 0: which port it got).
+    public var localAddress: IPSocketAddress? {
+        var storage = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
+        guard rc == 0 else { return nil }
+        return withUnsafeBytes(of: &storage) { raw in raw.baseAddress.flatMap { IPSocketAddress(raw: $0) } }
+    }
+
+    // MARK: Accept
+
+    /// Accepts one connection: the new connected fd (non-blocking) and the peer's address.
+    /// Suspends while none is pending. Throws ``SocketError/shutdown`` after ``interrupt()``.
+    public func accept() async throws(SocketError) -> (fd: Int32, peer: IPSocketAddress?) {
+        while true {
+            if prepareRead() {
+                var storage = sockaddr_storage()
+                var len = UInt32(MemoryLayout<sockaddr_storage>.size)
+                let newFD = withUnsafeMutableBytes(of: &storage) { raw in lbk_accept(fd, raw.baseAddress, &len) }
+                if newFD >= 0 {
+                    _ = lbk_setsockopt_int(newFD, lbk_IPPROTO_TCP, lbk_TCP_NODELAY, 1)
+                    let peer = withUnsafeBytes(of: &storage) { raw in raw.baseAddress.flatMap { IPSocketAddress(raw: $0) } }
+                    return (newFD, peer)
+                }
+                let code = errno
+                switch code {
+                case EAGAIN, EWOULDBLOCK: markDrained()
+                case EINTR, ECONNABORTED, EPROTO: continue
+                case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                    // Out of descriptors: back off briefly instead of spinning.
+                    try? await Task.sleep(for: .milliseconds(50))
+                    continue
+                default: throw SocketError.fromErrno("accept", code)
+                }
+            }
+            switch await wait(forRead: true, deadline: .max, idle: true) {
+            case .ready: continue
+            case .timedOut: throw .timedOut
+            case .closed: throw .closed
+            case .shutdown: throw .shutdown
+            }
+        }
+    }
+
+    // MARK: Read
+
+    /// Reads available bytes into `buffer`, suspending until some arrive.
+    ///
+    /// - Parameters:
+    ///   - deadline: monotonic ns after which the wait fails with ``SocketError/timedOut``.
+    ///   - idle: marks the wait as an idle keep-alive wait that graceful shutdown may interrupt
+    ///     (then it throws ``SocketError/shutdown``).
+    /// - Returns: the number of bytes read; 0 means the peer closed its side (EOF).
+    public func read(into buffer: inout InboundBuffer, deadline: UInt64, idle: Bool = false, chunk: Int = 16 * 1024) async throws(SocketError) -> Int {
+        while true {
+            if prepareRead() {
+                var code: Int32 = 0
+                var requested = 0
+                let n = buffer.writeWithUnsafeMutableBytes(minimumWritable: chunk) { space in
+                    requested = space.count
+                    let r = Glibc.read(fd, space.baseAddress, space.count)
+                    if r < 0 { code = errno }
+                    return max(r, 0)
+                }
+                if n > 0 {
+                    if n < requested { markDrained() }
+                    return n
+                }
+                if code == 0 { return 0 }
+                switch code {
+                case EAGAIN, EWOULDBLOCK: markDrained()
+                case EINTR: continue
+                default: throw SocketError.fromErrno("read", code)
+                }
+            }
+            switch await wait(forRead: true, deadline: deadline, idle: idle) {
+            case .ready: continue
+            case .timedOut: throw .timedOut
+            case .closed: throw .closed
+            case .shutdown: throw .shutdown
+            }
+        }
+    }
+
+    /// Whether a readiness event arrived since the last read attempt (each read clears the flag
+    /// first). For pooled-connection staleness checks: an idle pooled upstream connection that became
+    /// readable was closed by the backend or received unsolicited bytes.
+    public var hasPendingReadEvent: Bool { state.withLock { $0.readable || $0.peerClosed } }
+
+    /// Returns true when a read syscall should be attempted now; clears the readable flag first so
+    /// that an event arriving during the syscall is not lost.
+    @inline(__always)
+    private func prepareRead() -> Bool {
+        state.withLock { s in
+            if s.drained && !s.readable && !s.peerClosed { return false }
+            s.readable = false
+            s.drained = false
+            return true
+        }
+    }
+
+    @inline(__always)
+    private func markDrained() {
+        state.withLock { $0.drained = true }
+    }
+
+    // MARK: Write
+
+    /// Writes all of `bytes`, suspending while the socket's send buffer is full.
+    ///
+    /// The bytes are borrowed only for each synchronous `send` attempt, never across a suspension.
+    public func write(_ bytes: [UInt8], deadline: UInt64) async throws(SocketError) {
+        var offset = 0
+        var retryAfterClear = false
+        while offset < bytes.count {
+            let (sent, code) = bytes.withUnsafeBytes { raw -> (Int, Int32) in
+                let r = send(fd, raw.baseAddress.map { $0 + offset }, raw.count - offset, lbk_MSG_NOSIGNAL)
+                return (r, r < 0 ? errno : 0)
+            }
+            if sent > 0 {
+                offset += sent
+                retryAfterClear = false
+                continue
+            }
+            switch sent < 0 ? code : EAGAIN {
+            case EINTR: continue
+            case EAGAIN, EWOULDBLOCK:
+                if !retryAfterClear {
+                    // Clear the flag, then try once more: an EPOLLOUT edge after this point sets it again.
+                    state.withLock { $0.writable = false }
+                    retryAfterClear = true
+                    continue
+                }
+                retryAfterClear = false
+                switch await wait(forRead: false, deadline: deadline, idle: false) {
+                case .ready: continue
+                case .timedOut: throw .timedOut
+                case .closed: throw .closed
+                case .shutdown: throw .shutdown
+                }
+            default: throw SocketError.fromErrno("write", code)
+            }
+        }
+    }
+
+    // MARK: Waiting
+
+    func wait(forRead: Bool, deadline: UInt64, idle: Bool) async -> WaitResult {
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<WaitResult, Never>) in
+            var arm: UInt64? = nil
+            let immediate: WaitResult? = state.withLock { s in
+                if s.closed { return .closed }
+                if forRead ? (s.readable || s.peerClosed) : s.writable { return .ready }
+                if idle && s.shutdownRequested { return .shutdown }
+                if deadline != .max {
+                    if lbk_monotonic_ns() >= deadline { return .timedOut }
+                    if s.armedAt > deadline {
+                        s.armedAt = deadline
+                        arm = deadline
+                    }
+                }
+                s.deadline = deadline
+                if forRead {
+                    s.readWaiter = continuation
+                    s.idleWait = idle
+                } else {
+                    s.writeWaiter = continuation
+                }
+                return nil
+            }
+            if let immediate {
+                continuation.resume(returning: immediate)
+            } else if let arm {
+                loop.armTimer(for: self, at: arm)
+            }
+        }
+    }
+
+    /// Called by the loop with the epoll event mask.
+    func handleEvents(_ events: UInt32) {
+        let readMask = LBK_EPOLLIN | LBK_EPOLLRDHUP | LBK_EPOLLHUP | LBK_EPOLLERR
+        let writeMask = LBK_EPOLLOUT | LBK_EPOLLHUP | LBK_EPOLLERR
+        let (r, w) = state.withLock { s -> (UnsafeContinuation<WaitResult, Never>?, UnsafeContinuation<WaitResult, Never>?) in
+            var r: UnsafeContinuation<WaitResult, Never>? = nil
+            var w: UnsafeContinuation<WaitResult, Never>? = nil
+            if events & (LBK_EPOLLRDHUP | LBK_EPOLLHUP | LBK_EPOLLERR) != 0 { s.peerClosed = true }
+            if events & readMask != 0 {
+                s.readable = true
+                r = s.readWaiter
+                s.readWaiter = nil
+            }
+            if events & writeMask != 0 {
+                s.writable = true
+                w = s.writeWaiter
+                s.writeWaiter = nil
+            }
+            return (r, w)
+        }
+        r?.resume(returning: .ready)
+        w?.resume(returning: .ready)
+    }
+
+    /// Called by the loop when an armed deadline passes.
+    func timerFired(now: UInt64) {
+        var rearm: UInt64? = nil
+        let (r, w) = state.withLock { s -> (UnsafeContinuation<WaitResult, Never>?, UnsafeContinuation<WaitResult, Never>?) in
+            s.armedAt = .max
+            guard s.readWaiter != nil || s.writeWaiter != nil else { return (nil, nil) }
+            if s.deadline <= now {
+                let r = s.readWaiter, w = s.writeWaiter
+                s.readWaiter = nil
+                s.writeWaiter = nil
+                return (r, w)
+            }
+            if s.deadline != .max {
+                s.armedAt = s.deadline
+                rearm = s.deadline
+            }
+            return (nil, nil)
+        }
+        r?.resume(returning: .timedOut)
+        w?.resume(returning: .timedOut)
+        if let rearm { loop.armTimer(for: self, at: rearm) }
+    }
+
+    /// Graceful shutdown: an idle read wait (now or later) ends with ``SocketError/shutdown``.
+    public func interruptIdle() {
+        let waiter = state.withLock { s -> UnsafeContinuation<WaitResult, Never>? in
+            s.shutdownRequested = true
+            guard s.idleWait, let r = s.readWaiter else { return nil }
+            s.readWaiter = nil
+            return r
+        }
+        waiter?.resume(returning: .shutdown)
+    }
+
+    /// Half-closes the sending side (FIN), keeping the socket readable.
+    public func shutdownWrite() {
+        _ = Glibc.shutdown(fd, lbk_SHUT_WR)
+    }
+
+    /// Closes the socket; any waiting operation ends with ``SocketError/closed``. Idempotent.
+    public func close() {
+        let (alreadyClosed, r, w) = state.withLock { s -> (Bool, UnsafeContinuation<WaitResult, Never>?, UnsafeContinuation<WaitResult, Never>?) in
+            if s.closed { return (true, nil, nil) }
+            s.closed = true
+            let r = s.readWaiter, w = s.writeWaiter
+            s.readWaiter = nil
+            s.writeWaiter = nil
+            return (false, r, w)
+        }
+        if alreadyClosed { return }
+        loop.deregister(self)
+        Glibc.close(fd)
+        r?.resume(returning: .closed)
+        w?.resume(returning: .closed)
+    }
+
+    deinit {
+        // A registered socket is retained by its loop's registry until close(), so reaching deinit
+        // open means it was never registered (registration failed): just release the fd.
+        let open = state.withLock { !$0.closed }
+        if open && generation == 0 { Glibc.close(fd) }
+    }
+}

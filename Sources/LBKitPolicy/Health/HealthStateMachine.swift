@@ -1,0 +1,505 @@
+/// The health of one backend, as seen by ``BackendCluster``.
+public enum BackendHealthState: String, Sendable, CaseIterable, Hashable {
+    /// In service.
+    case healthy
+    /// Passively ejected: real traffic failed too often (consecutive failures or failure rate).
+    case ejected
+    /// Actively marked down: `fall` consecutive health checks failed. Not subject to the
+    /// max-ejected cap; only `rise` passing checks bring it back.
+    case down
+    /// Excluded because its latency exceeds the configured max-delay.
+    case slow
+    /// Half-open: its exclusion time is over and it gets one trial request at a time;
+    /// success re-admits it, failure excludes it again for longer.
+    case probing
+
+    /// The word used in `[HEALTH]` log lines: `HEALTHY`, `UNHEALTHY`, `SLOW` or `PROBING`.
+    public var logLabel: String {
+        switch self {
+        case .healthy: "HEALTHY"
+        case .ejected, .down: "UNHEALTHY"
+        case .slow: "SLOW"
+        case .probing: "PROBING"
+        }
+    }
+
+    /// Whether this state counts against the max-ejected-percent cap (everything but
+    /// `healthy` and the actively detected `down`).
+    public var isPassiveExclusion: Bool {
+        switch self {
+        case .ejected, .slow, .probing: true
+        case .healthy, .down: false
+        }
+    }
+}
+
+/// How an attempt on a backend failed. Every kind counts as a failure for health; a timeout
+/// also records the timeout as a latency sample.
+public enum FailureKind: String, Sendable, CaseIterable, Hashable {
+    /// The TCP connection could not be established (refused, unreachable, connect timeout).
+    case connect
+    /// The connection broke before a complete response (reset, EOF, malformed response).
+    case reset
+    /// The backend did not answer within the request timeout.
+    case timeout
+    /// The backend answered with a 5xx status.
+    case status5xx
+
+    var bit: UInt8 {
+        switch self {
+        case .connect: 1
+        case .reset: 2
+        case .timeout: 4
+        case .status5xx: 8
+        }
+    }
+
+    var phrase: String {
+        switch self {
+        case .connect: "connection failure"
+        case .reset: "connection reset"
+        case .timeout: "timeout"
+        case .status5xx: "5xx response"
+        }
+    }
+}
+
+/// One change of a backend's ``BackendHealthState``.
+public struct HealthTransition: Sendable, Equatable {
+    /// The state left.
+    public var from: BackendHealthState
+    /// The state entered.
+    public var to: BackendHealthState
+    /// Why, as it appears in parentheses in the log line.
+    public var reason: String
+    /// When.
+    public var at: MonotonicInstant
+
+    /// The log line, e.g.
+    /// `[HEALTH] Marking http://127.0.0.1:5002 as UNHEALTHY (3 consecutive connection failures)`.
+    public func logLine(url: String) -> String { logEvent(url: url).line }
+
+    /// The transition as a log event: `warning` when the backend leaves rotation, `info` when it
+    /// comes back; metadata `backend`, `state`, `reason`.
+    public func logEvent(url: String) -> LogEvent {
+        let level: LogLevel = (to == .healthy || to == .probing) ? .info : .warning
+        return LogEvent(level: level, category: .health, message: "Marking \(url) as \(to.logLabel) (\(reason))",
+                        metadata: ["backend": url, "state": to.rawValue, "reason": reason])
+    }
+}
+
+/// The thresholds a ``HealthStateMachine`` applies (see ``ClusterConfiguration`` for the
+/// meaning of each). The initialiser clamps nonsensical values instead of trapping.
+public struct HealthPolicy: Sendable, Equatable {
+    /// Consecutive failures that eject (at least 1).
+    public var maxFails: Int
+    /// Attempts in the failure-rate window (1...64).
+    public var failureRateWindow: Int
+    /// Attempts needed in the window before the rate is judged (1...window).
+    public var failureRateMinimumRequests: Int
+    /// Failure rate that ejects, in percent (1...100).
+    public var failureRateThreshold: Int
+    /// First ejection duration; the n-th consecutive one lasts n times as long.
+    public var baseEjection: Duration
+    /// Longest ejection.
+    public var maxEjection: Duration
+    /// Whether a health-check task calls ``BackendCluster/probeFinished(_:success:latency:)``.
+    public var activeChecks: Bool
+    /// Consecutive passing checks that re-admit.
+    public var rise: Int
+    /// Consecutive failing checks that mark down.
+    public var fall: Int
+    /// Latency above which a backend is excluded as slow (`nil`: never).
+    public var maxDelay: Duration?
+    /// Slow-start ramp after re-admission (`.zero`: none).
+    public var slowStart: Duration
+    /// Expected interval between health checks (for Retry-After estimates only).
+    public var activeCheckInterval: Duration
+
+    /// Creates a policy with the documented defaults (see ``ClusterConfiguration``).
+    public init(
+        maxFails: Int = 3, failureRateWindow: Int = 10, failureRateMinimumRequests: Int = 6,
+        failureRateThreshold: Int = 50, baseEjection: Duration = .seconds(5), maxEjection: Duration = .seconds(60),
+        activeChecks: Bool = false, rise: Int = 2, fall: Int = 3, maxDelay: Duration? = nil,
+        slowStart: Duration = .seconds(10), activeCheckInterval: Duration = .seconds(2)
+    ) {
+        self.maxFails = max(1, maxFails)
+        self.failureRateWindow = min(max(1, failureRateWindow), 64)
+        self.failureRateMinimumRequests = min(max(1, failureRateMinimumRequests), self.failureRateWindow)
+        self.failureRateThreshold = min(max(1, failureRateThreshold), 100)
+        self.baseEjection = max(baseEjection, .milliseconds(1))
+        self.maxEjection = max(maxEjection, self.baseEjection)
+        self.activeChecks = activeChecks
+        self.rise = max(1, rise)
+        self.fall = max(1, fall)
+        if let maxDelay, maxDelay > .zero { self.maxDelay = maxDelay } else { self.maxDelay = nil }
+        self.slowStart = max(slowStart, .zero)
+        self.activeCheckInterval = max(activeCheckInterval, .milliseconds(1))
+    }
+}
+
+/// The health of one backend: a pure state machine fed with attempt outcomes, probe results and
+/// time. It never logs; every method that may change state returns the ``HealthTransition``
+/// (at most one per call), and ``BackendCluster`` logs each exactly once.
+///
+/// Rules (defaults in parentheses):
+/// * **Passive ejection** (healthy → ejected): `maxFails` (3) consecutive failures, or a failure
+///   rate of at least `failureRateThreshold` (50%) over the last `failureRateWindow` (10)
+///   attempts once `failureRateMinimumRequests` (6) are in the window, so a backend failing every
+///   other request is caught. The n-th ejection in a row lasts `min(n x baseEjection, maxEjection)`
+///   (5 s, 10 s, ... 60 s); the count is forgiven after `maxEjection` of uninterrupted health.
+///   The caller passes `allowExclusion: false` when the max-ejected cap is reached.
+/// * **Half-open** (ejected → probing): when the ejection time is over, one trial request at a
+///   time; success → healthy, failure → ejected again, for longer.
+/// * **Active checks**: `fall` (3) failed checks in a row → down from any state (uncapped);
+///   `rise` (2) passing checks in a row → healthy from ejected, probing or down.
+/// * **Slow** (only with `maxDelay`): healthy → slow when the median of the last three latency
+///   samples exceeds `maxDelay` (two slow samples in a row suffice; one outlier never does).
+///   Back to healthy after `rise` consecutive successful samples under `0.8 x maxDelay`
+///   (hysteresis): health checks, or without active checks, trial requests once the exclusion
+///   time (as for ejection) is over.
+/// * **Slow start**: after every re-admission the backend's share ramps linearly from 10% to
+///   100% over `slowStart` (10 s).
+///
+/// ```swift
+/// let clock = ManualClock()
+/// var machine = HealthStateMachine(policy: HealthPolicy(), now: clock.now())
+/// for _ in 0..<3 {
+///     if let t = machine.attemptFinished(failure: .connect, sample: nil, recentLatency: nil, at: clock.now(), allowExclusion: true) {
+///         print(t.logLine(url: "http://127.0.0.1:5002"))  // ... UNHEALTHY (3 consecutive connection failures)
+///     }
+/// }
+/// ```
+public struct HealthStateMachine: Sendable {
+    /// The thresholds applied.
+    public let policy: HealthPolicy
+    /// The current state.
+    public private(set) var state: BackendHealthState = .healthy
+    /// Why the backend is in its state (the reason of the last transition).
+    public private(set) var reason: String = "initial state"
+    /// When the backend entered its state.
+    public private(set) var since: MonotonicInstant
+    /// How many times the backend was excluded passively (ejected or slow), in total.
+    public private(set) var ejectionCount = 0
+    /// End of the current exclusion (ejected, or slow without active checks), if any.
+    public private(set) var excludedUntil: MonotonicInstant?
+    /// Whether a half-open trial request is outstanding.
+    public private(set) var trialInFlight = false
+
+    private var multiplier = 0
+    private var exclusionDuration: Duration = .zero
+    private var consecutiveFailures = 0
+    private var streakKinds: UInt8 = 0
+    private var outcomeBits: UInt64 = 0
+    private var outcomeCount = 0
+    private var probeSuccesses = 0
+    private var probeFailures = 0
+    private var fastSamples = 0
+    private var probingForLatency = false
+    private var trialStartedAt: MonotonicInstant = .zero
+    private var recoveredAt: MonotonicInstant?
+    /// Whether passing active checks may end the current ejection. True for connectivity
+    /// ejections (refused, reset, timeouts: a passing probe is evidence the backend is back);
+    /// false for 5xx and failure-rate ejections, where `/health` answering says nothing about the
+    /// application failing (an every-other-request 500 backend would otherwise flap straight back).
+    /// Those wait for the ejection time and a successful trial request.
+    public private(set) var probesCanReadmit = true
+
+    /// Creates a healthy backend (no slow start at boot).
+    public init(policy: HealthPolicy, now: MonotonicInstant) {
+        self.policy = policy
+        self.since = now
+    }
+
+    // MARK: Queries
+
+    /// Whether the backend may receive a request now: healthy, or probing without an
+    /// outstanding trial.
+    public func isEligible(at now: MonotonicInstant) -> Bool {
+        switch state {
+        case .healthy: true
+        case .probing: !trialInFlight
+        case .ejected, .down, .slow: false
+        }
+    }
+
+    /// The slow-start factor in `0.1...1`: 1 in normal service; after a re-admission
+    /// `0.1 + 0.9 x elapsed / slowStart` until `slowStart` has elapsed.
+    public func slowStartFactor(at now: MonotonicInstant) -> Double {
+        guard state == .healthy, let recoveredAt, policy.slowStart > .zero else { return 1 }
+        let elapsed = now - recoveredAt
+        if elapsed >= policy.slowStart { return 1 }
+        if elapsed <= .zero { return 0.1 }
+        let fraction = Double(elapsed.nanosecondsClamped) / Double(policy.slowStart.nanosecondsClamped)
+        return 0.1 + 0.9 * fraction
+    }
+
+    /// The next instant at which ``tick(at:)`` may change something, if any.
+    public var nextDeadline: MonotonicInstant? {
+        switch state {
+        case .ejected, .slow: excludedUntil
+        case .probing: trialInFlight ? trialStartedAt + policy.maxEjection : nil
+        case .healthy, .down: nil
+        }
+    }
+
+    /// An estimate of how long until the backend can take requests again (zero when it can now).
+    public func timeUntilEligible(at now: MonotonicInstant) -> Duration {
+        switch state {
+        case .healthy: return .zero
+        case .probing: return trialInFlight ? .seconds(1) : .zero
+        case .ejected:
+            var wait = excludedUntil.map { $0 - now } ?? policy.maxEjection
+            if policy.activeChecks && probesCanReadmit {
+                wait = min(wait, policy.activeCheckInterval * max(1, policy.rise - probeSuccesses))
+            }
+            return max(wait, .zero)
+        case .slow:
+            if let excludedUntil { return max(excludedUntil - now, .zero) }
+            return policy.activeCheckInterval * max(1, policy.rise - fastSamples)
+        case .down:
+            return policy.activeCheckInterval * max(1, policy.rise - probeSuccesses)
+        }
+    }
+
+    // MARK: Events
+
+    /// Applies the passage of time: ends exclusions whose time is over (→ probing) and forgets a
+    /// trial request that never reported back after `maxEjection`.
+    public mutating func tick(at now: MonotonicInstant) -> HealthTransition? {
+        switch state {
+        case .ejected:
+            guard let until = excludedUntil, now >= until else { return nil }
+            return startProbing(forLatency: false, at: now)
+        case .slow:
+            guard let until = excludedUntil, now >= until else { return nil }
+            return startProbing(forLatency: true, at: now)
+        case .probing:
+            if trialInFlight && now >= trialStartedAt + policy.maxEjection { trialInFlight = false }
+            return nil
+        case .healthy, .down:
+            return nil
+        }
+    }
+
+    /// Notes that a request was sent to the backend while probing (its half-open trial).
+    public mutating func trialStarted(at now: MonotonicInstant) {
+        guard state == .probing else { return }
+        trialInFlight = true
+        trialStartedAt = now
+    }
+
+    /// Forgets a trial that was started by choosing this backend but never sent (the retry
+    /// budget or the request deadline refused the attempt), so the next request can be the trial
+    /// instead of the backend waiting out the maximum ejection time.
+    public mutating func trialAbandoned() {
+        guard state == .probing else { return }
+        trialInFlight = false
+    }
+
+    /// Feeds the outcome of a real request.
+    /// - Parameters:
+    ///   - failure: `nil` on success.
+    ///   - sample: the latency sample just recorded for the backend, if one was.
+    ///   - recentLatency: the backend's ``LatencyTracker/recentLatency`` (including `sample`).
+    ///   - allowExclusion: whether the max-ejected cap allows excluding one more backend.
+    public mutating func attemptFinished(
+        failure: FailureKind?, sample: Duration?, recentLatency: Duration?, at now: MonotonicInstant, allowExclusion: Bool
+    ) -> HealthTransition? {
+        switch state {
+        case .healthy:
+            let windowMask: UInt64 = policy.failureRateWindow == 64 ? .max : (1 << UInt64(policy.failureRateWindow)) - 1
+            outcomeBits = ((outcomeBits << 1) | (failure == nil ? 0 : 1)) & windowMask
+            outcomeCount = min(outcomeCount + 1, policy.failureRateWindow)
+            if let failure {
+                consecutiveFailures += 1
+                streakKinds |= failure.bit
+                if allowExclusion {
+                    if consecutiveFailures >= policy.maxFails {
+                        let connectivityOnly = streakKinds & FailureKind.status5xx.bit == 0
+                        return exclude(to: .ejected, reason: "\(consecutiveFailures) consecutive \(streakPhrase)", at: now,
+                                       probesReadmit: connectivityOnly)
+                    }
+                    let failures = outcomeBits.nonzeroBitCount
+                    if outcomeCount >= policy.failureRateMinimumRequests
+                        && failures * 100 >= policy.failureRateThreshold * outcomeCount {
+                        let percent = (failures * 100 + outcomeCount / 2) / outcomeCount
+                        return exclude(to: .ejected, reason: "failure rate \(percent)% over last \(outcomeCount) requests", at: now,
+                                       probesReadmit: false)
+                    }
+                }
+            } else {
+                consecutiveFailures = 0
+                streakKinds = 0
+            }
+            if sample != nil, allowExclusion, let reason = slowReason(recentLatency) {
+                return exclude(to: .slow, reason: reason, at: now)
+            }
+            return nil
+        case .probing:
+            trialInFlight = false
+            if let failure {
+                return exclude(to: .ejected, reason: "trial request failed: \(failure.phrase)", at: now,
+                               probesReadmit: failure != .status5xx && probesCanReadmit)
+            }
+            guard probingForLatency else {
+                return recover(reason: "trial request succeeded", recentLatency: recentLatency, at: now, allowExclusion: true)
+            }
+            guard let maxDelay = policy.maxDelay, let sample else { return nil }
+            if sample < maxDelay * 0.8 {
+                fastSamples += 1
+                if fastSamples >= policy.rise {
+                    return recover(
+                        reason: "\(fastSamples) consecutive requests under \(formatDuration(maxDelay * 0.8))",
+                        recentLatency: recentLatency, at: now, allowExclusion: true)
+                }
+            } else if sample > maxDelay {
+                return exclude(to: .slow, reason: "latency \(formatDuration(sample)) > max-delay \(formatDuration(maxDelay))", at: now)
+            } else {
+                fastSamples = 0
+            }
+            return nil
+        case .ejected, .down, .slow:
+            return nil  // a straggler started before the exclusion: no verdict
+        }
+    }
+
+    /// Feeds the result of an active health check.
+    /// - Parameters:
+    ///   - success: whether the check passed.
+    ///   - sample: the latency sample just recorded for the backend, if one was.
+    ///   - recentLatency: the backend's ``LatencyTracker/recentLatency`` (including `sample`).
+    ///   - allowExclusion: whether the max-ejected cap allows excluding one more backend.
+    public mutating func probeFinished(
+        success: Bool, sample: Duration?, recentLatency: Duration?, at now: MonotonicInstant, allowExclusion: Bool
+    ) -> HealthTransition? {
+        if success {
+            probeSuccesses += 1
+            probeFailures = 0
+            if let maxDelay = policy.maxDelay, let sample, sample < maxDelay * 0.8 { fastSamples += 1 } else { fastSamples = 0 }
+        } else {
+            probeFailures += 1
+            probeSuccesses = 0
+            fastSamples = 0
+        }
+        if state != .down && probeFailures >= policy.fall {
+            return markDown(at: now)
+        }
+        switch state {
+        case .healthy:
+            if sample != nil, allowExclusion, let reason = slowReason(recentLatency) {
+                return exclude(to: .slow, reason: reason, at: now)
+            }
+            return nil
+        case .slow:
+            return latencyRecovery(recentLatency: recentLatency, at: now)
+        case .probing where probingForLatency:
+            return latencyRecovery(recentLatency: recentLatency, at: now)
+        case .ejected, .probing, .down:
+            guard probeSuccesses >= policy.rise, state == .down || probesCanReadmit else { return nil }
+            return recover(
+                reason: "\(probeSuccesses) successful checks", recentLatency: recentLatency, at: now,
+                allowExclusion: state != .down || allowExclusion)
+        }
+    }
+
+    // MARK: Transitions
+
+    private var streakPhrase: String {
+        switch streakKinds {
+        case 1, 2, 3: "connection failures"
+        case 4: "timeouts"
+        case 8: "5xx responses"
+        default: "failures"
+        }
+    }
+
+    private func slowReason(_ recentLatency: Duration?) -> String? {
+        guard let maxDelay = policy.maxDelay, let recent = recentLatency, recent > maxDelay else { return nil }
+        return "latency \(formatDuration(recent)) > max-delay \(formatDuration(maxDelay))"
+    }
+
+    private mutating func latencyRecovery(recentLatency: Duration?, at now: MonotonicInstant) -> HealthTransition? {
+        guard let maxDelay = policy.maxDelay, fastSamples >= policy.rise else { return nil }
+        return recover(
+            reason: "\(fastSamples) consecutive checks under \(formatDuration(maxDelay * 0.8))",
+            recentLatency: recentLatency, at: now, allowExclusion: true)
+    }
+
+    private mutating func resetEvidence() {
+        consecutiveFailures = 0
+        streakKinds = 0
+        outcomeBits = 0
+        outcomeCount = 0
+        trialInFlight = false
+    }
+
+    private mutating func move(to newState: BackendHealthState, reason: String, at now: MonotonicInstant) -> HealthTransition {
+        let transition = HealthTransition(from: state, to: newState, reason: reason, at: now)
+        state = newState
+        self.reason = reason
+        since = now
+        return transition
+    }
+
+    private mutating func exclude(to newState: BackendHealthState, reason: String, at now: MonotonicInstant,
+                                  probesReadmit: Bool = true) -> HealthTransition {
+        probesCanReadmit = probesReadmit
+        if state == .healthy && now - since >= policy.maxEjection { multiplier = 0 }
+        multiplier += 1
+        ejectionCount += 1
+        exclusionDuration = min(policy.baseEjection * multiplier, policy.maxEjection)
+        // Slow backends under active checks wait for fast checks instead of a timer.
+        excludedUntil = (newState == .ejected || !policy.activeChecks) ? now + exclusionDuration : nil
+        resetEvidence()
+        probeSuccesses = 0
+        fastSamples = 0
+        probingForLatency = false
+        return move(to: newState, reason: reason, at: now)
+    }
+
+    private mutating func startProbing(forLatency: Bool, at now: MonotonicInstant) -> HealthTransition {
+        probingForLatency = forLatency
+        excludedUntil = nil
+        fastSamples = 0
+        resetEvidence()
+        let what = forLatency ? "exclusion" : "ejection"
+        return move(to: .probing, reason: "\(what) time \(formatDuration(exclusionDuration)) elapsed, sending a trial request", at: now)
+    }
+
+    private mutating func markDown(at now: MonotonicInstant) -> HealthTransition {
+        excludedUntil = nil
+        probingForLatency = false
+        resetEvidence()
+        probeSuccesses = 0
+        fastSamples = 0
+        return move(to: .down, reason: "\(probeFailures) failed checks", at: now)
+    }
+
+    private mutating func recover(
+        reason: String, recentLatency: Duration?, at now: MonotonicInstant, allowExclusion: Bool
+    ) -> HealthTransition {
+        // Coming back while the recent samples are still slow: straight to slow instead.
+        if allowExclusion, let slow = slowReason(recentLatency), state != .slow, !(state == .probing && probingForLatency) {
+            return exclude(to: .slow, reason: slow, at: now)
+        }
+        excludedUntil = nil
+        probingForLatency = false
+        resetEvidence()
+        fastSamples = 0
+        recoveredAt = policy.slowStart > .zero ? now : nil
+        return move(to: .healthy, reason: reason, at: now)
+    }
+}
+
+/// `5 s`, `1.5 s`, `200 ms`, `512 ms`, `0.3 ms`: durations for log lines.
+func formatDuration(_ duration: Duration) -> String {
+    let ns = duration.nanosecondsClamped
+    if ns >= 1_000_000_000 && ns % 100_000_000 == 0 {
+        let tenths = ns / 100_000_000
+        return tenths % 10 == 0 ? "\(tenths / 10) s" : "\(tenths / 10).\(tenths % 10) s"
+    }
+    let ms = Double(ns) / 1_000_000
+    if ms >= 10 || ms == ms.rounded() { return "\(Int64(ms.rounded())) ms" }
+    return "\((ms * 10).rounded() / 10) ms"
+}

@@ -1,0 +1,27 @@
+/// Which failed attempts may be sent to another backend (RFC 9110 9.2.2).
+///
+/// - Never sent (connect refused/timeout, stale pooled connection): always safe to move.
+/// - Sent, then a 5xx or a timeout: only idempotent methods (GET, HEAD, PUT, DELETE, OPTIONS, TRACE),
+///   requests carrying `Idempotency-Key`, or every method when the operator opted in.
+///
+/// ```swift
+/// let policy = ReplayPolicy(retryNonIdempotent: false)
+/// policy.mayReplay(method: "POST", hasIdempotencyKey: false)   // false
+/// policy.mayReplay(method: "POST", hasIdempotencyKey: true)    // true
+/// policy.mayReplay(method: "GET", hasIdempotencyKey: false)    // true
+/// ```
+public struct ReplayPolicy: Sendable {
+    /// `--retry-non-idempotent`.
+    public var retryNonIdempotent: Bool
+
+    /// Creates a policy.
+    public init(retryNonIdempotent: Bool) { self.retryNonIdempotent = retryNonIdempotent }
+
+    /// Methods RFC 9110 9.2.2 defines as idempotent.
+    public static let idempotentMethods: Set<String> = ["GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"]
+
+    /// Whether a request that may have reached a backend can be replayed on another.
+    public func mayReplay(method: String, hasIdempotencyKey: Bool) -> Bool {
+        retryNonIdempotent || hasIdempotencyKey || Self.idempotentMethods.contains(method)
+    }
+}

@@ -1,0 +1,177 @@
+import LBKit
+import Synchronization
+
+/// How an ``EchoBackend`` behaves: the failure modes the balancer is tested against.
+public enum EchoMode: String, Sendable, CaseIterable {
+    /// Answers every request.
+    case echo
+    /// Request 1 succeeds, request 2 gets 500 `{"error":"App failure"}`, 3 succeeds, ... (per port;
+    /// `GET /health` always succeeds and is not counted).
+    case alternate
+    /// Every response, health checks included, is delayed by the configured delay.
+    case slow
+    /// Every request, health checks included, gets 503 `{"error":"Backend down"}`.
+    case down
+}
+
+/// Settings of an ``EchoBackend``.
+public struct EchoBackendConfiguration: Sendable {
+    /// Address to bind.
+    public var host: String
+    /// Ports to listen on (0 picks a free port), one server per port.
+    public var ports: [Int]
+    /// Behaviour.
+    public var mode: EchoMode
+    /// Delay applied to every response in ``EchoMode/slow`` (and to any mode after
+    /// `POST /_echo/delay?ms=N`).
+    public var delay: Duration
+
+    /// Creates a configuration.
+    public init(host: String = "127.0.0.1", ports: [Int], mode: EchoMode = .echo, delay: Duration = .seconds(10)) {
+        self.host = host
+        self.ports = ports
+        self.mode = mode
+        self.delay = delay
+    }
+}
+
+/// The test backend that ships with LBKit: a JSON echo server with failure modes, usable in an
+/// embedder's own tests.
+///
+/// - `POST`/`PUT`/`PATCH` with a JSON object -> 200, the object plus `"handled_by": <port>`,
+///   header `X-Handled-By: <port>`; a body that is not a JSON object -> 400.
+/// - `GET /health` -> 200 `{"status":"ok"}`; other `GET`s -> 200 `{"handled_by": <port>}`.
+/// - `POST /_echo/delay?ms=N` changes the port's delay at run time (refused through a proxy:
+///   requests carrying `X-Forwarded-For` get 403).
+///
+/// ```swift
+/// let backend = EchoBackend(configuration: .init(ports: [0, 0], mode: .alternate), group: group)
+/// let ports = try backend.start()      // e.g. [41233, 41234]
+/// // ...
+/// await backend.shutdown()
+/// ```
+public final class EchoBackend: Sendable {
+    /// The configuration.
+    public let configuration: EchoBackendConfiguration
+    private let group: LBEventLoopGroup
+    private let servers = Mutex<[HTTP1Server]>([])
+
+    /// Creates a backend; ``start()`` binds its ports.
+    public init(configuration: EchoBackendConfiguration, group: LBEventLoopGroup) {
+        self.configuration = configuration
+        self.group = group
+    }
+
+    /// Binds every port and starts serving; returns the bound ports in order.
+    @discardableResult
+    public func start() throws(HTTPServerError) -> [Int] {
+        var bound: [Int] = []
+        for port in configuration.ports {
+            let handler = EchoHandler(mode: configuration.mode, delay: configuration.delay)
+            let server = HTTP1Server(configuration: HTTP1ServerConfiguration(host: configuration.host, port: port),
+                                    group: group, handler: handler)
+            let address = try server.start()
+            handler.setPort(address.port)
+            servers.withLock { $0.append(server) }
+            bound.append(address.port)
+        }
+        return bound
+    }
+
+    /// Stops every port gracefully.
+    public func shutdown(timeout: Duration = .seconds(5)) async {
+        for server in servers.withLock({ $0 }) { await server.shutdown(timeout: timeout) }
+    }
+}
+
+/// The request handler behind one echo port.
+public final class EchoHandler: HTTPHandler {
+    /// The behaviour.
+    public let mode: EchoMode
+    private let port = Atomic<Int>(0)
+    private let delayNanoseconds: Atomic<Int64>
+    private let counter = Atomic<Int>(0)
+
+    /// Creates a handler; in ``EchoMode/slow`` every response waits `delay`.
+    public init(mode: EchoMode, delay: Duration) {
+        self.mode = mode
+        delayNanoseconds = Atomic(mode == .slow ? max(0, delay.nanosecondsClamped) : 0)
+    }
+
+    /// Sets the port reported in `handled_by`.
+    public func setPort(_ value: Int) { port.store(value, ordering: .relaxed) }
+
+    /// The current response delay.
+    public var delay: Duration { .nanoseconds(delayNanoseconds.load(ordering: .relaxed)) }
+
+    /// Handles one request as described on ``EchoBackend``.
+    public func handle(_ request: LBRequest, context: LBRequestContext) async -> LBResponse {
+        let port = self.port.load(ordering: .relaxed)
+        let portHeader: HeaderFields = ["X-Handled-By": String(port)]
+        let path = request.head.path
+
+        if path == "/_echo/delay" {
+            return setDelay(request, portHeader: portHeader)
+        }
+        let wait = delayNanoseconds.load(ordering: .relaxed)
+        if wait > 0 { try? await Task.sleep(for: .nanoseconds(wait)) }
+        if mode == .down {
+            return .jsonError(status: 503, message: "Backend down", headers: portHeader)
+        }
+        if request.method == "GET" && path == "/health" {
+            return .json(status: 200, #"{"status":"ok"}"#, headers: portHeader)
+        }
+        if mode == .alternate {
+            let n = counter.add(1, ordering: .relaxed).newValue
+            if n % 2 == 0 {
+                return .json(status: 500, #"{"error":"App failure"}"#, headers: portHeader)
+            }
+        }
+        switch request.method {
+        case "POST", "PUT", "PATCH":
+            guard JSONValidator.isObject(request.body) else {
+                return .jsonError(status: 400, message: "body must be a JSON object", headers: portHeader)
+            }
+            return LBResponse(status: 200, headers: jsonHeaders(portHeader), body: Self.addHandledBy(request.body, port: port))
+        case "HEAD":
+            return LBResponse(status: 200, headers: jsonHeaders(portHeader))
+        default:
+            return .json(status: 200, "{\"handled_by\":\(port)}", headers: portHeader)
+        }
+    }
+
+    private func jsonHeaders(_ base: HeaderFields) -> HeaderFields {
+        var h = base
+        h.add(name: "Content-Type", value: "application/json")
+        return h
+    }
+
+    private func setDelay(_ request: LBRequest, portHeader: HeaderFields) -> LBResponse {
+        guard request.method == "POST" else {
+            return .jsonError(status: 405, message: "use POST /_echo/delay?ms=N", headers: portHeader)
+        }
+        guard !request.headers.contains(name: "X-Forwarded-For") else {
+            return .jsonError(status: 403, message: "/_echo/delay is only reachable on the backend's own port", headers: portHeader)
+        }
+        var ms: Int?
+        for pair in (request.head.query ?? "").split(separator: "&") where pair.hasPrefix("ms=") {
+            ms = Int(pair.dropFirst(3))
+        }
+        guard let ms, ms >= 0, ms <= 3_600_000 else {
+            return .jsonError(status: 400, message: "ms must be an integer between 0 and 3600000", headers: portHeader)
+        }
+        delayNanoseconds.store(Int64(ms) * 1_000_000, ordering: .relaxed)
+        return .json(status: 200, "{\"delay_ms\":\(ms),\"port\":\(port.load(ordering: .relaxed))}", headers: portHeader)
+    }
+
+    /// `{"msg":"demo"}` -> `{"msg":"demo","handled_by":5001}`. `object` must be a valid JSON object.
+    static func addHandledBy(_ object: [UInt8], port: Int) -> [UInt8] {
+        guard let close = object.lastIndex(of: UInt8(ascii: "}")) else { return object }
+        var out = Array(object[..<close])
+        while let last = out.last, last == 0x20 || last == 0x09 || last == 0x0A || last == 0x0D { out.removeLast() }
+        let isEmpty = out.last == UInt8(ascii: "{")
+        out.append(contentsOf: Array((isEmpty ? "" : ",").utf8))
+        out.append(contentsOf: Array("\"handled_by\":\(port)}".utf8))
+        return out
+    }
+}
