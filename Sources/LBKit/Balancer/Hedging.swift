@@ -10,9 +10,15 @@ extension LoadBalancer {
             guard fixed > .zero else { return nil }
             delay = fixed
         } else {
-            guard let maxDelay = configuration.maxDelay else { return nil }
-            let p99 = cluster.recentP99(index) ?? maxDelay
-            delay = min(maxDelay, max(.milliseconds(2), p99 * 2))
+            if let maxDelay = configuration.maxDelay {
+                let p99 = cluster.recentP99(index) ?? maxDelay
+                delay = min(maxDelay, max(.milliseconds(2), p99 * 2))
+            } else {
+                // Without a latency bound, hedge where the backend would count as hung: a stalled
+                // backend's replayable requests move on as soon as it is caught.
+                guard let threshold = cluster.hangThreshold(index) else { return nil }
+                delay = threshold
+            }
         }
         return now + delay
     }

@@ -106,6 +106,12 @@ public final class LoadBalancer: HTTPHandler, Sendable {
         clusterConfig.maxFails = configuration.maxFails
         clusterConfig.activeChecks = configuration.healthInterval > .zero
         clusterConfig.maxDelay = configuration.maxDelay
+        clusterConfig.hangDetection = configuration.hangDetection
+        if let maxDelay = configuration.maxDelay {
+            // With a latency bound the operator said what "slow" is: latency ejection judges
+            // slowness, and a stall only counts as a hang well past that bound.
+            clusterConfig.hangDetection.floor = max(clusterConfig.hangDetection.floor, maxDelay * 2)
+        }
         if configuration.healthInterval > .zero { clusterConfig.activeCheckInterval = configuration.healthInterval }
         clusterConfig.probeTimeout = configuration.effectiveHealthTimeout
         clusterConfiguration = clusterConfig

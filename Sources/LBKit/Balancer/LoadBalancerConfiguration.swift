@@ -29,8 +29,13 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
     /// When to hedge a replayable request (`--hedge-after-ms`): if its attempt has not started
     /// answering after this long, a second attempt goes to another backend and the first good
     /// answer wins. nil = automatic: on when `maxDelay` is set, after min(max-delay, max(10 ms,
-    /// 2 x the backend's recent p99)); `.zero` = never.
+    /// 2 x the backend's recent p99)); without `maxDelay`, at the backend's hung threshold
+    /// (max(50 ms, 10 x its latency EWMA), see ``HangDetection``); `.zero` = never.
     public var hedgeAfter: Duration?
+    /// When a backend that holds requests without answering counts as hung and is ejected
+    /// (on by default; `HangDetection(factor: 0)` turns it off). With `maxDelay` set, the floor
+    /// is raised to twice `maxDelay`, so latency ejection judges mere slowness.
+    public var hangDetection = HangDetection()
     /// Consecutive failures that eject a backend (`--max-fails`).
     public var maxFails = 3
     /// Active health check period (`--health-interval-ms`); zero disables active checks.

@@ -289,6 +289,16 @@ public struct HealthStateMachine: Sendable {
         trialStartedAt = now
     }
 
+    /// Ejects a backend that holds requests without answering any while other backends answer
+    /// (a paused process, a deadlocked worker pool). A paused process still completes TCP
+    /// handshakes from its listen backlog, so probes cannot tell it is back: it returns only
+    /// through the ejection timer and a successful trial request. nil when not healthy (a probing
+    /// backend's trial is judged by its own outcome).
+    public mutating func markHung(reason: String, at now: MonotonicInstant, allowExclusion: Bool) -> HealthTransition? {
+        guard state == .healthy, allowExclusion else { return nil }
+        return exclude(to: .ejected, reason: reason, at: now, probesReadmit: false)
+    }
+
     /// Forgets a trial that was started by choosing this backend but never sent (the retry
     /// budget or the request deadline refused the attempt), so the next request can be the trial
     /// instead of the backend waiting out the maximum ejection time.

@@ -43,6 +43,7 @@ public final class BackendCluster: Sendable {
     private let clock: any MonotonicClock
     private let log: LogSink
     private let maxPassivelyExcluded: Int
+    private let hangConfiguration: HangDetection
     private let state: Mutex<ClusterState>
     private let retries: Mutex<RetryState>
 
@@ -69,6 +70,7 @@ public final class BackendCluster: Sendable {
         let count = backends.count
         let percent = min(max(configuration.maxEjectedPercent, 0), 100)
         maxPassivelyExcluded = max(1, count * percent / 100)
+        hangConfiguration = configuration.hangDetection
         let now = clock.now()
         let policy = configuration.healthPolicy
         let tracker = LatencyTracker(decay: configuration.latencyDecay, window: configuration.latencyWindow, now: now)
@@ -104,6 +106,12 @@ public final class BackendCluster: Sendable {
             s.scratch.removeAll(keepingCapacity: true)
             let usesLatency = s.selector.usesLatency
             for i in 0..<s.health.count where !excluding.contains(i) && !s.draining[i] && s.health[i].isEligible(at: now) {
+                if s.stats[i].inFlight > 0, let hung = s.hungTransition(i, at: now, configuration: hangConfiguration,
+                                                                         allowExclusion: s.passivelyExcluded < maxPassivelyExcluded) {
+                    s.apply(hung, to: i)
+                    transitions.append((i, hung))
+                    continue
+                }
                 s.scratch.append(BackendContext(
                     index: i, inFlight: s.stats[i].inFlight,
                     latencyEWMA: usesLatency ? s.latency[i].ewma(at: now) / 1_000_000 : 0,
@@ -127,6 +135,17 @@ public final class BackendCluster: Sendable {
         return result
     }
 
+    /// How long backend `index` may hold attempts without answering before it counts as hung
+    /// (see ``HangDetection``); nil when hang detection is off. The balancer hedges replayable
+    /// requests at this point by default.
+    public func hangThreshold(_ index: Int) -> Duration? {
+        let rule = hangConfiguration
+        guard rule.factor > 0 else { return nil }
+        let now = clock.now()
+        let ewma = state.withLock { s -> Double in s.latency.indices.contains(index) ? s.latency[index].ewma(at: now) : 0 }
+        return max(rule.floor, Duration.nanoseconds(Int64(min(ewma, 9e18))) * rule.factor)
+    }
+
     /// Undoes a ``choose(excluding:)`` whose attempt was never sent (refused by the retry budget
     /// or the request deadline): a half-open trial it started is released.
     public func choiceAbandoned(_ index: Int) {
@@ -138,8 +157,10 @@ public final class BackendCluster: Sendable {
 
     /// Notes that an attempt was sent to backend `index` (counts it as in flight).
     public func attemptStarted(_ index: Int) {
+        let now = clock.now()
         state.withLock { s in
             guard s.stats.indices.contains(index) else { return }
+            if s.stats[index].inFlight == 0 { s.stats[index].busySince = now }
             s.stats[index].inFlight += 1
             s.stats[index].requests += 1
         }
@@ -156,6 +177,8 @@ public final class BackendCluster: Sendable {
         let transition = state.withLock { s -> HealthTransition? in
             guard s.stats.indices.contains(index) else { return nil }
             if s.stats[index].inFlight > 0 { s.stats[index].inFlight -= 1 }
+            s.stats[index].lastAnswer = now
+            if now > s.lastAnswerAny { s.lastAnswerAny = now }
             var failure: FailureKind?
             var sample: Duration?
             switch outcome {
@@ -333,6 +356,10 @@ public final class BackendCluster: Sendable {
 }
 
 struct BackendStats: Sendable {
+    /// When the backend last went from no attempt in flight to one.
+    var busySince = MonotonicInstant.zero
+    /// When an attempt on the backend last ended (answer, failure or timeout).
+    var lastAnswer = MonotonicInstant.zero
     var requests = 0
     var successes = 0
     var failures = FailureCounts()
@@ -354,6 +381,25 @@ struct ClusterState: Sendable {
     var passivelyExcluded = 0
     /// No time-based transition can happen before this instant.
     var nextDeadline = MonotonicInstant(nanoseconds: .max)
+    /// When any backend last ended an attempt.
+    var lastAnswerAny = MonotonicInstant.zero
+
+    /// The hung-backend rule: backend `i` has had attempts outstanding and ended none for longer
+    /// than `max(floor, factor x its latency EWMA)`, while another backend did end one after that
+    /// point (so it is not the whole system, or us, that stalled). Cheap when nothing is stalled:
+    /// two comparisons before any latency is read.
+    mutating func hungTransition(_ i: Int, at now: MonotonicInstant, configuration: HangDetection,
+                                 allowExclusion: Bool) -> HealthTransition? {
+        guard configuration.factor > 0 else { return nil }
+        let stalledSince = max(stats[i].busySince, stats[i].lastAnswer)
+        let stalled = now - stalledSince
+        guard stalled > configuration.floor else { return nil }
+        let typical = Duration.nanoseconds(Int64(min(latency[i].ewma(at: now), 9e18)))
+        let threshold = max(configuration.floor, typical * configuration.factor)
+        guard stalled > threshold, lastAnswerAny > stalledSince + threshold else { return nil }
+        let reason = "hung: \(stats[i].inFlight) requests outstanding, none answered for \(formatDuration(stalled)) while other backends answer"
+        return health[i].markHung(reason: reason, at: now, allowExclusion: allowExclusion)
+    }
 
     mutating func apply(_ transition: HealthTransition, to index: Int) {
         if transition.to == .healthy && transition.from != .healthy {

@@ -12,6 +12,28 @@ public struct BackendDescriptor: Sendable, Hashable {
         self.weight = weight
     }
 }
+/// When a backend counts as hung: it has attempts outstanding and has ended none for longer
+/// than `max(floor, factor x its latency EWMA)` while other backends keep answering. Then it
+/// is ejected at once (no new requests; replayable requests waiting on it are hedged) and comes
+/// back through the ejection timer and a trial request. On by default; `factor` 0 turns it off.
+///
+/// ```swift
+/// var config = ClusterConfiguration()
+/// config.hangDetection = HangDetection(floor: .milliseconds(200), factor: 20)
+/// ```
+public struct HangDetection: Sendable, Equatable {
+    /// The shortest stall that can count as a hang.
+    public var floor: Duration
+    /// How many times its usual latency a backend may stall before it counts as hung (0 = off).
+    public var factor: Int
+
+    /// Creates the rule; the defaults catch a paused backend within about 50 ms when it usually
+    /// answers within 5 ms.
+    public init(floor: Duration = .milliseconds(50), factor: Int = 10) {
+        self.floor = max(floor, .milliseconds(1))
+        self.factor = max(0, factor)
+    }
+}
 
 /// Tunables of a ``BackendCluster``. `init()` gives the defaults; change fields as needed.
 /// Out-of-range values are clamped, never trapped on.
@@ -43,6 +65,8 @@ public struct ClusterConfiguration: Sendable {
     /// (ejected, slow or probing) at once (default 50), so a proxy-side problem cannot empty the
     /// pool. Actively `down` backends are not capped.
     public var maxEjectedPercent = 50
+    /// The hung-backend rule (on by default).
+    public var hangDetection = HangDetection()
     /// Set when a health-check task calls ``BackendCluster/probeFinished(_:success:latency:)``
     /// (default `false`). With active checks, a slow backend waits for fast checks; without,
     /// it gets timed trial requests like an ejected one.
