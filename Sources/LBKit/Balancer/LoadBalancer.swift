@@ -311,11 +311,13 @@ public final class LoadBalancer: HTTPHandler, Sendable {
 
     /// Waits for requests in flight (bounded by the request timeout), then releases resources.
     private func drain() async {
-        let limit = configuration.effectiveRequestTimeout
-        let start = ContinuousClock.now
-        while counters.inFlight.load(ordering: .relaxed) > 0 && ContinuousClock.now - start < limit {
-            // Real time on purpose: this waits for real I/O to finish, not for a policy decision.
-            try? await Task.sleep(for: .milliseconds(5), clock: .continuous)
+        // Polls in 5 ms sleeps for at most the request timeout (counted in sleeps, so no clock
+        // is read here: the balancer's only time source stays its injected clock).
+        let step = Duration.milliseconds(5)
+        var budget = Int(min(configuration.effectiveRequestTimeout / step, 1_000_000))
+        while counters.inFlight.load(ordering: .relaxed) > 0 && budget > 0 {
+            try? await Task.sleep(for: step)
+            budget -= 1
         }
         for endpoint in upstreams.endpoints { endpoint.closeIdleConnections() }
         if ownsGroup {
@@ -339,7 +341,7 @@ public final class LoadBalancer: HTTPHandler, Sendable {
         let interval = configuration.healthInterval
         guard interval > .zero else { return }
         while !Task.isCancelled {
-            let roundStart = ContinuousClock.now
+            let roundStart = clock.now()
             let up = upstreams
             await withTaskGroup(of: Void.self) { tasks in
                 for index in up.endpoints.indices {
@@ -351,8 +353,7 @@ public final class LoadBalancer: HTTPHandler, Sendable {
                 }
             }
             reportGauges(up)
-            // The round's pacing is real time (it paces real probes); decisions use `clock`.
-            let wait = interval - (ContinuousClock.now - roundStart)
+            let wait = interval - (clock.now() - roundStart)
             if wait > .zero {
                 do { try await Task.sleep(for: wait, clock: .continuous) } catch { return }
             }

@@ -10,7 +10,7 @@
 /// let used = try wire.withUnsafeBytes { try decoder.decode($0, into: &body) }
 /// // used == wire.count, body == Array("hello".utf8), decoder.isComplete == true
 /// ```
-public struct ChunkedDecoder: Sendable {
+package struct ChunkedDecoder: Sendable {
     private enum State: Sendable {
         case size, ext, sizeLF, data, dataCR, dataLF
         case trailerLineStart, trailerLine, trailerLF, finalLF, complete
@@ -33,7 +33,7 @@ public struct ChunkedDecoder: Sendable {
     /// limits.maxTrailerBytes = 1024
     /// var decoder = ChunkedDecoder(limits: limits)
     /// ```
-    public init(limits: HTTPParserLimits = HTTPParserLimits()) {
+    package init(limits: HTTPParserLimits = HTTPParserLimits()) {
         self.limits = limits
     }
 
@@ -42,7 +42,7 @@ public struct ChunkedDecoder: Sendable {
     /// ```swift
     /// if decoder.isComplete { finishResponse() }
     /// ```
-    public var isComplete: Bool { state == .complete }
+    package var isComplete: Bool { state == .complete }
 
     /// Consumes bytes from `input`, appending decoded body bytes to `body`. Returns how many input
     /// bytes were consumed. Incremental: may be called with arbitrarily split input (even 1 byte at
@@ -53,7 +53,7 @@ public struct ChunkedDecoder: Sendable {
     /// let used = try buffer.withUnsafeBytes { try decoder.decode($0, into: &body) }
     /// buffer.removeFirst(used)
     /// ```
-    public mutating func decode(_ input: UnsafeRawBufferPointer, into body: inout [UInt8]) throws(HTTPParseError) -> Int {
+    package mutating func decode(_ input: UnsafeRawBufferPointer, into body: inout [UInt8]) throws(HTTPParseError) -> Int {
         let n = input.count
         var i = 0
         while i < n {

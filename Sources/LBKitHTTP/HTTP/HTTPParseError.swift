@@ -59,7 +59,7 @@ public struct HTTPParserLimits: Sendable {
 ///     print(error.status, error.reason)  // 400 "missing Host"
 /// }
 /// ```
-public enum HTTPParseError: Error, Equatable, Sendable {
+package enum HTTPParseError: Error, Equatable, Sendable {
     /// The head (or trailer section) exceeds the configured limits: 431 on the request side
     /// (a proxy reports 502 when an upstream response is too large).
     ///
@@ -96,7 +96,7 @@ public enum HTTPParseError: Error, Equatable, Sendable {
     /// ```swift
     /// HTTPParseError.malformed("bare LF").status  // 400
     /// ```
-    public var status: Int {
+    package var status: Int {
         switch self {
         case .headTooLarge: 431
         case .malformed: 400
@@ -111,7 +111,7 @@ public enum HTTPParseError: Error, Equatable, Sendable {
     /// HTTPParseError.unsupportedTransferCoding("gzip, chunked").reason
     /// // "unsupported transfer coding: gzip, chunked"
     /// ```
-    public var reason: String {
+    package var reason: String {
         switch self {
         case .headTooLarge: "header section too large"
         case .malformed(let why): why

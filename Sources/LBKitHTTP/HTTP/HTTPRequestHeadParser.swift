@@ -14,13 +14,13 @@ import Darwin
 ///     buffer.removeFirst(parsed.headLength)           // the body (if any) starts here
 /// }
 /// ```
-public struct ParsedRequestHead: Sendable {
+package struct ParsedRequestHead: Sendable {
     /// The request line and header fields.
     ///
     /// ```swift
     /// parsed.head.headers.first(name: "host")  // "example.com"
     /// ```
-    public var head: RequestHead
+    package var head: RequestHead
 
     /// The number of bytes the head occupies at the start of the buffer, including any skipped
     /// leading empty lines and the final CRLFCRLF.
@@ -28,14 +28,14 @@ public struct ParsedRequestHead: Sendable {
     /// ```swift
     /// let bodyStart = parsed.headLength
     /// ```
-    public var headLength: Int
+    package var headLength: Int
 
     /// How the body is delimited: `.none`, `.contentLength(n)` or `.chunked` (never `.untilClose`).
     ///
     /// ```swift
     /// if case .contentLength(let n) = parsed.framing { remaining = n }
     /// ```
-    public var framing: HTTPBodyFraming
+    package var framing: HTTPBodyFraming
 
     /// Whether the connection may carry another request: HTTP/1.1 unless `Connection: close`;
     /// HTTP/1.0 only with `Connection: keep-alive` (and no `close`).
@@ -43,14 +43,14 @@ public struct ParsedRequestHead: Sendable {
     /// ```swift
     /// if !parsed.keepAlive { closeAfterResponse = true }
     /// ```
-    public var keepAlive: Bool
+    package var keepAlive: Bool
 
     /// Whether the request carries `Expect: 100-continue` (case-insensitive).
     ///
     /// ```swift
     /// if parsed.expectsContinue { send("HTTP/1.1 100 Continue\r\n\r\n") }
     /// ```
-    public var expectsContinue: Bool
+    package var expectsContinue: Bool
 }
 
 /// A strict, allocation-light HTTP/1.x request head parser (RFC 9112 / RFC 9110).
@@ -67,7 +67,7 @@ public struct ParsedRequestHead: Sendable {
 /// }
 /// // parsed?.head.method == "GET", parsed?.framing == HTTPBodyFraming.none
 /// ```
-public enum HTTPRequestHeadParser {
+package enum HTTPRequestHeadParser {
     /// Parses the request head at the start of `bytes`. Returns nil when the head is not complete
     /// yet (and `bytes.count` is still within `limits.maxHeadBytes`); throws when malformed or too
     /// large. Up to 8 empty lines (CRLF) before the request line are skipped (RFC 9112 2.2).
@@ -87,7 +87,7 @@ public enum HTTPRequestHeadParser {
     ///     buffer += try read()
     /// }
     /// ```
-    public static func parse(
+    package static func parse(
         _ bytes: UnsafeRawBufferPointer, limits: HTTPParserLimits, scanFrom: Int = 0
     ) throws(HTTPParseError) -> ParsedRequestHead? {
         let p = bytes

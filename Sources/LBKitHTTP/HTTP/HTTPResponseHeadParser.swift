@@ -5,20 +5,20 @@
 ///     print(parsed.head.status, parsed.framing)  // 200 contentLength(5)
 /// }
 /// ```
-public struct ParsedResponseHead: Sendable {
+package struct ParsedResponseHead: Sendable {
     /// The status line and header fields.
     ///
     /// ```swift
     /// parsed.head.status  // 200
     /// ```
-    public var head: ResponseHead
+    package var head: ResponseHead
 
     /// The number of bytes the head occupies at the start of the buffer, including the final CRLFCRLF.
     ///
     /// ```swift
     /// let bodyStart = parsed.headLength
     /// ```
-    public var headLength: Int
+    package var headLength: Int
 
     /// How the body is delimited (RFC 9112 6.3): `.none` for a response to HEAD, 1xx, 204, 304
     /// (and 2xx to CONNECT); `.chunked` when the final transfer coding is chunked;
@@ -27,7 +27,7 @@ public struct ParsedResponseHead: Sendable {
     /// ```swift
     /// if parsed.framing == .untilClose { readUntilEOF() }
     /// ```
-    public var framing: HTTPBodyFraming
+    package var framing: HTTPBodyFraming
 
     /// Whether the upstream connection may be reused after this response: false for
     /// `.untilClose`, `Connection: close`, HTTP/1.0 without `Connection: keep-alive`,
@@ -36,7 +36,7 @@ public struct ParsedResponseHead: Sendable {
     /// ```swift
     /// if parsed.keepAlive { pool.release(connection) } else { connection.close() }
     /// ```
-    public var keepAlive: Bool
+    package var keepAlive: Bool
 }
 
 /// A strict HTTP/1.x response head parser (RFC 9112), used on the upstream side of the proxy.
@@ -51,7 +51,7 @@ public struct ParsedResponseHead: Sendable {
 /// }
 /// // parsed?.head.status == 204, parsed?.framing == HTTPBodyFraming.none
 /// ```
-public enum HTTPResponseHeadParser {
+package enum HTTPResponseHeadParser {
     /// Parses the response head at the start of `bytes`. `requestMethod` is the method of the
     /// request this response answers (it decides whether a body follows). Returns nil when the head
     /// is not complete yet (and `bytes.count` is within `limits.maxHeadBytes`); throws when
@@ -63,7 +63,7 @@ public enum HTTPResponseHeadParser {
     /// }
     /// // a response to HEAD never has a body: parsed?.framing == HTTPBodyFraming.none
     /// ```
-    public static func parse(
+    package static func parse(
         _ bytes: UnsafeRawBufferPointer, requestMethod: String, limits: HTTPParserLimits, scanFrom: Int = 0
     ) throws(HTTPParseError) -> ParsedResponseHead? {
         let p = bytes

@@ -9,7 +9,7 @@
 /// out += Array("ok".utf8)
 /// // "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 /// ```
-public enum HTTPSerializer {
+package enum HTTPSerializer {
     /// Appends `method SP target SP version CRLF`, each field as `Name: value CRLF`, and the final CRLF.
     ///
     /// ```swift
@@ -17,7 +17,7 @@ public enum HTTPSerializer {
     /// HTTPSerializer.appendRequestHead(RequestHead(method: "GET", target: "/x", headers: ["Host": "a"]), to: &out)
     /// // "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
     /// ```
-    public static func appendRequestHead(_ head: RequestHead, to buffer: inout [UInt8]) {
+    package static func appendRequestHead(_ head: RequestHead, to buffer: inout [UInt8]) {
         buffer.reserveCapacity(buffer.count + head.method.utf8.count + head.target.utf8.count + 12
             + headersSize(head.headers) + 2)
         buffer.append(contentsOf: head.method.utf8)
@@ -38,7 +38,7 @@ public enum HTTPSerializer {
     /// HTTPSerializer.appendResponseHead(ResponseHead(status: 404), to: &out)
     /// // "HTTP/1.1 404 Not Found\r\n\r\n"
     /// ```
-    public static func appendResponseHead(_ head: ResponseHead, to buffer: inout [UInt8]) {
+    package static func appendResponseHead(_ head: ResponseHead, to buffer: inout [UInt8]) {
         buffer.reserveCapacity(buffer.count + 14 + head.reason.utf8.count + headersSize(head.headers) + 2)
         appendVersion(head.version, to: &buffer)
         buffer.append(0x20)
@@ -66,7 +66,7 @@ public enum HTTPSerializer {
     /// data.withUnsafeBytes { HTTPSerializer.appendChunk($0, to: &out) }
     /// // "5\r\nhello\r\n"
     /// ```
-    public static func appendChunk(_ bytes: UnsafeRawBufferPointer, to buffer: inout [UInt8]) {
+    package static func appendChunk(_ bytes: UnsafeRawBufferPointer, to buffer: inout [UInt8]) {
         let count = bytes.count
         guard count > 0 else { return }
         var digits = 0
@@ -90,7 +90,7 @@ public enum HTTPSerializer {
     /// var out: [UInt8] = []
     /// HTTPSerializer.appendLastChunk(to: &out)  // "0\r\n\r\n"
     /// ```
-    public static func appendLastChunk(to buffer: inout [UInt8]) {
+    package static func appendLastChunk(to buffer: inout [UInt8]) {
         buffer.append(contentsOf: [0x30, 0x0D, 0x0A, 0x0D, 0x0A] as [UInt8])
     }
 

@@ -1,7 +1,7 @@
 /// Minimal JSON helpers for the balancer's own small bodies (errors, stats); no Foundation on the hot path.
-public enum JSON {
+package enum JSON {
     /// `text` as a quoted JSON string with the required escapes.
-    public static func quote(_ text: String) -> String {
+    package static func quote(_ text: String) -> String {
         var out = "\""
         out.reserveCapacity(text.utf8.count + 2)
         for scalar in text.unicodeScalars {

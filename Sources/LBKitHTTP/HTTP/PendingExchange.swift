@@ -42,14 +42,14 @@ package final class PendingExchange: @unchecked Sendable {
 /// // ... another backend answered first:
 /// handle.abort()
 /// ```
-public final class ExchangeAbortHandle: Sendable {
+package final class ExchangeAbortHandle: Sendable {
     private let state = Mutex<(socket: Socket?, aborted: Bool)>((nil, false))
 
     /// Creates a handle.
-    public init() {}
+    package init() {}
 
     /// Aborts the exchange (idempotent).
-    public func abort() {
+    package func abort() {
         let socket = state.withLock { st -> Socket? in
             st.aborted = true
             return st.socket
@@ -58,7 +58,7 @@ public final class ExchangeAbortHandle: Sendable {
     }
 
     /// Whether ``abort()`` was called.
-    public var isAborted: Bool { state.withLock { $0.aborted } }
+    package var isAborted: Bool { state.withLock { $0.aborted } }
 
     /// Forgets the socket before its connection goes back to the pool (so a late abort cannot close
     /// a pooled connection another exchange may be using); false when already aborted.

@@ -7,27 +7,27 @@
 /// buffer.withReadableBytes { bytes in /* parse */ }
 /// buffer.consume(n)
 /// ```
-public struct InboundBuffer: Sendable {
+package struct InboundBuffer: Sendable {
     @usableFromInline var storage: [UInt8]
     /// Index of the first unread byte.
-    public private(set) var readerIndex: Int = 0
+    package private(set) var readerIndex: Int = 0
     /// Index one past the last written byte.
-    public private(set) var writerIndex: Int = 0
+    package private(set) var writerIndex: Int = 0
 
     /// Creates a buffer with `capacity` bytes of initial space.
-    public init(capacity: Int = 16 * 1024) {
+    package init(capacity: Int = 16 * 1024) {
         storage = [UInt8](repeating: 0, count: max(capacity, 64))
     }
 
     /// The number of unread bytes.
-    @inlinable public var readableCount: Int { writerIndex - readerIndex }
+    @inlinable package var readableCount: Int { writerIndex - readerIndex }
 
     /// Whether there are no unread bytes.
-    @inlinable public var isEmpty: Bool { writerIndex == readerIndex }
+    @inlinable package var isEmpty: Bool { writerIndex == readerIndex }
 
     /// Calls `body` with the unread bytes.
     @inlinable
-    public func withReadableBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
+    package func withReadableBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
         let r = readerIndex, w = writerIndex
         // Bridge typed throws through withUnsafeBytes (which rethrows untyped).
         let result: Result<R, E> = storage.withUnsafeBytes { raw in
@@ -41,7 +41,7 @@ public struct InboundBuffer: Sendable {
     }
 
     /// Marks `count` unread bytes as consumed.
-    public mutating func consume(_ count: Int) {
+    package mutating func consume(_ count: Int) {
         readerIndex = min(readerIndex + count, writerIndex)
         if readerIndex == writerIndex {
             readerIndex = 0
@@ -50,7 +50,7 @@ public struct InboundBuffer: Sendable {
     }
 
     /// Removes and returns up to `count` unread bytes.
-    public mutating func take(_ count: Int) -> [UInt8] {
+    package mutating func take(_ count: Int) -> [UInt8] {
         let n = min(count, readableCount)
         let out = Array(storage[readerIndex..<(readerIndex + n)])
         consume(n)
@@ -59,7 +59,7 @@ public struct InboundBuffer: Sendable {
 
     /// Makes room for at least `minimum` bytes after `writerIndex` (compacting or growing) and
     /// calls `body` with that space; `body` returns how many bytes it wrote.
-    public mutating func writeWithUnsafeMutableBytes(
+    package mutating func writeWithUnsafeMutableBytes(
         minimumWritable minimum: Int,
         _ body: (UnsafeMutableRawBufferPointer) -> Int
     ) -> Int {
@@ -87,7 +87,7 @@ public struct InboundBuffer: Sendable {
     }
 
     /// Appends bytes (used by tests and by callers that already hold data).
-    public mutating func append(_ bytes: some Collection<UInt8>) {
+    package mutating func append(_ bytes: some Collection<UInt8>) {
         let count = bytes.count
         _ = writeWithUnsafeMutableBytes(minimumWritable: count) { space in
             _ = space.initializeMemory(as: UInt8.self, from: bytes)

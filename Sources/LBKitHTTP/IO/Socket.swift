@@ -11,11 +11,11 @@ import Synchronization
 ///
 /// Each socket is used by one task at a time (its connection task); the loop thread only flips flags
 /// and resumes continuations.
-public final class Socket: Sendable, CustomStringConvertible {
+package final class Socket: Sendable, CustomStringConvertible {
     /// The file descriptor (valid until ``close()``).
-    public let fd: Int32
+    package let fd: Int32
     /// The loop that delivers this socket's events.
-    public let loop: LBEventLoop
+    package let loop: LBEventLoop
 
     private let registration = Atomic<UInt32>(0)
     private let state: Mutex<IOState>
@@ -54,9 +54,9 @@ public final class Socket: Sendable, CustomStringConvertible {
     func setGeneration(_ g: UInt32) { registration.store(g, ordering: .relaxed) }
 
     /// Whether ``close()`` was called.
-    public var isClosed: Bool { state.withLock { $0.closed } }
+    package var isClosed: Bool { state.withLock { $0.closed } }
 
-    public var description: String { "Socket(fd: \(fd))" }
+    package var description: String { "Socket(fd: \(fd))" }
 
     // MARK: Creation
 
@@ -73,7 +73,7 @@ public final class Socket: Sendable, CustomStringConvertible {
     }
 
     /// Opens a listening socket bound to `address` (SO_REUSEADDR, backlog 1024) on `loop`.
-    public static func listen(on address: IPSocketAddress, loop: LBEventLoop, backlog: Int32 = 1024) throws(SocketError) -> Socket {
+    package static func listen(on address: IPSocketAddress, loop: LBEventLoop, backlog: Int32 = 1024) throws(SocketError) -> Socket {
         let fd = lbk_socket_stream(address.family)
         guard fd >= 0 else { throw SocketError.fromErrno("socket") }
         _ = lbk_setsockopt_int(fd, lbk_SOL_SOCKET, lbk_SO_REUSEADDR, 1)
@@ -92,7 +92,7 @@ public final class Socket: Sendable, CustomStringConvertible {
     }
 
     /// Connects to `address`, suspending until connected or `deadline` (monotonic ns) passes.
-    public static func connect(to address: IPSocketAddress, loop: LBEventLoop, deadline: UInt64) async throws(SocketError) -> Socket {
+    package static func connect(to address: IPSocketAddress, loop: LBEventLoop, deadline: UInt64) async throws(SocketError) -> Socket {
         let fd = lbk_socket_stream(address.family)
         guard fd >= 0 else { throw SocketError.fromErrno("socket") }
         _ = lbk_setsockopt_int(fd, lbk_IPPROTO_TCP, lbk_TCP_NODELAY, 1)
@@ -130,7 +130,7 @@ public final class Socket: Sendable, CustomStringConvertible {
     }
 
     /// The local address (for a listener bound to port 0: which port it got).
-    public var localAddress: IPSocketAddress? {
+    package var localAddress: IPSocketAddress? {
         var storage = sockaddr_storage()
         var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let rc = withUnsafeMutablePointer(to: &storage) { p in
@@ -144,7 +144,7 @@ public final class Socket: Sendable, CustomStringConvertible {
 
     /// Accepts one connection: the new connected fd (non-blocking) and the peer's address.
     /// Suspends while none is pending. Throws ``SocketError/shutdown`` after ``interrupt()``.
-    public func accept() async throws(SocketError) -> (fd: Int32, peer: IPSocketAddress?) {
+    package func accept() async throws(SocketError) -> (fd: Int32, peer: IPSocketAddress?) {
         while true {
             if prepareRead() {
                 var storage = sockaddr_storage()
@@ -184,7 +184,7 @@ public final class Socket: Sendable, CustomStringConvertible {
     ///   - idle: marks the wait as an idle keep-alive wait that graceful shutdown may interrupt
     ///     (then it throws ``SocketError/shutdown``).
     /// - Returns: the number of bytes read; 0 means the peer closed its side (EOF).
-    public func read(into buffer: inout InboundBuffer, deadline: UInt64, idle: Bool = false, chunk: Int = 16 * 1024) async throws(SocketError) -> Int {
+    package func read(into buffer: inout InboundBuffer, deadline: UInt64, idle: Bool = false, chunk: Int = 16 * 1024) async throws(SocketError) -> Int {
         while true {
             if prepareRead() {
                 var code: Int32 = 0
@@ -218,7 +218,7 @@ public final class Socket: Sendable, CustomStringConvertible {
     /// Whether a readiness event arrived since the last read attempt (each read clears the flag
     /// first). For pooled-connection staleness checks: an idle pooled upstream connection that became
     /// readable was closed by the backend or received unsolicited bytes.
-    public var hasPendingReadEvent: Bool { state.withLock { $0.readable || $0.peerClosed } }
+    package var hasPendingReadEvent: Bool { state.withLock { $0.readable || $0.peerClosed } }
 
     /// Returns true when a read syscall should be attempted now; clears the readable flag first so
     /// that an event arriving during the syscall is not lost.
@@ -242,7 +242,7 @@ public final class Socket: Sendable, CustomStringConvertible {
     /// Writes all of `bytes`, suspending while the socket's send buffer is full.
     ///
     /// The bytes are borrowed only for each synchronous `send` attempt, never across a suspension.
-    public func write(_ bytes: [UInt8], deadline: UInt64) async throws(SocketError) {
+    package func write(_ bytes: [UInt8], deadline: UInt64) async throws(SocketError) {
         var offset = 0
         var retryAfterClear = false
         while offset < bytes.count {
@@ -357,7 +357,7 @@ public final class Socket: Sendable, CustomStringConvertible {
     }
 
     /// Graceful shutdown: an idle read wait (now or later) ends with ``SocketError/shutdown``.
-    public func interruptIdle() {
+    package func interruptIdle() {
         let waiter = state.withLock { s -> UnsafeContinuation<WaitResult, Never>? in
             s.shutdownRequested = true
             guard s.idleWait, let r = s.readWaiter else { return nil }
@@ -368,12 +368,12 @@ public final class Socket: Sendable, CustomStringConvertible {
     }
 
     /// Half-closes the sending side (FIN), keeping the socket readable.
-    public func shutdownWrite() {
+    package func shutdownWrite() {
         _ = Glibc.shutdown(fd, lbk_SHUT_WR)
     }
 
     /// Closes the socket; any waiting operation ends with ``SocketError/closed``. Idempotent.
-    public func close() {
+    package func close() {
         let (alreadyClosed, r, w) = state.withLock { s -> (Bool, UnsafeContinuation<WaitResult, Never>?, UnsafeContinuation<WaitResult, Never>?) in
             if s.closed { return (true, nil, nil) }
             s.closed = true
