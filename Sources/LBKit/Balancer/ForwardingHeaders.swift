@@ -33,7 +33,15 @@ enum ForwardingHeaders {
     /// TLS to the backends.
     static func upstreamHead(for head: RequestHead, client: ClientAddress?, peerIsTrustedProxy: Bool) -> RequestHead {
         var out = head
+        // An upgrade request (WebSocket, RFC 9110 7.8) keeps its Upgrade offer: it is the one
+        // hop-by-hop field a proxy passes on when it relays the upgrade.
+        let upgrade = head.headers.first(name: "Upgrade")
+        let asksUpgrade = upgrade != nil && head.headers["Connection"].contains { HTTPConnectionHeader.hasToken($0, "upgrade") }
         stripHopByHop(&out.headers)
+        if asksUpgrade, let upgrade {
+            out.headers.add(name: "Connection", value: "Upgrade")
+            out.headers.add(name: "Upgrade", value: upgrade)
+        }
         out.headers.remove(name: "Expect")  // the balancer already answered 100-continue and holds the body
         if let client {
             let ip = client.description

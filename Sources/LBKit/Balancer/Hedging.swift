@@ -55,13 +55,19 @@ extension LoadBalancer {
             let record = await AttemptRecord.run(index: firstIndex, start: firstStart) { () async throws(UpstreamError) in
                 try await client.finish(pending, deadline: firstDeadlineNs)
             }
-            if !race.offer(record) { self.record(record, in: cluster) }
+            if !race.offer(record) {
+                self.record(record, in: cluster)
+                if case .success(let lost) = record.result { lost.bodyStream?.abandon() }
+            }
         }
         Task(executorPreference: loop) {
             let record = await AttemptRecord.run(index: second, start: secondStart) { () async throws(UpstreamError) in
                 try await client.execute(upstream, to: up.endpoints[second], on: loop, deadline: secondDeadlineNs)
             }
-            if !race.offer(record) { self.record(record, in: cluster) }
+            if !race.offer(record) {
+                self.record(record, in: cluster)
+                if case .success(let lost) = record.result { lost.bodyStream?.abandon() }
+            }
         }
         return await race.winner()
     }

@@ -9,12 +9,19 @@ extension LoadBalancer {
         let cluster = up.cluster
         cluster.requestStarted()
         let loop = context.eventLoop ?? group.next()
-        let replayable = replayPolicy.mayReplay(method: request.method,
-                                                hasIdempotencyKey: request.headers.contains(name: "Idempotency-Key"))
         let trustedPeer = context.clientAddress.map { identity.isTrusted($0) } ?? false
-        let upstream = UpstreamRequest(
-            head: ForwardingHeaders.upstreamHead(for: request.head, client: context.clientAddress, peerIsTrustedProxy: trustedPeer),
-            body: request.body, mayReplay: replayable)
+        let head = ForwardingHeaders.upstreamHead(for: request.head, client: context.clientAddress, peerIsTrustedProxy: trustedPeer)
+        var upstream: UpstreamRequest
+        if let stream = request.bodyStream {
+            // Beyond the buffering limit: the body is read as it is sent, so it can be sent once.
+            upstream = UpstreamRequest(head: head, bodyStream: stream)
+        } else {
+            upstream = UpstreamRequest(head: head, body: request.body)
+        }
+        // An upgrade (WebSocket) opens a session: never started twice, never hedged.
+        let replayable = request.bodyStream == nil && !upstream.asksUpgrade
+            && replayPolicy.mayReplay(method: request.method, hasIdempotencyKey: request.headers.contains(name: "Idempotency-Key"))
+        upstream.mayReplay = replayable
         var plan = AttemptPlan(maxAttempts: configuration.maxAttempts, replayable: replayable,
                                requestDeadline: clock.now() + configuration.effectiveRequestTimeout,
                                attemptTimeout: configuration.attemptTimeout)
@@ -69,16 +76,21 @@ extension LoadBalancer {
                 let name = up.names[used]
                 switch attempt.result {
                 case .success(let response):
-                    let proxied = clientResponse(response, backend: name)
+                    let proxied = clientResponse(response, backend: name, request: request.head)
                     if plan.retryAfterResponse(status: response.head.status) {
+                        lastResponse?.0.bodyStream?.abandon()
                         lastResponse = (proxied, name)
                         continue
                     }
+                    lastResponse?.0.bodyStream?.abandon()
                     return (proxied, name, plan.attempts)
                 case .failure(let error):
                     lastFailure = failureDescription(error, backend: name)
+                    lastResponse?.0.bodyStream?.abandon()
                     lastResponse = nil
-                    if plan.retryAfterFailure(sent: error.requestSent, timedOut: error.kind == .timedOut) { continue }
+                    // A streamed request body that started flowing cannot be sent again.
+                    let sent = error.requestSent || (request.bodyStream?.source.hasStarted ?? false)
+                    if plan.retryAfterFailure(sent: sent, timedOut: error.kind == .timedOut) { continue }
                     return finish(nil, lastFailure, plan.attempts)
                 }
             }
@@ -121,13 +133,16 @@ extension LoadBalancer {
             case .connectRefused, .connectTimeout, .connectFailed: outcome = .failure(.connect)
             case .timedOut: outcome = .failure(.timeout)
             // An aborted exchange (hedge loser, cancelled request) lost its connection like a reset.
-            case .connectionReset, .malformedResponse, .responseTooLarge, .aborted: outcome = .failure(.reset)
+            case .connectionReset, .malformedResponse, .aborted: outcome = .failure(.reset)
+            // The client's own body failed: says nothing about the backend.
+            case .requestBodyFailed: outcome = .success
             }
         }
         cluster.attemptFinished(attempt.index, outcome: outcome, latency: elapsed)
     }
 
     private func failureDescription(_ error: UpstreamError, backend name: String) -> (status: Int, message: String) {
+        if case .requestBodyFailed(let why) = error.kind { return (400, "request body: \(why)") }
         if error.kind == .timedOut {
             return (504, "backend \(name): no response within \(Int(configuration.attemptTimeout.milliseconds)) ms")
         }
@@ -140,11 +155,30 @@ extension LoadBalancer {
         return (.jsonError(status: f.status, message: f.message + (attempts > 1 ? " (after \(attempts) attempts)" : "")), nil, attempts)
     }
 
-    private func clientResponse(_ response: UpstreamResponse, backend name: String) -> LBResponse {
+    /// The response to send the client: hop-by-hop fields removed (RFC 9110 7.6.1), the body
+    /// whole or streamed as it came, its transfer codings kept, a HEAD's `Content-Length` kept
+    /// (RFC 9110 8.6), an upgrade's `Connection`/`Upgrade` restored around the tunnel.
+    private func clientResponse(_ response: UpstreamResponse, backend name: String, request: RequestHead) -> LBResponse {
         var head = response.head
+        let length = head.headers.first(name: "Content-Length")
         ForwardingHeaders.stripHopByHop(&head.headers)
+        if request.method == "HEAD" || head.status == 304, let length { head.headers.add(name: "Content-Length", value: length) }
         head.headers.add(name: "X-Backend", value: name)
-        return LBResponse(head: head, body: response.body)
+        var out: LBResponse
+        if let stream = response.bodyStream {
+            out = LBResponse(head: head, bodyStream: stream)
+        } else {
+            out = LBResponse(head: head, body: response.body)
+        }
+        out.transferCodings = response.transferCodings
+        if let tunnel = response.tunnel {
+            if let protocols = response.head.headers.first(name: "Upgrade") {
+                out.head.headers.add(name: "Connection", value: "Upgrade")
+                out.head.headers.add(name: "Upgrade", value: protocols)
+            }
+            out.tunnel = CountedTunnel(tunnel, counters: counters)
+        }
+        return out
     }
 }
 

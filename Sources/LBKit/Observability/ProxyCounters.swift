@@ -1,3 +1,4 @@
+import LBKitHTTP
 import Synchronization
 
 /// Balancer-wide counters (lock-free; read by `/_lb/stats` and `/_lb/metrics`).
@@ -10,6 +11,9 @@ final class ProxyCounters: Sendable {
     let status5xx = Atomic<Int>(0)
     let noBackend = Atomic<Int>(0)
     let budgetExhausted = Atomic<Int>(0)
+    /// Upgraded connections (WebSocket tunnels) opened so far, and open now.
+    let tunnelsOpened = Atomic<Int>(0)
+    let tunnelsOpen = Atomic<Int>(0)
     /// Requests inside ``LoadBalancer/handle(_:context:)`` now (drained before shutdown).
     let inFlight = Atomic<Int>(0)
 
@@ -34,4 +38,24 @@ final class ProxyCounters: Sendable {
         default: status5xx.add(1, ordering: .relaxed)
         }
     }
+}
+
+/// A tunnel counted in ``ProxyCounters`` while it runs.
+struct CountedTunnel: ConnectionTunnel {
+    let inner: any ConnectionTunnel
+    let counters: ProxyCounters
+
+    init(_ inner: any ConnectionTunnel, counters: ProxyCounters) {
+        self.inner = inner
+        self.counters = counters
+    }
+
+    func run(client: Socket, pending: [UInt8], idleTimeout: Duration) async {
+        counters.tunnelsOpened.add(1, ordering: .relaxed)
+        counters.tunnelsOpen.add(1, ordering: .relaxed)
+        await inner.run(client: client, pending: pending, idleTimeout: idleTimeout)
+        counters.tunnelsOpen.subtract(1, ordering: .relaxed)
+    }
+
+    func cancel() { inner.cancel() }
 }

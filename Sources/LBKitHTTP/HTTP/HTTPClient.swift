@@ -15,8 +15,13 @@ public struct UpstreamClientConfiguration: Sendable {
     /// backend is closing it just as we write, and such a request cannot be retried. Backends'
     /// keep-alive timeouts are commonly 2 to 75 s; one second stays clear of all of them.
     public var nonReplayableMaxIdle: Duration = .seconds(1)
-    /// Largest response body accepted; larger -> ``UpstreamError/Kind/responseTooLarge``.
-    public var maxResponseBytes = 64 * 1024 * 1024
+    /// Response bodies up to this size are read whole (the connection goes straight back to the
+    /// pool); larger ones, chunked ones not yet complete, and read-until-close ones are streamed
+    /// (``UpstreamResponse/bodyStream``) with backpressure, so memory never grows with body size.
+    public var maxBufferedResponseBytes = 64 * 1024
+    /// How long a streamed body may stall (no new byte) before it fails. A stall timeout: a slow
+    /// download that keeps progressing is never cut off.
+    public var bodyStallTimeout: Duration = .seconds(30)
     /// Parser limits for response heads.
     public var limits = HTTPParserLimits()
 
@@ -36,6 +41,9 @@ public struct UpstreamRequest: Sendable {
     public var head: RequestHead
     /// The body bytes.
     public var body: [UInt8]
+    /// A body to stream instead of ``body`` (sent with its `Content-Length` when known,
+    /// chunked otherwise). A streamed body can be sent once only: such a request never replays.
+    public var bodyStream: LBBodyStream?
     /// Whether the client may send this request a second time after a pooled connection broke
     /// (RFC 9110 9.2.2). Defaults to true for idempotent methods only.
     public var mayReplay: Bool
@@ -44,7 +52,22 @@ public struct UpstreamRequest: Sendable {
     public init(head: RequestHead, body: [UInt8] = [], mayReplay: Bool? = nil) {
         self.head = head
         self.body = body
+        self.bodyStream = nil
         self.mayReplay = mayReplay ?? ReplayPolicy.idempotentMethods.contains(head.method)
+    }
+
+    /// Creates a request whose body is streamed (never replayed).
+    public init(head: RequestHead, bodyStream: LBBodyStream) {
+        self.head = head
+        self.body = []
+        self.bodyStream = bodyStream
+        self.mayReplay = false
+    }
+
+    /// Whether the request asks to switch protocols (`Connection: upgrade` and `Upgrade`).
+    public var asksUpgrade: Bool {
+        guard head.headers.contains(name: "Upgrade") else { return false }
+        return head.headers["Connection"].contains { HTTPConnectionHeader.hasToken($0, "upgrade") }
     }
 }
 
@@ -64,8 +87,8 @@ public struct UpstreamError: Error, Sendable, CustomStringConvertible {
         case timedOut
         /// The response was not valid HTTP/1.x.
         case malformedResponse(String)
-        /// The response body exceeded ``UpstreamClientConfiguration/maxResponseBytes``.
-        case responseTooLarge
+        /// The request's streamed body failed (the client sending it went away or stalled).
+        case requestBodyFailed(String)
         /// The exchange was given up through its ``ExchangeAbortHandle``.
         case aborted
     }
@@ -90,7 +113,7 @@ public struct UpstreamError: Error, Sendable, CustomStringConvertible {
         case .connectionReset: "connection reset before a complete response"
         case .timedOut: "response timed out"
         case .malformedResponse(let why): "malformed response: \(why)"
-        case .responseTooLarge: "response too large"
+        case .requestBodyFailed(let why): "request body failed: \(why)"
         case .aborted: "aborted"
         }
     }
@@ -100,10 +123,24 @@ public struct UpstreamError: Error, Sendable, CustomStringConvertible {
 public struct UpstreamResponse: Sendable {
     /// Status line and header fields as received.
     public var head: ResponseHead
-    /// The body bytes.
+    /// The body, when streamed (then ``body`` is empty): read it to its end or abandon it, which
+    /// returns or closes the connection.
+    public var bodyStream: LBBodyStream?
+    /// Transfer codings other than chunked applied to the body (e.g. `gzip`), in order.
+    public var transferCodings: [String] = []
+    /// After `101 Switching Protocols`: the upgraded connection.
+    package var tunnel: UpstreamTunnel?
+    /// The body bytes when whole.
     public var body: [UInt8]
     /// Whether the connection was reused from the pool.
     public var reusedConnection: Bool
+
+    /// Creates a response with a whole body.
+    public init(head: ResponseHead, body: [UInt8], reusedConnection: Bool) {
+        self.head = head
+        self.body = body
+        self.reusedConnection = reusedConnection
+    }
 }
 
 /// Our HTTP/1.1 client for talking to backends: keep-alive connection pools per endpoint and loop,
@@ -199,16 +236,27 @@ public final class UpstreamClient: Sendable {
         head.version = .http1_1
         if !head.headers.contains(name: "Host") { head.headers.add(name: "Host", value: endpoint.authority) }
         head.headers.remove(name: "Transfer-Encoding")
-        if !request.body.isEmpty || head.method == "POST" || head.method == "PUT" || head.method == "PATCH" {
+        let stream = request.bodyStream
+        var chunkedBody = false
+        if let stream {
+            if let length = stream.length {
+                head.headers.replaceOrAdd(name: "Content-Length", value: String(length))
+            } else {
+                head.headers.remove(name: "Content-Length")
+                head.headers.add(name: "Transfer-Encoding", value: "chunked")
+                chunkedBody = true
+            }
+        } else if !request.body.isEmpty || head.method == "POST" || head.method == "PUT" || head.method == "PATCH" {
             head.headers.replaceOrAdd(name: "Content-Length", value: String(request.body.count))
         } else {
             head.headers.remove(name: "Content-Length")
         }
         HTTPSerializer.appendRequestHead(head, to: &wire)
         wire.append(contentsOf: request.body)
+        let upgrade = request.asksUpgrade
 
         // A stale pooled connection may be retried once, and only for a replayable request.
-        var allowStaleRetry = request.mayReplay
+        var allowStaleRetry = request.mayReplay && stream == nil
         var triedStale = false
         while true {
             if handle.isAborted { throw UpstreamError(kind: .aborted, requestSent: triedStale) }
@@ -220,12 +268,13 @@ public final class UpstreamClient: Sendable {
             }
             do throws(ExchangeFailure) {
                 try await write(wire, on: connection, deadline: deadline)
+                if let stream { try await writeBody(stream, chunked: chunkedBody, on: connection) }
                 var started = false
                 let parsed = try await readHead(connection, method: head.method, deadline: deadline,
-                                                answerBy: answerBy, started: &started)
+                                                answerBy: answerBy, upgrade: upgrade, started: &started)
                 guard let parsed else {
                     let pending = PendingExchange(connection: connection, endpoint: endpoint, loop: loop,
-                                                  method: head.method, reused: reused, abortHandle: handle)
+                                                  method: head.method, reused: reused, abortHandle: handle, upgrade: upgrade)
                     return .pending(pending)
                 }
                 return .complete(try await complete(parsed, connection, endpoint: endpoint, loop: loop, deadline: deadline,
@@ -269,7 +318,7 @@ public final class UpstreamClient: Sendable {
         do throws(ExchangeFailure) {
             var started = false
             guard let parsed = try await readHead(connection, method: pending.method, deadline: deadline,
-                                                  answerBy: .max, started: &started) else {
+                                                  answerBy: .max, upgrade: pending.upgrade, started: &started) else {
                 throw failure(.timedOut)
             }
             return try await complete(parsed, connection, endpoint: pending.endpoint, loop: pending.loop,
@@ -281,20 +330,126 @@ public final class UpstreamClient: Sendable {
         }
     }
 
-    /// Reads the body after a final response head and returns the connection to the pool.
+    /// After a final response head: reads a small or already-arrived body whole and returns the
+    /// connection to the pool; streams anything else (the stream returns the connection when it
+    /// reaches the end); hands an upgraded connection over as a tunnel.
     private func complete(_ parsed: ParsedResponseHead, _ connection: PooledConnection, endpoint: UpstreamEndpoint,
                           loop: LBEventLoop, deadline: UInt64, reused: Bool,
                           handle: ExchangeAbortHandle?) async throws(ExchangeFailure) -> UpstreamResponse {
-        let body = try await readBody(connection, framing: parsed.framing, deadline: deadline)
         connection.exchanges += 1
+        if parsed.head.status == 101 {
+            // readHead accepts a 101 only for a request that asked to upgrade.
+            _ = handle?.detach()
+            var response = UpstreamResponse(head: parsed.head, body: [], reusedConnection: reused)
+            response.tunnel = UpstreamTunnel(connection: connection, loop: loop)
+            return response
+        }
+        let codings = Self.transferCodings(parsed.head.headers)
+        let keepAlive = parsed.keepAlive && parsed.framing != .untilClose
+        var prefix: [UInt8] = []
+        var decoder: ChunkedDecoder? = nil
+        switch parsed.framing {
+        case .none:
+            finishExchange(connection, endpoint: endpoint, loop: loop, keepAlive: keepAlive, handle: handle)
+            var r = UpstreamResponse(head: parsed.head, body: [], reusedConnection: reused)
+            r.transferCodings = codings
+            return r
+        case .contentLength(let length):
+            if length <= configuration.maxBufferedResponseBytes || connection.buffer.readableCount >= length {
+                let body = try await readBody(connection, framing: parsed.framing, deadline: deadline)
+                finishExchange(connection, endpoint: endpoint, loop: loop, keepAlive: keepAlive, handle: handle)
+                var r = UpstreamResponse(head: parsed.head, body: body, reusedConnection: reused)
+                r.transferCodings = codings
+                return r
+            }
+        case .chunked:
+            var d = ChunkedDecoder(limits: configuration.limits)
+            if !connection.buffer.isEmpty {
+                do throws(HTTPParseError) {
+                    try connection.buffer.decodeChunked(&d, into: &prefix)
+                } catch {
+                    throw failure(.malformedResponse(error.reason))
+                }
+                if d.isComplete {
+                    finishExchange(connection, endpoint: endpoint, loop: loop, keepAlive: keepAlive, handle: handle)
+                    var r = UpstreamResponse(head: parsed.head, body: prefix, reusedConnection: reused)
+                    r.transferCodings = codings
+                    return r
+                }
+            }
+            decoder = d
+        case .untilClose:
+            break
+        }
+        let reader = UpstreamBodyReader(client: self, connection: connection, endpoint: endpoint, loop: loop,
+                                        framing: parsed.framing, decoder: decoder, prefix: prefix,
+                                        keepAlive: keepAlive, handle: handle, stall: configuration.bodyStallTimeout)
+        var length: Int? = nil
+        if case .contentLength(let n) = parsed.framing { length = n }
+        var r = UpstreamResponse(head: parsed.head, body: [], reusedConnection: reused)
+        r.bodyStream = LBBodyStream(source: reader, length: length)
+        r.transferCodings = codings
+        return r
+    }
+
+    /// The connection is done with its exchange: back to the pool when it can carry another.
+    func finishExchange(_ connection: PooledConnection, endpoint: UpstreamEndpoint, loop: LBEventLoop,
+                        keepAlive: Bool, handle: ExchangeAbortHandle?) {
         // Detach from the abort handle first: once pooled, the connection belongs to the pool.
         let stillOurs = handle?.detach() ?? true
-        if stillOurs && parsed.keepAlive && parsed.framing != .untilClose {
+        if stillOurs && keepAlive {
             release(connection, to: endpoint, loop: loop)
         } else {
             connection.socket.close()
         }
-        return UpstreamResponse(head: parsed.head, body: body, reusedConnection: reused)
+    }
+
+    /// The codings of `Transfer-Encoding` other than `chunked`, in order (RFC 9112 6.1).
+    static func transferCodings(_ headers: HeaderFields) -> [String] {
+        var codings: [String] = []
+        for value in headers["Transfer-Encoding"] {
+            for token in value.split(separator: ",") {
+                let t = token.trimmingASCIIWhitespace()
+                if !t.isEmpty && !HeaderFields.namesEqual(String(t), "chunked") { codings.append(String(t)) }
+            }
+        }
+        return codings
+    }
+
+    /// Streams a request body after its head: each part is written before the next is read.
+    private func writeBody(_ stream: LBBodyStream, chunked: Bool, on connection: PooledConnection) async throws(ExchangeFailure) {
+        var sent = 0
+        while true {
+            let chunk: [UInt8]?
+            do {
+                chunk = try await stream.next()
+            } catch {
+                throw ExchangeFailure(clientError: UpstreamError(kind: .requestBodyFailed(error.message), requestSent: true),
+                                      isStaleConnectionSymptom: false)
+            }
+            let deadline = Self.deadline(after: configuration.bodyStallTimeout)
+            guard let chunk else {
+                if chunked { try await write(Array("0\r\n\r\n".utf8), on: connection, deadline: deadline) }
+                if let length = stream.length, sent != length {
+                    throw ExchangeFailure(clientError: UpstreamError(kind: .requestBodyFailed("body ended after \(sent) of \(length) bytes"), requestSent: true),
+                                          isStaleConnectionSymptom: false)
+                }
+                return
+            }
+            if chunk.isEmpty { continue }
+            sent += chunk.count
+            if chunked {
+                var framed: [UInt8] = []
+                framed.reserveCapacity(chunk.count + 16)
+                framed.append(contentsOf: String(chunk.count, radix: 16).utf8)
+                framed.append(13); framed.append(10)
+                framed.append(contentsOf: chunk)
+                framed.append(13); framed.append(10)
+                try await write(framed, on: connection, deadline: deadline)
+            } else {
+                try await write(chunk, on: connection, deadline: deadline)
+            }
+        }
     }
 
     // MARK: Pool
@@ -327,7 +482,7 @@ public final class UpstreamClient: Sendable {
         }
     }
 
-    private func release(_ connection: PooledConnection, to endpoint: UpstreamEndpoint, loop: LBEventLoop) {
+    func release(_ connection: PooledConnection, to endpoint: UpstreamEndpoint, loop: LBEventLoop) {
         guard connection.buffer.isEmpty else {
             // Bytes after a complete response: the backend is out of sync; do not reuse.
             connection.socket.close()
@@ -364,7 +519,7 @@ public final class UpstreamClient: Sendable {
     /// Reads the final response head (interim 1xx responses are skipped). Returns nil when no byte
     /// arrived by `answerBy` (the exchange stays usable); throws on errors and at `deadline`.
     private func readHead(_ connection: PooledConnection, method: String, deadline: UInt64, answerBy: UInt64,
-                          started: inout Bool) async throws(ExchangeFailure) -> ParsedResponseHead? {
+                          upgrade: Bool, started: inout Bool) async throws(ExchangeFailure) -> ParsedResponseHead? {
         var scanFrom = 0
         let limits = configuration.limits
         while true {
@@ -377,6 +532,12 @@ public final class UpstreamClient: Sendable {
                     throw failure(.malformedResponse(error.reason))
                 }
                 if let parsed {
+                    if parsed.head.status == 101 {
+                        // Final, never interim (RFC 9110 15.2.2): the connection now speaks
+                        // another protocol. Only acceptable when we asked for it.
+                        guard upgrade else { throw failure(.malformedResponse("101 Switching Protocols to a request that did not ask to upgrade")) }
+                        return parsed
+                    }
                     if parsed.head.status >= 100 && parsed.head.status < 200 {
                         scanFrom = 0
                         continue  // 100 Continue / 103 Early Hints: skip interim responses
@@ -401,47 +562,18 @@ public final class UpstreamClient: Sendable {
         }
     }
 
+    /// Reads a whole `Content-Length` body (small, or already in the buffer).
     private func readBody(_ connection: PooledConnection, framing: HTTPBodyFraming,
                           deadline: UInt64) async throws(ExchangeFailure) -> [UInt8] {
-        let maxBytes = configuration.maxResponseBytes
-        switch framing {
-        case .none:
-            return []
-        case .contentLength(let length):
-            guard length <= maxBytes else { throw failure(.responseTooLarge) }
-            if connection.buffer.readableCount >= length { return connection.buffer.take(length) }
-            var body: [UInt8] = []
-            body.reserveCapacity(length)
-            body.append(contentsOf: connection.buffer.take(length))
-            while body.count < length {
-                try await readMore(connection, deadline: deadline, eofIsError: true)
-                body.append(contentsOf: connection.buffer.take(length - body.count))
-            }
-            return body
-        case .chunked:
-            var decoder = ChunkedDecoder(limits: configuration.limits)
-            var body: [UInt8] = []
-            while true {
-                if !connection.buffer.isEmpty {
-                    do throws(HTTPParseError) {
-                        try connection.buffer.decodeChunked(&decoder, into: &body)
-                    } catch {
-                        throw failure(.malformedResponse(error.reason))
-                    }
-                    if body.count > maxBytes { throw failure(.responseTooLarge) }
-                    if decoder.isComplete { return body }
-                }
-                try await readMore(connection, deadline: deadline, eofIsError: true)
-            }
-        case .untilClose:
-            var body = connection.buffer.take(connection.buffer.readableCount)
-            while true {
-                let more = try await readMore(connection, deadline: deadline, eofIsError: false)
-                if !more { return body }
-                body.append(contentsOf: connection.buffer.take(connection.buffer.readableCount))
-                if body.count > maxBytes { throw failure(.responseTooLarge) }
-            }
+        guard case .contentLength(let length) = framing else { return [] }
+        if connection.buffer.readableCount >= length { return connection.buffer.take(length) }
+        var body: [UInt8] = []
+        body.append(contentsOf: connection.buffer.take(length))
+        while body.count < length {
+            try await readMore(connection, deadline: deadline, eofIsError: true)
+            body.append(contentsOf: connection.buffer.take(length - body.count))
         }
+        return body
     }
 
     /// Reads more bytes; returns false at EOF when `eofIsError` is false.

@@ -1,22 +1,41 @@
 import LBKitPolicy
 
-/// A complete HTTP request as the server hands it to a handler: head plus the whole body
-/// (de-chunked; at most the server's `maxBodyBytes`).
+/// An HTTP request as the server hands it to a handler: the head, and the body either whole in
+/// ``body`` (de-chunked, up to the server's buffering limit) or, beyond that limit, as
+/// ``bodyStream`` to read part by part.
 ///
 /// ```swift
 /// let request = LBRequest(head: RequestHead(method: "GET", target: "/health",
-///                                                 headers: ["Host": "localhost"]))
+///                                           headers: ["Host": "localhost"]))
 /// ```
 public struct LBRequest: Sendable {
     /// Request line and header fields.
     public var head: RequestHead
-    /// The body bytes (empty when the request has none).
+    /// The body bytes when the body was buffered (empty when the request has none or when it
+    /// is streamed).
     public var body: [UInt8]
+    /// The body, when it is streamed instead of buffered (``body`` is then empty).
+    public var bodyStream: LBBodyStream?
 
-    /// Creates a request.
+    /// Creates a request with a buffered body.
     public init(head: RequestHead, body: [UInt8] = []) {
         self.head = head
         self.body = body
+        self.bodyStream = nil
+    }
+
+    /// Creates a request whose body is streamed.
+    public init(head: RequestHead, bodyStream: LBBodyStream) {
+        self.head = head
+        self.body = []
+        self.bodyStream = bodyStream
+    }
+
+    /// The whole body, buffered or streamed, up to `limit` bytes.
+    public func collectBody(upTo limit: Int) async throws(BodyStreamError) -> [UInt8] {
+        if let bodyStream { return try await bodyStream.collect(upTo: limit) }
+        guard body.count <= limit else { throw BodyStreamError("body exceeds \(limit) bytes") }
+        return body
     }
 
     /// The method, e.g. `POST`.
@@ -27,7 +46,9 @@ public struct LBRequest: Sendable {
     public var headers: HeaderFields { head.headers }
 }
 
-/// A complete HTTP response returned by a handler. The server sets `Content-Length` from `body`.
+/// An HTTP response returned by a handler: the head and a body, whole in ``body`` or streamed
+/// in ``bodyStream``. The server frames it: `Content-Length` for a whole body or a stream of
+/// known length, chunked otherwise (read-until-close for HTTP/1.0 clients).
 ///
 /// ```swift
 /// let ok = LBResponse(status: 200, headers: ["Content-Type": "text/plain"], body: Array("hi".utf8))
@@ -36,16 +57,38 @@ public struct LBRequest: Sendable {
 public struct LBResponse: Sendable {
     /// Status line and header fields.
     public var head: ResponseHead
-    /// The body bytes.
+    /// The body bytes when the body is whole (empty when it is streamed).
     public var body: [UInt8]
+    /// The body, when it is streamed (then ``body`` is empty).
+    public var bodyStream: LBBodyStream?
     /// Which backend produced this response and after how many attempts (set by the balancer,
     /// read by its accounting; never sent on the wire).
     package var upstream: (backend: String?, attempts: Int) = (nil, 0)
+    /// Transfer codings other than chunked that the body carries (e.g. `gzip`), in order: the
+    /// server names them in `Transfer-Encoding` and adds chunked framing (RFC 9112 6.1).
+    package var transferCodings: [String] = []
+    /// After a `101 Switching Protocols`, the upstream connection to splice the client onto.
+    package var tunnel: (any ConnectionTunnel)?
 
     /// Creates a response.
     public init(head: ResponseHead, body: [UInt8] = []) {
         self.head = head
         self.body = body
+        self.bodyStream = nil
+    }
+
+    /// Creates a response whose body is streamed.
+    public init(head: ResponseHead, bodyStream: LBBodyStream) {
+        self.head = head
+        self.body = []
+        self.bodyStream = bodyStream
+    }
+
+    /// The whole body, buffered or streamed, up to `limit` bytes.
+    public func collectBody(upTo limit: Int) async throws(BodyStreamError) -> [UInt8] {
+        if let bodyStream { return try await bodyStream.collect(upTo: limit) }
+        guard body.count <= limit else { throw BodyStreamError("body exceeds \(limit) bytes") }
+        return body
     }
 
     /// Creates a response with `status`, `headers` and `body`.

@@ -29,6 +29,8 @@ public final class HTTP1Server: Sendable {
     private let connections = Mutex<ConnectionTable>(ConnectionTable())
     private let draining = Atomic<Bool>(false)
     private let acceptTask = Mutex<Task<Void, Never>?>(nil)
+    /// Request-body bytes buffered by all connections now (see `bufferedBodyBudget`).
+    private let bufferedBodyBytes = Atomic<Int>(0)
 
     /// Creates a server; call ``start()`` to listen.
     public init(configuration: HTTP1ServerConfiguration, group: LBEventLoopGroup, handler: some HTTPHandler) {
@@ -67,6 +69,25 @@ public final class HTTP1Server: Sendable {
 
     /// Number of open client connections.
     public var connectionCount: Int { connections.withLock { $0.count } }
+
+    /// Request-body bytes all connections hold buffered now.
+    public var bufferedRequestBodyBytes: Int { bufferedBodyBytes.load(ordering: .relaxed) }
+
+    /// Takes `bytes` from the buffering budget; false when that would exceed it.
+    func reserveBodyBudget(_ bytes: Int) -> Bool {
+        let limit = configuration.bufferedBodyBudget
+        let after = bufferedBodyBytes.add(bytes, ordering: .relaxed).newValue
+        if after > limit {
+            bufferedBodyBytes.subtract(bytes, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    /// Returns `bytes` to the buffering budget.
+    func releaseBodyBudget(_ bytes: Int) {
+        bufferedBodyBytes.subtract(bytes, ordering: .relaxed)
+    }
 
     /// Whether ``shutdown(timeout:)`` has begun.
     public var isDraining: Bool { draining.load(ordering: .relaxed) }

@@ -1,9 +1,38 @@
 import LBKitPolicy
+import Synchronization
 internal import CLBKitShim
 
-/// Serves one client connection: read a request head, read its body, call the handler, write the
-/// response; repeat while keep-alive holds. Requests are handled strictly one after another, so
-/// pipelined requests are answered in order.
+/// The read side of a client connection: its socket and the bytes read but not yet parsed.
+///
+/// `@unchecked Sendable`: one user at a time. The connection task reads heads through it; while
+/// a handler consumes a streamed request body, the body reader (called from that same handler
+/// task) reads through it; the connection resumes only after the handler returned.
+final class ConnectionInput: @unchecked Sendable {
+    let socket: Socket
+    var buffer = InboundBuffer(capacity: 0)
+
+    init(socket: Socket) { self.socket = socket }
+
+    /// Reads more bytes with a deadline `stall` from now. EOF and errors map to `failure`.
+    func readMore(stall: Duration) async throws(SocketError) -> Int {
+        try await socket.read(into: &buffer, deadline: deadlineNs(after: stall))
+    }
+}
+
+@inline(__always)
+func deadlineNs(after duration: Duration) -> UInt64 {
+    let (sum, overflow) = lbk_monotonic_ns().addingReportingOverflow(UInt64(max(0, duration.nanosecondsClamped)))
+    return overflow ? .max : sum
+}
+
+/// Serves one client connection: read a request head, read (or stream) its body, call the
+/// handler, write (or stream) the response; repeat while keep-alive holds. Requests are handled
+/// strictly one after another, so pipelined requests are answered in order.
+///
+/// Memory per connection is bounded by buffer sizes, never by body sizes: bodies up to
+/// `maxBufferedBodyBytes` are buffered (within the server-wide `bufferedBodyBudget`), larger
+/// ones stream; responses stream; and an idle keep-alive connection holds no read or write
+/// buffer while it waits.
 struct HTTP1ServerConnection {
     let socket: Socket
     let server: HTTP1Server
@@ -19,44 +48,92 @@ struct HTTP1ServerConnection {
         case close
     }
 
+    /// How a response body is delimited on the wire.
+    enum ResponseFraming: Equatable {
+        case none, whole, length(Int), chunked, untilClose
+    }
+
+    /// A request body as read before the handler runs.
+    enum ReadBody {
+        /// Whole, holding `reserved` bytes of the server's buffering budget.
+        case buffered([UInt8], reserved: Int)
+        /// To be read by the handler.
+        case streamed(ServerBodyReader)
+    }
+
     func run() async {
-        var buffer = InboundBuffer(capacity: 16 * 1024)
+        let input = ConnectionInput(socket: socket)
         var out: [UInt8] = []
-        out.reserveCapacity(4096)
         var served = 0
         var backToBack = 0
         while true {
             let parsed: ParsedRequestHead
-            let body: [UInt8]
-            do {
-                parsed = try await readHead(&buffer)
-                body = try await readBody(parsed, &buffer)
+            let body: ReadBody
+            do throws(Failure) {
+                parsed = try await readHead(input, out: &out)
+                if parsed.head.method == "CONNECT" {
+                    // We are an origin-facing proxy, not a forward proxy: no CONNECT tunnels
+                    // (RFC 9110 9.3.6). Refused before any byte could be taken as a tunnel.
+                    throw Failure.respond(.jsonError(status: 501, message: "CONNECT is not supported"))
+                }
+                body = try await readBody(parsed, input)
             } catch {
                 if case .respond(let response) = error {
                     if await write(response, headOnly: false, keepAlive: false, version: .http1_1, into: &out) {
-                        await lingeringClose(&buffer)
+                        await lingeringClose(input)
                     }
                 }
                 return
             }
             served += 1
-            let request = LBRequest(head: parsed.head, body: body)
+            var request: LBRequest
+            var reserved = 0
+            var reader: ServerBodyReader?
+            switch body {
+            case .buffered(let bytes, let r):
+                request = LBRequest(head: parsed.head, body: bytes)
+                reserved = r
+            case .streamed(let r):
+                request = LBRequest(head: parsed.head, bodyStream: LBBodyStream(source: r, length: r.declaredLength))
+                reader = r
+            }
             let response = await server.handler.handle(request, context: context)
+            request = LBRequest(head: parsed.head)   // drop the body before writing the answer
+            if reserved > 0 { server.releaseBodyBudget(reserved) }
             var keepAlive = parsed.keepAlive && !server.isDraining
             if config.maxRequestsPerConnection > 0 && served >= config.maxRequestsPerConnection { keepAlive = false }
             if let c = response.head.headers.first(name: "Connection"), HTTPConnectionHeader.hasToken(c, "close") {
                 keepAlive = false
             }
+            if let reader, !reader.isComplete {
+                // The handler did not read the whole body: the rest cannot be told apart from
+                // the next request without reading it, so the connection ends after this answer.
+                reader.abandon()
+                keepAlive = false
+            }
+            if let tunnel = response.tunnel {
+                guard response.head.status == 101 else {
+                    tunnel.cancel()
+                    return
+                }
+                guard await writeUpgrade(response.head, into: &out) else {
+                    tunnel.cancel()
+                    return
+                }
+                let pending = input.buffer.take(input.buffer.readableCount)
+                await tunnel.run(client: socket, pending: pending, idleTimeout: config.tunnelIdleTimeout)
+                return
+            }
             let ok = await write(response, headOnly: parsed.head.method == "HEAD", keepAlive: keepAlive,
                                  version: parsed.head.version, into: &out)
             if !ok { return }
             if !keepAlive {
-                await lingeringClose(&buffer)
+                await lingeringClose(input)
                 return
             }
             // Fairness: a client pipelining many requests never makes this task suspend on a read,
             // so let the loop run other connections every 16 requests answered from the buffer.
-            if buffer.isEmpty {
+            if input.buffer.isEmpty {
                 backToBack = 0
             } else {
                 backToBack += 1
@@ -71,40 +148,46 @@ struct HTTP1ServerConnection {
     /// After a final response: half-close, then read and discard what the client still sends (up
     /// to a short deadline) so that closing with unread bytes does not reset the connection before
     /// the client has read our response (RFC 9112 9.6).
-    private func lingeringClose(_ buffer: inout InboundBuffer) async {
+    private func lingeringClose(_ input: ConnectionInput) async {
         socket.shutdownWrite()
-        let until = deadline(after: .milliseconds(500))
+        let until = deadlineNs(after: .milliseconds(500))
         var discarded = 0
         while discarded < 1 << 20 {
-            buffer.consume(buffer.readableCount)
-            guard let n = try? await socket.read(into: &buffer, deadline: until), n > 0 else { return }
+            input.buffer.consume(input.buffer.readableCount)
+            guard let n = try? await socket.read(into: &input.buffer, deadline: until), n > 0 else { return }
             discarded += n
         }
     }
 
     // MARK: Head
 
-    private func readHead(_ buffer: inout InboundBuffer) async throws(Failure) -> ParsedRequestHead {
-        let idleDeadline = deadline(after: config.idleTimeout)
+    private func readHead(_ input: ConnectionInput, out: inout [UInt8]) async throws(Failure) -> ParsedRequestHead {
+        let idleDeadline = deadlineNs(after: config.idleTimeout)
         var headDeadline: UInt64 = .max
         var scanFrom = 0
         while true {
-            if !buffer.isEmpty {
+            if !input.buffer.isEmpty {
                 let parsed: ParsedRequestHead?
                 do throws(HTTPParseError) {
-                    parsed = try buffer.parseRequestHead(limits: config.limits, scanFrom: scanFrom)
+                    parsed = try input.buffer.parseRequestHead(limits: config.limits, scanFrom: scanFrom)
                 } catch {
                     throw .respond(.jsonError(status: error.status, message: error.reason))
                 }
                 if let parsed { return parsed }
-                scanFrom = buffer.readableCount
-                if headDeadline == .max { headDeadline = deadline(after: config.headerTimeout) }
+                scanFrom = input.buffer.readableCount
+                if headDeadline == .max { headDeadline = deadlineNs(after: config.headerTimeout) }
             } else if server.isDraining {
                 throw .close
             }
-            let waitingIdle = buffer.isEmpty
+            let waitingIdle = input.buffer.isEmpty
             do {
-                let n = try await socket.read(into: &buffer, deadline: waitingIdle ? idleDeadline : headDeadline,
+                if waitingIdle && !socket.mightBeReadable {
+                    // Going idle: hold no buffers while waiting for the next request.
+                    input.buffer = InboundBuffer(capacity: 0)
+                    out = []
+                    try await socket.waitUntilReadable(deadline: idleDeadline, idle: true)
+                }
+                let n = try await socket.read(into: &input.buffer, deadline: waitingIdle ? idleDeadline : headDeadline,
                                               idle: waitingIdle)
                 if n == 0 { throw Failure.close }
             } catch let error as Failure {
@@ -120,51 +203,88 @@ struct HTTP1ServerConnection {
 
     // MARK: Body
 
-    private func readBody(_ parsed: ParsedRequestHead, _ buffer: inout InboundBuffer) async throws(Failure) -> [UInt8] {
+    private func readBody(_ parsed: ParsedRequestHead, _ input: ConnectionInput) async throws(Failure) -> ReadBody {
+        // RFC 9110 10.1.1: an HTTP/1.0 client cannot understand 100 Continue; ignore its Expect.
+        let wantsContinue = parsed.expectsContinue && parsed.head.version != .http1_0
         switch parsed.framing {
         case .none, .untilClose:
-            return []
+            return .buffered([], reserved: 0)
         case .contentLength(let length):
             if length > config.maxBodyBytes {
                 throw .respond(.jsonError(status: 413, message: "request body of \(length) bytes exceeds the limit of \(config.maxBodyBytes) bytes"))
             }
-            if length == 0 { return [] }
-            if buffer.readableCount >= length { return buffer.take(length) }
-            if parsed.expectsContinue && buffer.isEmpty { try await sendContinue() }
-            var body: [UInt8] = []
-            body.reserveCapacity(length)
-            body.append(contentsOf: buffer.take(length))
-            let bodyDeadline = deadline(after: config.bodyTimeout)
-            while body.count < length {
-                try await readMore(&buffer, deadline: bodyDeadline)
-                body.append(contentsOf: buffer.take(length - body.count))
+            if length == 0 { return .buffered([], reserved: 0) }
+            if length > config.maxBufferedBodyBytes {
+                return .streamed(ServerBodyReader(input: input, mode: .length(remaining: length), prefix: [],
+                                                  declaredLength: length, configuration: config, sendContinue: wantsContinue))
             }
-            return body
+            if input.buffer.readableCount >= length { return .buffered(input.buffer.take(length), reserved: 0) }
+            guard server.reserveBodyBudget(length) else { throw .respond(Self.overBudget) }
+            if wantsContinue && input.buffer.isEmpty { try await sendContinue() }
+            // Grown as bytes arrive, never reserved from the announced length.
+            var body: [UInt8] = []
+            body.append(contentsOf: input.buffer.take(length))
+            do throws(Failure) {
+                while body.count < length {
+                    try await readMore(input)
+                    body.append(contentsOf: input.buffer.take(length - body.count))
+                }
+            } catch {
+                server.releaseBodyBudget(length)
+                throw error
+            }
+            return .buffered(body, reserved: length)
         case .chunked:
-            if parsed.expectsContinue && buffer.isEmpty { try await sendContinue() }
+            if wantsContinue && input.buffer.isEmpty { try await sendContinue() }
             var decoder = ChunkedDecoder(limits: config.limits)
             var body: [UInt8] = []
-            let bodyDeadline = deadline(after: config.bodyTimeout)
-            while true {
-                if !buffer.isEmpty {
-                    do throws(HTTPParseError) {
-                        try buffer.decodeChunked(&decoder, into: &body)
-                    } catch {
-                        throw .respond(.jsonError(status: error.status, message: error.reason))
+            var reserved = 0
+            let step = 64 * 1024
+            do throws(Failure) {
+                while true {
+                    if !input.buffer.isEmpty {
+                        do throws(HTTPParseError) {
+                            try input.buffer.decodeChunked(&decoder, into: &body)
+                        } catch {
+                            throw .respond(.jsonError(status: error.status, message: error.reason))
+                        }
+                        if body.count > config.maxBodyBytes {
+                            throw .respond(.jsonError(status: 413, message: "request body exceeds the limit of \(config.maxBodyBytes) bytes"))
+                        }
+                        if decoder.isComplete { return .buffered(body, reserved: reserved) }
+                        if body.count > config.maxBufferedBodyBytes {
+                            // Too large to hold: the handler reads it as a stream, starting with
+                            // what was decoded so far.
+                            let prefix = body
+                            body = []
+                            if reserved > 0 { server.releaseBodyBudget(reserved) }
+                            reserved = 0
+                            return .streamed(ServerBodyReader(input: input, mode: .chunked(decoder, total: prefix.count),
+                                                              prefix: prefix, declaredLength: nil, configuration: config,
+                                                              sendContinue: false))
+                        }
+                        while body.count > reserved {
+                            guard server.reserveBodyBudget(step) else { throw Failure.respond(Self.overBudget) }
+                            reserved += step
+                        }
                     }
-                    if body.count > config.maxBodyBytes {
-                        throw .respond(.jsonError(status: 413, message: "request body exceeds the limit of \(config.maxBodyBytes) bytes"))
-                    }
-                    if decoder.isComplete { return body }
+                    try await readMore(input)
                 }
-                try await readMore(&buffer, deadline: bodyDeadline)
+            } catch {
+                if reserved > 0 { server.releaseBodyBudget(reserved) }
+                throw error
             }
         }
     }
 
-    private func readMore(_ buffer: inout InboundBuffer, deadline: UInt64) async throws(Failure) {
+    static var overBudget: LBResponse {
+        .jsonError(status: 503, message: "the server is buffering too many request bodies; retry shortly",
+                   headers: ["Retry-After": "1"])
+    }
+
+    private func readMore(_ input: ConnectionInput) async throws(Failure) {
         do {
-            let n = try await socket.read(into: &buffer, deadline: deadline)
+            let n = try await input.readMore(stall: config.bodyTimeout)
             if n == 0 { throw Failure.close }
         } catch let error as Failure {
             throw error
@@ -178,7 +298,7 @@ struct HTTP1ServerConnection {
 
     private func sendContinue() async throws(Failure) {
         do {
-            try await socket.write(HTTP1ServerConnection.continueBytes, deadline: deadline(after: config.writeTimeout))
+            try await socket.write(HTTP1ServerConnection.continueBytes, deadline: deadlineNs(after: config.writeTimeout))
         } catch {
             throw .close
         }
@@ -188,17 +308,43 @@ struct HTTP1ServerConnection {
 
     // MARK: Response
 
-    /// Serializes and writes `response`; returns false if the write failed.
+    /// Serializes and writes `response`, streaming its body if it has a stream; returns false if
+    /// the connection cannot go on (write failed, or a streamed body broke off).
+    ///
+    /// Framing (RFC 9112 6): no body for 1xx, 204, 304 and HEAD (HEAD keeps the `Content-Length`
+    /// the handler set, RFC 9110 8.6); `Content-Length` for a whole body or a stream of known
+    /// length; otherwise chunked, or read-until-close for an HTTP/1.0 client. Transfer codings
+    /// other than chunked are named before `chunked` (RFC 9112 6.1).
     @discardableResult
     private func write(_ response: LBResponse, headOnly: Bool, keepAlive: Bool, version: HTTPWireVersion,
                        into out: inout [UInt8]) async -> Bool {
         var head = response.head
         let status = head.status
         let bodyAllowed = !(status < 200 || status == 204 || status == 304)
-        if bodyAllowed && !(headOnly && head.headers.contains(name: "Content-Length")) {
-            head.headers.replaceOrAdd(name: "Content-Length", value: String(response.body.count))
-        }
+        var keepAlive = keepAlive
+        let stream = response.bodyStream
+        var framing = ResponseFraming.none
         head.headers.remove(name: "Transfer-Encoding")
+        if !bodyAllowed {
+            if status < 200 || status == 204 { head.headers.remove(name: "Content-Length") }
+        } else if !response.transferCodings.isEmpty || (stream != nil && stream?.length == nil) {
+            head.headers.remove(name: "Content-Length")
+            if version == .http1_0 {
+                framing = .untilClose
+                keepAlive = false
+            } else {
+                framing = .chunked
+                head.headers.add(name: "Transfer-Encoding", value: (response.transferCodings + ["chunked"]).joined(separator: ", "))
+            }
+        } else if let stream, let length = stream.length {
+            framing = .length(length)
+            head.headers.replaceOrAdd(name: "Content-Length", value: String(length))
+        } else {
+            framing = .whole
+            if !(headOnly && head.headers.contains(name: "Content-Length")) {
+                head.headers.replaceOrAdd(name: "Content-Length", value: String(response.body.count))
+            }
+        }
         head.headers.remove(name: "Connection")
         if !keepAlive {
             head.headers.add(name: "Connection", value: "close")
@@ -207,19 +353,219 @@ struct HTTP1ServerConnection {
         }
         head.version = .http1_1
         out.removeAll(keepingCapacity: true)
+        if out.capacity < 1024 { out.reserveCapacity(4096) }
         HTTPSerializer.appendResponseHead(head, to: &out)
-        if bodyAllowed && !headOnly { out.append(contentsOf: response.body) }
+        let sendsBody = bodyAllowed && !headOnly
+        if sendsBody && stream == nil {
+            switch framing {
+            case .chunked: Self.appendChunk(response.body, last: true, to: &out)
+            case .untilClose, .whole: out.append(contentsOf: response.body)
+            case .none, .length: break
+            }
+        }
         do {
-            try await socket.write(out, deadline: deadline(after: config.writeTimeout))
+            try await socket.write(out, deadline: deadlineNs(after: config.writeTimeout))
         } catch {
+            stream?.abandon()
             return false
         }
         if out.capacity > 256 * 1024 { out = [] }
-        return true
+        guard let stream else { return true }
+        guard sendsBody else {
+            stream.abandon()
+            return true
+        }
+        return await pump(stream, framing: framing, into: &out) && keepAlive
     }
 
-    @inline(__always)
-    private func deadline(after duration: Duration) -> UInt64 {
-        lbk_monotonic_ns() &+ UInt64(max(0, duration.nanosecondsClamped))
+    /// Copies a streamed body to the client, one part at a time: the next part is read only when
+    /// the client has taken the previous one (backpressure end to end).
+    private func pump(_ stream: LBBodyStream, framing: ResponseFraming, into out: inout [UInt8]) async -> Bool {
+        let chunked = framing == .chunked
+        var sent = 0
+        while true {
+            let chunk: [UInt8]?
+            do {
+                chunk = try await stream.next()
+            } catch {
+                // The body broke off mid-way: the client can only learn it from the connection
+                // ending before the framing says the body is complete.
+                return false
+            }
+            out.removeAll(keepingCapacity: true)
+            if let chunk {
+                if chunk.isEmpty { continue }
+                sent += chunk.count
+                do {
+                    if chunked {
+                        Self.appendChunk(chunk, last: false, to: &out)
+                        try await socket.write(out, deadline: deadlineNs(after: config.writeTimeout))
+                    } else {
+                        try await socket.write(chunk, deadline: deadlineNs(after: config.writeTimeout))
+                    }
+                } catch {
+                    stream.abandon()
+                    return false
+                }
+            } else {
+                if chunked {
+                    out.append(contentsOf: Self.lastChunk)
+                    do { try await socket.write(out, deadline: deadlineNs(after: config.writeTimeout)) } catch { return false }
+                }
+                if let length = stream.length, sent != length { return false }
+                if out.capacity > 256 * 1024 { out = [] }
+                return true
+            }
+        }
+    }
+
+    static let lastChunk: [UInt8] = Array("0\r\n\r\n".utf8)
+
+    /// Appends `bytes` as one chunk (and the last-chunk marker when `last`).
+    static func appendChunk(_ bytes: [UInt8], last: Bool, to out: inout [UInt8]) {
+        if !bytes.isEmpty {
+            out.append(contentsOf: String(bytes.count, radix: 16).utf8)
+            out.append(13); out.append(10)
+            out.append(contentsOf: bytes)
+            out.append(13); out.append(10)
+        }
+        if last { out.append(contentsOf: lastChunk) }
+    }
+
+    /// Writes a `101 Switching Protocols` head as the handler built it (its `Connection` and
+    /// `Upgrade` fields are the upgrade itself, RFC 9110 7.8).
+    private func writeUpgrade(_ head: ResponseHead, into out: inout [UInt8]) async -> Bool {
+        var head = head
+        head.version = .http1_1
+        out.removeAll(keepingCapacity: true)
+        HTTPSerializer.appendResponseHead(head, to: &out)
+        do {
+            try await socket.write(out, deadline: deadlineNs(after: config.writeTimeout))
+            return true
+        } catch {
+            return false
+        }
+    }
+}
+
+/// A request body streamed from the client connection (beyond the server's buffering limit):
+/// read only as the handler asks, each read with a stall timeout, de-chunked, limited to
+/// `maxBodyBytes` in total.
+///
+/// `@unchecked Sendable`: single consumer (``BodySource``); its state is touched only by the
+/// handler task reading it and, after the handler returned, by the connection task.
+final class ServerBodyReader: BodySource, @unchecked Sendable {
+    enum Mode {
+        case length(remaining: Int)
+        case chunked(ChunkedDecoder, total: Int)
+    }
+
+    private let input: ConnectionInput
+    private var mode: Mode
+    private var prefix: [UInt8]
+    let declaredLength: Int?
+    private let stall: Duration
+    private let writeTimeout: Duration
+    private let maxBodyBytes: Int
+    private var sendContinue: Bool
+    private var finished = false
+    private var started = false
+    private var failed = false
+
+    init(input: ConnectionInput, mode: Mode, prefix: [UInt8], declaredLength: Int?,
+         configuration: HTTP1ServerConfiguration, sendContinue: Bool) {
+        self.input = input
+        self.mode = mode
+        self.prefix = prefix
+        self.declaredLength = declaredLength
+        self.stall = configuration.bodyTimeout
+        self.writeTimeout = configuration.writeTimeout
+        self.maxBodyBytes = configuration.maxBodyBytes
+        self.sendContinue = sendContinue
+    }
+
+    /// Whether the whole body was read (the connection can go on to the next request).
+    var isComplete: Bool { finished && !failed }
+    var hasStarted: Bool { started }
+
+    func abandon() {
+        if !finished {
+            finished = true
+            failed = true
+        }
+    }
+
+    func nextChunk() async throws(BodyStreamError) -> [UInt8]? {
+        if !prefix.isEmpty {
+            started = true
+            defer { prefix = [] }
+            return prefix
+        }
+        if finished {
+            if failed { throw BodyStreamError("request body no longer available") }
+            return nil
+        }
+        if sendContinue {
+            sendContinue = false
+            if input.buffer.isEmpty {
+                do {
+                    try await input.socket.write(HTTP1ServerConnection.continueBytes, deadline: deadlineNs(after: writeTimeout))
+                } catch {
+                    fail()
+                    throw BodyStreamError("client connection closed")
+                }
+            }
+        }
+        started = true
+        while true {
+            switch mode {
+            case .length(let remaining):
+                if remaining == 0 {
+                    finished = true
+                    return nil
+                }
+                if !input.buffer.isEmpty {
+                    let chunk = input.buffer.take(min(remaining, 64 * 1024))
+                    mode = .length(remaining: remaining - chunk.count)
+                    if remaining - chunk.count == 0 { finished = true }
+                    return chunk
+                }
+            case .chunked(var decoder, let total):
+                if !input.buffer.isEmpty {
+                    var out: [UInt8] = []
+                    do throws(HTTPParseError) {
+                        try input.buffer.decodeChunked(&decoder, into: &out)
+                    } catch {
+                        fail()
+                        throw BodyStreamError("invalid chunked request body: \(error.reason)")
+                    }
+                    let newTotal = total + out.count
+                    mode = .chunked(decoder, total: newTotal)
+                    if newTotal > maxBodyBytes {
+                        fail()
+                        throw BodyStreamError("request body exceeds the limit of \(maxBodyBytes) bytes")
+                    }
+                    if decoder.isComplete { finished = true }
+                    if !out.isEmpty { return out }
+                    if finished { return nil }
+                }
+            }
+            let n: Int
+            do {
+                n = try await input.readMore(stall: stall)
+            } catch {
+                fail()
+                throw BodyStreamError(error == .timedOut ? "request body stalled" : "client connection failed: \(error)")
+            }
+            if n == 0 {
+                fail()
+                throw BodyStreamError("client closed the connection before the end of the request body")
+            }
+        }
+    }
+
+    private func fail() {
+        finished = true
+        failed = true
     }
 }

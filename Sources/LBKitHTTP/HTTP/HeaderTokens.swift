@@ -1,7 +1,7 @@
 /// Helpers for the `Connection` header's comma-separated tokens.
-enum HTTPConnectionHeader {
+package enum HTTPConnectionHeader {
     /// Whether `value` (e.g. `"keep-alive, Upgrade"`) lists `token`, case-insensitively.
-    static func hasToken(_ value: String, _ token: String) -> Bool {
+    package static func hasToken(_ value: String, _ token: String) -> Bool {
         value.split(separator: ",").contains { part in
             HeaderFields.namesEqual(String(part.trimmingASCIIWhitespace()), token)
         }

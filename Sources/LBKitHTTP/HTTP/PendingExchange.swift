@@ -19,11 +19,13 @@ package final class PendingExchange: @unchecked Sendable {
     let loop: LBEventLoop
     let method: String
     let reused: Bool
+    let upgrade: Bool
     /// Aborts this exchange from another task.
     package let abortHandle: ExchangeAbortHandle
 
     init(connection: PooledConnection, endpoint: UpstreamEndpoint, loop: LBEventLoop, method: String, reused: Bool,
-         abortHandle: ExchangeAbortHandle) {
+         abortHandle: ExchangeAbortHandle, upgrade: Bool = false) {
+        self.upgrade = upgrade
         self.connection = connection
         self.endpoint = endpoint
         self.loop = loop

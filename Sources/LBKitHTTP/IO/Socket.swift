@@ -215,6 +215,23 @@ package final class Socket: Sendable, CustomStringConvertible {
         }
     }
 
+    /// Suspends until the socket may have bytes to read (or EOF), without reading and without
+    /// needing a buffer: an idle connection waits here holding no read buffer.
+    package func waitUntilReadable(deadline: UInt64, idle: Bool) async throws(SocketError) {
+        let mayRead = state.withLock { s in !(s.drained && !s.readable && !s.peerClosed) }
+        if mayRead { return }
+        switch await wait(forRead: true, deadline: deadline, idle: idle) {
+        case .ready: return
+        case .timedOut: throw .timedOut
+        case .closed: throw .closed
+        case .shutdown: throw .shutdown
+        }
+    }
+
+    /// Whether a read now might return bytes without waiting (the last read did not drain the
+    /// socket, or a readiness event arrived since).
+    package var mightBeReadable: Bool { state.withLock { s in !(s.drained && !s.readable && !s.peerClosed) } }
+
     /// Whether a readiness event arrived since the last read attempt (each read clears the flag
     /// first). For pooled-connection staleness checks: an idle pooled upstream connection that became
     /// readable was closed by the backend or received unsolicited bytes.
