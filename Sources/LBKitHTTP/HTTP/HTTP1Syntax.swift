@@ -7,13 +7,13 @@ import LBKitPolicy
 /// HTTP1Syntax.originFormProblem("/health?full=1")   // nil: fine
 /// HTTP1Syntax.originFormProblem("/a b")             // "has byte 0x20 at offset 2, which a request path cannot contain"
 /// ```
-public enum HTTP1Syntax {
+package enum HTTP1Syntax {
     /// Why `target` is not an origin-form request target (`absolute-path [ "?" query ]`,
     /// RFC 9112 3.2.1), or nil when it is one: it starts with `/` and holds only unreserved,
     /// sub-delims, `:`, `@`, `/`, `?` and `%HH` escapes (no spaces, control bytes, `#`, non-ASCII).
     /// The reason completes a sentence about the target (`"'/a b' " + reason`) and is one line of
     /// plain ASCII: it never quotes the offending byte itself.
-    public static func originFormProblem(_ target: String) -> String? {
+    package static func originFormProblem(_ target: String) -> String? {
         let bytes = Array(target.utf8)
         guard bytes.first == UInt8(ascii: "/") else { return "must start with /" }
         var i = 0
@@ -33,7 +33,7 @@ public enum HTTP1Syntax {
     }
 
     /// Whether `target` is an origin-form request target (see ``originFormProblem(_:)``).
-    public static func isOriginForm(_ target: String) -> Bool { originFormProblem(target) == nil }
+    package static func isOriginForm(_ target: String) -> Bool { originFormProblem(target) == nil }
 
     /// Whether `p[s..<e]` (a trimmed Host field value) is `uri-host [ ":" port ]` without userinfo
     /// (RFC 9112 3.2, RFC 3986 3.2.2): a reg-name or IPv4 address, or `[IPv6]`, optionally
