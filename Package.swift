@@ -14,7 +14,7 @@ import PackageDescription
 //   LBKit         the balancer, middleware chain, configuration, log/metrics hooks. What
 //        ^        embedders import (re-exports the two layers below).
 //   LBKitTesting  echo / alternating / slow / down backends and test helpers for embedders.
-//   LBServeSupport  lbserve's own code: command line, config file (the only Foundation user),
+//   LBServeSupport  lbserve's own code: command line, config file (its own strict JSON reader),
 //                 signals, stdout and access-log writers.
 let swift6: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 

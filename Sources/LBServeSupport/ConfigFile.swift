@@ -1,9 +1,10 @@
 import LBKit
-import Foundation
+import Glibc
 
-// The `lbserve --config FILE.json` reader. Foundation's JSONSerialization is used here because
-// this runs once at start-up (and on reload), never on the request path. The schema is
-// documented in Docs/Configuration.md; keep the two in sync.
+// The `lbserve --config FILE.json` reader. The JSON itself is read by StrictJSON (no trailing
+// commas, no duplicate keys, numbers kept exact); the settings are checked against the same
+// NumericSetting table as the flags. The schema is documented in Docs/Configuration.md; keep the
+// two in sync.
 
 /// One problem found in a configuration file; `description` is e.g.
 /// `"config.json: backends[1].url: not an http URL"`.
@@ -23,9 +24,11 @@ public struct ConfigFileError: Error, Sendable, Equatable, CustomStringConvertib
         self.message = message
     }
 
-    /// `<file>: <field>: <message>` (`<file>: <message>` when `field` is empty).
+    /// `<file>: <field>: <message>` (`<file>: <message>` when `field` is empty), always one line:
+    /// control characters from the file (in keys or values quoted by the message) are escaped.
     public var description: String {
-        field.isEmpty ? "\(file): \(message)" : "\(file): \(field): \(message)"
+        let line = field.isEmpty ? "\(file): \(message)" : "\(file): \(field): \(message)"
+        return line.escapingControlCharacters
     }
 }
 
@@ -103,18 +106,16 @@ public enum ConfigFile {
     public static func parse(
         _ data: [UInt8], file: String, base: LoadBalancerConfiguration = LoadBalancerConfiguration()
     ) throws(ConfigFileErrors) -> LoadedConfiguration {
-        let topLevel = "(top level)"
+        let topLevel = StrictJSON.rootPath
         if data.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) {
             throw ConfigFileErrors([.init(file: file, field: topLevel, message: "the file is empty (expected a JSON object)")])
         }
-        let root: Any
-        do {
-            root = try JSONSerialization.jsonObject(with: Data(data), options: [.fragmentsAllowed])
-        } catch {
-            throw ConfigFileErrors([.init(file: file, field: topLevel, message: "invalid JSON: \(syntaxMessage(error, data))")])
+        let (root, problems) = StrictJSON.parse(data)
+        if !problems.isEmpty {
+            throw ConfigFileErrors(problems.map { ConfigFileError(file: file, field: $0.path, message: $0.message) })
         }
-        guard case .object(let object) = Value(root) else {
-            throw ConfigFileErrors([.init(file: file, field: topLevel, message: "expected an object, got \(Value(root).kind)")])
+        guard let root, case .object(let object) = root else {
+            throw ConfigFileErrors([.init(file: file, field: topLevel, message: "expected an object, got \(root.map(\.kind) ?? "nothing")")])
         }
 
         var r = Reader(file: file)
@@ -124,10 +125,12 @@ public enum ConfigFile {
         var c = base
         var healthPaths: [String?] = Array(repeating: nil, count: base.backends.count)
         for key in topLevelKeys {
-            guard let raw = object[key] else { continue }
-            let v = Value(raw)
+            guard let v = object[key] else { continue }
+            if let setting = NumericSetting.named(key: key) {
+                r.numeric(v, key, setting).map { setting.apply($0, to: &c) }
+                continue
+            }
             switch key {
-            case "port": r.int(v, key, 0...65535).map { c.port = $0 }
             case "host":
                 if let h = r.string(v, key) {
                     if h.isEmpty { r.fail(key, "must not be empty") } else { c.host = h }
@@ -138,17 +141,8 @@ public enum ConfigFile {
                     c.weights = weights
                     healthPaths = paths
                 }
-            case "timeout_ms": r.int(v, key, 1...3_600_000).map { c.attemptTimeout = .milliseconds($0) }
-            case "request_timeout_ms": r.optionalInt(v, key, 1...3_600_000).map { c.requestTimeout = $0.map { .milliseconds($0) } }
-            case "connect_timeout_ms": r.int(v, key, 1...600_000).map { c.connectTimeout = .milliseconds($0) }
-            case "max_attempts": r.int(v, key, 1...10).map { c.maxAttempts = $0 }
             case "retry_non_idempotent": r.bool(v, key).map { c.retryNonIdempotent = $0 }
-            case "hedge_after_ms": r.optionalInt(v, key, 0...3_600_000).map { c.hedgeAfter = $0.map { .milliseconds($0) } }
-            case "max_fails": r.int(v, key, 1...1000).map { c.maxFails = $0 }
-            case "health_interval_ms": r.int(v, key, 0...3_600_000).map { c.healthInterval = .milliseconds($0) }
             case "health_path": r.healthPath(v, key).map { c.healthPath = $0 }
-            case "health_timeout_ms": r.optionalInt(v, key, 1...600_000).map { c.healthTimeout = $0.map { .milliseconds($0) } }
-            case "max_delay_ms": r.optionalInt(v, key, 1...3_600_000).map { c.maxDelay = $0.map { .milliseconds($0) } }
             case "strategy":
                 if let s = r.string(v, key) {
                     if let strategy = BalancingStrategy(rawValue: s) {
@@ -157,22 +151,13 @@ public enum ConfigFile {
                         r.fail(key, "'\(s)' is not one of round-robin, weighted, least-requests, peak-ewma")
                     }
                 }
-            case "rate_limit": r.rate(v, key).map { c.rateLimit = $0 }
-            case "burst": r.optionalInt(v, key, 1...1_000_000).map { c.burst = $0 }
-            case "throttle_max_keys": r.int(v, key, 1...100_000_000).map { c.throttleMaxKeys = $0 }
-            case "penalty_threshold": r.int(v, key, 0...1_000_000).map { c.penaltyThreshold = $0 }
-            case "penalty_window_ms": r.int(v, key, 1...86_400_000).map { c.penaltyWindow = .milliseconds($0) }
-            case "penalty_duration_ms": r.int(v, key, 0...86_400_000).map { c.penaltyDuration = .milliseconds($0) }
-            case "penalty_factor": r.int(v, key, 1...1000).map { c.penaltyFactor = $0 }
             case "trusted_proxies": r.cidrList(v, key).map { c.trustedProxies = $0 }
-            case "max_body_bytes": r.int(v, key, 0...(1 << 34)).map { c.maxBodyBytes = $0 }
             case "access_log": r.bool(v, key).map { c.accessLog = $0 }
             case "admin_token":
                 if let token = r.string(v, key) {
                     if token.count >= 8 { c.adminToken = token } else { r.fail(key, "use at least 8 characters") }
                 }
-            case "threads": r.int(v, key, 1...256).map { c.loopCount = $0 }
-            default: break  // unreachable: every key of topLevelKeys has a case
+            default: break  // unreachable: every key of topLevelKeys is numeric or has a case
             }
         }
         if !r.errors.isEmpty { throw ConfigFileErrors(r.errors) }
@@ -198,14 +183,25 @@ public enum ConfigFile {
 
     private struct ReadProblem: Error { var message: String }
 
-    /// The whole file, or why it cannot be read (errno text).
+    /// The whole file, or why it cannot be read (errno text). Only a regular file (or a symbolic
+    /// link to one) is read: a FIFO, socket, device or directory is refused before it is opened,
+    /// so reading can never block (lbserve reloads on the thread that handles its signals). The
+    /// file is opened with O_NONBLOCK and checked again, in case it was swapped in between.
     private static func readFile(_ path: String) -> Result<[UInt8], ReadProblem> {
         func failure(_ what: String) -> Result<[UInt8], ReadProblem> {
             .failure(ReadProblem(message: "\(what): \(String(cString: strerror(errno)))"))
         }
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        func notRegular(_ mode: mode_t) -> Result<[UInt8], ReadProblem> {
+            .failure(ReadProblem(message: "cannot read: not a regular file (\(fileKind(mode)))"))
+        }
+        var info = stat()
+        guard stat(path, &info) == 0 else { return failure("cannot read") }
+        guard info.st_mode & S_IFMT == S_IFREG else { return notRegular(info.st_mode) }
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
         guard fd >= 0 else { return failure("cannot read") }
         defer { close(fd) }
+        guard fstat(fd, &info) == 0 else { return failure("cannot read") }
+        guard info.st_mode & S_IFMT == S_IFREG else { return notRegular(info.st_mode) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
@@ -223,30 +219,22 @@ public enum ConfigFile {
         return .success(bytes)
     }
 
-    /// JSONSerialization's reason on one line, with "around character N" turned into a line and column.
-    private static func syntaxMessage(_ error: any Error, _ data: [UInt8]) -> String {
-        var text = ((error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String) ?? "\(error)"
-        text = text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }).joined(separator: " ")
-        while text.hasSuffix(".") { text.removeLast() }
-        if let range = text.range(of: "around character "),
-           let offset = Int(text[range.upperBound...].prefix(while: { $0.isNumber })) {
-            var line = 1
-            var column = 1
-            for byte in data.prefix(offset) {
-                if byte == 0x0A { line += 1; column = 1 } else if byte & 0xC0 != 0x80 { column += 1 }
-            }
-            let number = String(offset)
-            text.replaceSubrange(range.lowerBound..<text.index(range.upperBound, offsetBy: number.count),
-                                 with: "at line \(line), column \(column)")
+    /// "a directory", "a FIFO", ... for a `st_mode`.
+    private static func fileKind(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFDIR: "a directory"
+        case S_IFIFO: "a FIFO"
+        case S_IFSOCK: "a socket"
+        case S_IFCHR: "a character device"
+        case S_IFBLK: "a block device"
+        default: "not a regular file"
         }
-        if let first = text.first { text = first.lowercased() + text.dropFirst() }
-        return text
     }
 
     /// `unknown key 'k'`, with a hint when the key is a near miss of a known one
     /// (`timeout-ms`, `timeout`, `trusted_proxy`, `backend`).
     private static func unknownKeyMessage(_ key: String, known: [String]) -> String {
-        let normalized = key.lowercased().replacingOccurrences(of: "-", with: "_")
+        let normalized = String(key.lowercased().map { $0 == "-" ? "_" : $0 })
         let candidates = [normalized, normalized + "_ms", normalized + "s",
                           normalized.hasSuffix("y") ? String(normalized.dropLast()) + "ies" : normalized]
         if let hint = candidates.first(where: { $0 != key && known.contains($0) }) {
@@ -255,41 +243,7 @@ public enum ConfigFile {
         return "unknown key '\(key)'"
     }
 
-    /// A JSON value as JSONSerialization hands it over, classified.
-    fileprivate enum Value {
-        case null, bool(Bool), number(NSNumber), string(String), array([Any]), object([String: Any])
-
-        private static let booleanClass = ObjectIdentifier(type(of: NSNumber(value: true)))
-
-        init(_ any: Any) {
-            if any is NSNull {
-                self = .null
-            } else if let s = any as? String {
-                self = .string(s)
-            } else if let a = any as? [Any] {
-                self = .array(a)
-            } else if let o = any as? [String: Any] {
-                self = .object(o)
-            } else if let n = any as? NSNumber {
-                // Booleans and 0/1 both bridge to Bool and Int; only the class tells them apart.
-                self = ObjectIdentifier(type(of: n)) == Self.booleanClass ? .bool(n.boolValue) : .number(n)
-            } else {
-                self = .null
-            }
-        }
-
-        /// The kind with an article, for "expected ..., got <kind>".
-        var kind: String {
-            switch self {
-            case .null: "null"
-            case .bool: "a boolean"
-            case .number(let n): n as? Int != nil ? "an integer" : "a number"
-            case .string: "a string"
-            case .array: "an array"
-            case .object: "an object"
-            }
-        }
-    }
+    fileprivate typealias Value = StrictJSON.Value
 
     /// Type and range checks that record a problem and return nil instead of throwing.
     private struct Reader {
@@ -306,27 +260,37 @@ public enum ConfigFile {
                 fail(field, "expected an integer, got \(v.kind)")
                 return nil
             }
-            guard let i = n as? Int else {
-                let d = n.doubleValue
-                if d.isFinite, d == d.rounded() {
-                    fail(field, "expected \(expected), got \(n.stringValue)")
-                } else {
-                    fail(field, "expected an integer, got \(n.stringValue)")
-                }
+            guard n.isIntegral else {
+                fail(field, "expected an integer, got \(n.text)")
                 return nil
             }
-            guard range.contains(i) else {
-                fail(field, "expected \(expected), got \(i)")
+            guard let i = n.integer, range.contains(i) else {
+                fail(field, "expected \(expected), got \(n.text)")
                 return nil
             }
             return i
         }
 
-        /// An integer, or null for "unset" (`.some(nil)`); nil when invalid.
-        mutating func optionalInt(_ v: Value, _ field: String, _ range: ClosedRange<Int>) -> Int?? {
-            if case .null = v { return .some(nil) }
-            guard let i = int(v, field, range) else { return nil }
-            return .some(i)
+        /// A value of a numeric setting; `.some(nil)` for `null` when the setting allows it ("unset");
+        /// nil when invalid.
+        mutating func numeric(_ v: Value, _ field: String, _ setting: NumericSetting) -> NumericSetting.Value?? {
+            if case .null = v, setting.nullable { return .some(nil) }
+            switch setting.kind {
+            case .integer(let range):
+                guard let i = int(v, field, range) else { return nil }
+                return .some(.integer(i))
+            case .decimal(let range):
+                guard case .number(let n) = v else {
+                    fail(field, "expected a number, got \(v.kind)")
+                    return nil
+                }
+                let d = n.double
+                guard d.isFinite, range.contains(d) else {
+                    fail(field, "expected \(setting.expectation), got \(n.text)")
+                    return nil
+                }
+                return .some(.decimal(d))
+            }
         }
 
         mutating func bool(_ v: Value, _ field: String) -> Bool? {
@@ -337,38 +301,29 @@ public enum ConfigFile {
             return b
         }
 
+        /// A string without control characters (no setting has a use for them).
         mutating func string(_ v: Value, _ field: String) -> String? {
             guard case .string(let s) = v else {
                 fail(field, "expected a string, got \(v.kind)")
+                return nil
+            }
+            guard !s.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+                fail(field, "'\(s)' contains a control character")
                 return nil
             }
             return s
         }
 
         mutating func healthPath(_ v: Value, _ field: String) -> String? {
-            guard let p = string(v, field) else { return nil }
-            guard p.hasPrefix("/"), !p.contains(" ") else {
-                fail(field, "'\(p)' must start with / and contain no spaces")
+            guard case .string(let p) = v else {
+                fail(field, "expected a string, got \(v.kind)")
+                return nil
+            }
+            if let problem = HTTP1Syntax.originFormProblem(p) {
+                fail(field, "'\(p)' \(problem)")
                 return nil
             }
             return p
-        }
-
-        /// A positive finite number of requests per second, or null (`.some(nil)`).
-        mutating func rate(_ v: Value, _ field: String) -> Double?? {
-            switch v {
-            case .null: return .some(nil)
-            case .number(let n):
-                let d = n.doubleValue
-                guard d > 0, d.isFinite else {
-                    fail(field, "expected a positive number, got \(n.stringValue)")
-                    return nil
-                }
-                return .some(d)
-            default:
-                fail(field, "expected a number, got \(v.kind)")
-                return nil
-            }
         }
 
         mutating func cidrList(_ v: Value, _ field: String) -> [CIDRRange]? {
@@ -380,7 +335,7 @@ public enum ConfigFile {
             var ok = true
             for (i, item) in items.enumerated() {
                 let itemField = "\(field)[\(i)]"
-                guard let text = string(Value(item), itemField) else { ok = false; continue }
+                guard let text = string(item, itemField) else { ok = false; continue }
                 guard let range = CIDRRange(text) else {
                     fail(itemField, "'\(text)' is not a CIDR range")
                     ok = false
@@ -413,7 +368,7 @@ public enum ConfigFile {
                 var urlText: String?
                 var weight = 1
                 var path: String?
-                switch Value(item) {
+                switch item {
                 case .string(let s):
                     urlText = s
                 case .object(let object):
@@ -422,17 +377,17 @@ public enum ConfigFile {
                         ok = false
                     }
                     if let raw = object["url"] {
-                        urlText = string(Value(raw), urlField)
+                        urlText = string(raw, urlField)
                         if urlText == nil { ok = false }
                     } else {
                         fail(itemField, "missing required key 'url'")
                         ok = false
                     }
                     if let raw = object["weight"] {
-                        if let w = int(Value(raw), itemField + ".weight", 1...1000) { weight = w } else { ok = false }
+                        if let w = int(raw, itemField + ".weight", NumericSetting.weightRange) { weight = w } else { ok = false }
                     }
                     if let raw = object["health_path"] {
-                        if let p = healthPath(Value(raw), itemField + ".health_path") { path = p } else { ok = false }
+                        if let p = healthPath(raw, itemField + ".health_path") { path = p } else { ok = false }
                     }
                 case let other:
                     fail(itemField, "expected a URL string or an object, got \(other.kind)")
@@ -472,6 +427,20 @@ public enum ConfigFile {
                 fail(field, message)
                 return nil
             }
+        }
+    }
+}
+
+extension StrictJSON.Value {
+    /// The kind with an article, for "expected ..., got <kind>".
+    var kind: String {
+        switch self {
+        case .null: "null"
+        case .bool: "a boolean"
+        case .number(let n): n.integer != nil ? "an integer" : "a number"
+        case .string: "a string"
+        case .array: "an array"
+        case .object: "an object"
         }
     }
 }

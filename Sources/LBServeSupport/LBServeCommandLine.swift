@@ -19,10 +19,13 @@ public struct LBServeOptions: Sendable {
 /// A bad command line: the message names the flag and what is wrong (`lbserve` prints it on one
 /// line and exits with status 2).
 public struct CommandLineError: Error, Sendable, CustomStringConvertible {
-    /// One line naming the flag.
+    /// One line naming the flag (one line per problem for a config file's problems).
     public var message: String
-    /// Creates an error.
-    public init(_ message: String) { self.message = message }
+    /// Creates an error; control characters in `message` (from quoted user input) are escaped, so
+    /// it is always one line.
+    public init(_ message: String) { self.message = message.escapingControlCharacters }
+    /// Several problems, one line each (each line escaped).
+    init(lines: [String]) { message = lines.map(\.escapingControlCharacters).joined(separator: "\n") }
     public var description: String { message }
 }
 
@@ -60,13 +63,6 @@ public enum LBServeCommandLine {
             guard i < arguments.count else { throw CommandLineError("\(flag): missing value") }
             return arguments[i]
         }
-        func int(_ flag: String, _ range: ClosedRange<Int>) throws(CommandLineError) -> Int {
-            let text = try value(flag)
-            guard let n = Int(text), range.contains(n) else {
-                throw CommandLineError("\(flag): '\(text)' is not an integer in \(range.lowerBound)...\(range.upperBound)")
-            }
-            return n
-        }
         while i < arguments.count {
             var flag = arguments[i]
             // Accept --flag=value as well as --flag value.
@@ -78,9 +74,13 @@ public enum LBServeCommandLine {
                 rewritten.insert(v, at: i + 1)
                 return try parse(rewritten, environment: environment, base: base)
             }
+            if let setting = NumericSetting.named(flag: flag) {
+                try setting.apply(try value(flag), to: &config)
+                i += 1
+                continue
+            }
             switch flag {
             case "-h", "--help": options.showHelp = true
-            case "--port": config.port = try int(flag, 0...65535)
             case "--host": config.host = try value(flag)
             case "--backend":
                 let text = try value(flag)
@@ -95,30 +95,10 @@ public enum LBServeCommandLine {
                     throw CommandLineError("--backend: \(error.message)")
                 }
             case "--config": options.configFile = try value(flag)
-            case "--timeout-ms": config.attemptTimeout = .milliseconds(try int(flag, 1...3_600_000))
-            case "--request-timeout-ms": config.requestTimeout = .milliseconds(try int(flag, 1...3_600_000))
-            case "--connect-timeout-ms": config.connectTimeout = .milliseconds(try int(flag, 1...600_000))
-            case "--max-delay-ms": config.maxDelay = .milliseconds(try int(flag, 1...3_600_000))
-            case "--max-fails": config.maxFails = try int(flag, 1...1000)
-            case "--hedge-after-ms": config.hedgeAfter = .milliseconds(try int(flag, 0...3_600_000))
-            case "--health-interval-ms": config.healthInterval = .milliseconds(try int(flag, 0...3_600_000))
-            case "--health-timeout-ms": config.healthTimeout = .milliseconds(try int(flag, 1...600_000))
             case "--health-path":
                 let p = try value(flag)
-                guard p.hasPrefix("/"), !p.contains(" ") else { throw CommandLineError("--health-path: '\(p)' must start with /") }
+                if let problem = HTTP1Syntax.originFormProblem(p) { throw CommandLineError("--health-path: '\(p)' \(problem)") }
                 config.healthPath = p
-            case "--rate-limit":
-                let text = try value(flag)
-                guard let r = Double(text), r > 0, r.isFinite else { throw CommandLineError("--rate-limit: '\(text)' is not a positive number") }
-                config.rateLimit = r
-            case "--burst": config.burst = try int(flag, 1...1_000_000)
-            case "--throttle-max-keys": config.throttleMaxKeys = try int(flag, 1...100_000_000)
-            case "--penalty-threshold": config.penaltyThreshold = try int(flag, 0...1_000_000)
-            case "--penalty-window-ms": config.penaltyWindow = .milliseconds(try int(flag, 1...86_400_000))
-            case "--penalty-duration-ms": config.penaltyDuration = .milliseconds(try int(flag, 0...86_400_000))
-            case "--penalty-factor": config.penaltyFactor = try int(flag, 1...1000)
-            case "--max-body-bytes": config.maxBodyBytes = try int(flag, 0...(1 << 34))
-            case "--max-attempts": config.maxAttempts = try int(flag, 1...10)
             case "--retry-non-idempotent": config.retryNonIdempotent = true
             case "--strategy":
                 let text = try value(flag)
@@ -135,7 +115,6 @@ public enum LBServeCommandLine {
                 let token = try value(flag)
                 guard token.count >= 8 else { throw CommandLineError("--admin-token: use at least 8 characters") }
                 config.adminToken = token
-            case "--threads": config.loopCount = try int(flag, 1...256)
             default:
                 throw CommandLineError("\(flag): unknown flag (see lbserve --help)")
             }
@@ -146,16 +125,16 @@ public enum LBServeCommandLine {
         return options
     }
 
-    /// The default configuration with `LB_RATE_LIMIT` / `LB_BURST` applied.
+    /// The environment variables of the numeric settings (`LB_RATE_LIMIT`, `LB_BURST`).
+    public static let environmentVariables = NumericSetting.all.compactMap(\.environment)
+
+    /// The default configuration with `LB_RATE_LIMIT` / `LB_BURST` applied (checked exactly like
+    /// their flags; the error names the variable).
     public static func defaults(environment: [String: String]) throws(CommandLineError) -> LoadBalancerConfiguration {
         var config = LoadBalancerConfiguration()
-        if let v = environment["LB_RATE_LIMIT"] {
-            guard let r = Double(v), r > 0 else { throw CommandLineError("LB_RATE_LIMIT: '\(v)' is not a positive number") }
-            config.rateLimit = r
-        }
-        if let v = environment["LB_BURST"] {
-            guard let b = Int(v), b > 0 else { throw CommandLineError("LB_BURST: '\(v)' is not a positive integer") }
-            config.burst = b
+        for setting in NumericSetting.all {
+            guard let name = setting.environment, let text = environment[name] else { continue }
+            try setting.apply(text, to: &config, name: name)
         }
         return config
     }
@@ -180,13 +159,12 @@ extension LBServeCommandLine {
     public static func load(_ arguments: [String], environment: [String: String] = [:]) throws(CommandLineError) -> Setup {
         let first = try parse(arguments, environment: environment)
         guard let path = first.configFile else { return Setup(options: first, healthPaths: []) }
+        let base = try defaults(environment: environment)
         let loaded: LoadedConfiguration
-        do {
-            loaded = try ConfigFile.load(path: path, base: try defaults(environment: environment))
-        } catch let error as ConfigFileErrors {
-            throw CommandLineError(error.errors.map(\.description).joined(separator: "\n"))
+        do throws(ConfigFileErrors) {
+            loaded = try ConfigFile.load(path: path, base: base)
         } catch {
-            throw CommandLineError("--config: \(error)")
+            throw CommandLineError(lines: error.errors.map(\.description))
         }
         let options = try parse(arguments, environment: environment, base: loaded.balancer)
         return Setup(options: options, healthPaths: options.backendsFromFlags ? [] : loaded.healthPaths)

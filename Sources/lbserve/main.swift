@@ -11,7 +11,7 @@ func fail(_ message: String) -> Never {
 }
 
 var environment: [String: String] = [:]
-for key in ["LB_RATE_LIMIT", "LB_BURST"] {
+for key in LBServeCommandLine.environmentVariables {
     if let v = getenv(key) { environment[key] = String(cString: v) }
 }
 let arguments = Array(CommandLine.arguments.dropFirst())

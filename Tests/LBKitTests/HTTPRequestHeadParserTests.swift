@@ -335,6 +335,44 @@ struct RequestRejectionCase: Sendable, CustomTestStringConvertible {
         #expect(Self.error(raw) == .malformed("invalid character in header value"))
     }
 
+    // MARK: Host (RFC 9112 3.2, RFC 3986 3.2.2-3.2.3)
+
+    static let invalidHosts = [
+        "user@evil.com", "a b", "a/b", "a, b", "a,b", "a:xyz", "a:", ":80", "a:65536", "a:99999999999999999999",
+        "a:-1", "a:+80", "a:8 0", "[::1", "::1", "[1.2.3.4]", "[::1]x", "[::1]:", "[::1]]", "[fe80::1%eth0]", "[]",
+        "[v1.x]", "[::1]:65536", "a?b", "a#b", "a\\b", "a%zz", "a%4", "caf\u{E9}.example", "a\"b", "<a>", "a{b}",
+        "a|b", "a^b", "a`b", "a[b]", "a]",
+    ]
+    static let validHosts = [
+        "example.com", "EXAMPLE.com:8080", "a", "127.0.0.1", "127.0.0.1:0", "1.2.3.999", "[::1]", "[::1]:8000",
+        "[2001:DB8::1]:65535", "[::ffff:192.0.2.1]", "a-b_c~d.e", "a%41b", "xn--bcher-kva.example", "a:080",
+        "a!$&'()*+;=b", "h:65535",
+    ]
+
+    @Test(arguments: invalidHosts)
+    func rejectsInvalidHost(_ host: String) {
+        #expect(Self.error("GET / HTTP/1.1\r\nHost: \(host)\r\n\r\n") == .malformed("invalid Host"), "\(host)")
+        #expect(Self.error("GET / HTTP/1.0\r\nHost: \(host)\r\n\r\n") == .malformed("invalid Host"), "\(host)")
+    }
+
+    @Test(arguments: validHosts)
+    func acceptsValidHost(_ host: String) throws {
+        let parsed = try #require(try Self.parse("GET / HTTP/1.1\r\nUser-Agent: t\r\nHOST:  \(host) \r\n\r\n"))
+        #expect(parsed.head.headers.first(name: "host") == host)
+    }
+
+    @Test func emptyHostAcceptedAsToday() throws {
+        let parsed = try #require(try Self.parse("GET / HTTP/1.1\r\nHost:\r\n\r\n"))
+        #expect(parsed.head.headers.first(name: "host") == "")
+        #expect(Self.error("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n") == .malformed("multiple Host"))
+    }
+
+    @Test func expectContinueIgnoredForHTTP10() throws {
+        let old = try #require(try Self.parse("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"))
+        #expect(!old.expectsContinue)
+        #expect(old.head.headers.first(name: "expect") == "100-continue")
+    }
+
     // MARK: limits
 
     /// A complete head of exactly `size` bytes (padded through an X-Pad field).

@@ -88,6 +88,24 @@ struct HTTPServerConformanceTests {
         }
     }
 
+    @Test("Expect: 100-continue from an HTTP/1.0 client is ignored: no interim 100 (RFC 9110 10.1.1)")
+    func expectContinueHTTP10Ignored() async throws {
+        try await withConformanceServer { s in
+            let port = s.port
+            let (early, final) = try await offload { () -> ([UInt8], RawHTTPClient.Response) in
+                let client = try RawHTTPClient(port: port, timeoutMs: 500)
+                try client.send("POST /upload HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+                // An HTTP/1.0 client would take a 100 for the final response; nothing may arrive yet.
+                let early = (try? client.receiveExactly(1)) ?? []
+                try client.send("hello")
+                return (early, try client.readResponse())
+            }
+            #expect(early.isEmpty, "the server sent \(String(decoding: early, as: UTF8.self).debugDescription) before the body")
+            #expect(final.status == 200)
+            #expect(final.bodyText == "POST /upload hello")
+        }
+    }
+
     // MARK: Limits
 
     @Test("a header block over 16 KiB gets 431 and the connection closes")
@@ -158,6 +176,49 @@ struct HTTPServerConformanceTests {
             let outcome = try await sendExpectingError(port: s.port, Array((shape.request + follow).utf8))
             outcome.expectJSONError(status: 400, shape.name)
             #expect(s.calls.value == 0, "\(shape.name): the handler must not see the request")
+        }
+    }
+
+    static let badHosts: [(name: String, request: String)] = [
+        ("userinfo", "GET / HTTP/1.1\r\nHost: user@evil.com\r\n\r\n"),
+        ("space", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n"),
+        ("slash", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"),
+        ("list", "GET / HTTP/1.1\r\nHost: a, b\r\n\r\n"),
+        ("non-numeric port", "GET / HTTP/1.1\r\nHost: a:xyz\r\n\r\n"),
+        ("port over 65535", "GET / HTTP/1.1\r\nHost: a:65536\r\n\r\n"),
+        ("unclosed IPv6", "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n"),
+        ("bare IPv6", "GET / HTTP/1.1\r\nHost: ::1\r\n\r\n"),
+        ("two Host fields", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+        ("two identical Host fields", "GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"),
+        ("HTTP/1.0 with userinfo", "GET / HTTP/1.0\r\nHost: user@evil.com\r\n\r\n"),
+        ("missing Host", "GET / HTTP/1.1\r\nX: y\r\n\r\n"),
+    ]
+
+    @Test("an invalid or repeated Host gets a 400 JSON error, is never handled, and the connection closes",
+          arguments: HTTPServerConformanceTests.badHosts)
+    func badHostRejected(_ shape: (name: String, request: String)) async throws {
+        try await withConformanceServer { s in
+            let follow = String(decoding: RawHTTPClient.format(method: "GET", path: "/after"), as: UTF8.self)
+            let outcome = try await sendExpectingError(port: s.port, Array((shape.request + follow).utf8))
+            outcome.expectJSONError(status: 400, shape.name)
+            #expect(outcome.response.bodyText.contains("Host"), "\(shape.name): \(outcome.response.bodyText)")
+            #expect(s.calls.value == 0, "\(shape.name): the handler must not see the request")
+        }
+    }
+
+    @Test("valid Host forms reach the handler", arguments: [
+        "example.com", "example.com:8080", "127.0.0.1:80", "[::1]", "[2001:db8::1]:443", "",
+    ])
+    func goodHostAccepted(_ host: String) async throws {
+        try await withConformanceServer { s in
+            let port = s.port
+            let response = try await offload { () -> RawHTTPClient.Response in
+                let client = try RawHTTPClient(port: port)
+                try client.send("GET /h HTTP/1.1\r\nHost: \(host)\r\n\r\n")
+                return try client.readResponse()
+            }
+            #expect(response.status == 200, "Host: \(host)")
+            #expect(s.calls.value == 1)
         }
     }
 

@@ -129,7 +129,7 @@ public final class LoadBalancer: HTTPHandler, Sendable {
 
         identity = ClientIdentityResolver(trustedProxies: configuration.trustedProxies)
         if let rate = configuration.rateLimit {
-            let burst = configuration.burst ?? max(1, Int(min(rate, Double(Int32.max)).rounded(.up)))
+            let burst = configuration.burst ?? LoadBalancerConfiguration.defaultBurst(forRate: rate)
             let penaltyOn = configuration.penaltyThreshold > 0
             let throttleConfig = ThrottleConfiguration(
                 rate: rate, burst: burst, maxKeys: configuration.throttleMaxKeys,

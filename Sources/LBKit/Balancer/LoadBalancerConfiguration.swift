@@ -77,16 +77,30 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
     /// Defaults as documented per property.
     public init() {}
 
-    /// The overall request deadline in effect.
+    /// The overall request deadline in effect. Computed without overflow whatever the values
+    /// (each factor is capped first: a year per attempt, 1000 attempts).
     public var effectiveRequestTimeout: Duration {
-        requestTimeout ?? attemptTimeout * maxAttempts
+        requestTimeout ?? Self.capped(attemptTimeout) * min(max(maxAttempts, 0), 1000)
     }
 
     /// The health check timeout in effect.
     public var effectiveHealthTimeout: Duration {
         if let healthTimeout { return healthTimeout }
         var t = min(healthInterval, .seconds(2))
-        if let maxDelay { t = max(t, maxDelay * 2) }
+        if let maxDelay { t = max(t, Self.capped(maxDelay) * 2) }
         return max(t, .milliseconds(100))
     }
+
+    /// The burst used when `burst` is nil: the rate rounded up, at least 1, at most the
+    /// throttle's largest burst; any rate (NaN, infinite, negative) gives a valid count.
+    public static func defaultBurst(forRate rate: Double) -> Int {
+        guard rate > 1 else { return 1 }  // also NaN and negative rates
+        return Int(min(rate, 1_000_000).rounded(.up))
+    }
+
+    /// Durations longer than this are treated as this in derived timeouts (a year: effectively
+    /// "never", and far from `Duration`'s overflow when multiplied).
+    static let longestTimeout: Duration = .seconds(365 * 86_400)
+
+    private static func capped(_ d: Duration) -> Duration { min(max(d, .zero), longestTimeout) }
 }

@@ -23,6 +23,13 @@ final class UpstreamSet: Sendable {
                      previous: UpstreamSet?, group: LBEventLoopGroup, clusterConfiguration: ClusterConfiguration,
                      clock: any MonotonicClock, log: @escaping LogSink) throws(LoadBalancerError) -> UpstreamSet {
         guard !backends.isEmpty else { throw LoadBalancerError("no backends configured") }
+        let paths = backends.indices.map { i in (i < healthPaths.count ? healthPaths[i] : nil) ?? defaultHealthPath }
+        for (i, path) in paths.enumerated() {
+            // The path goes onto a request line: refuse anything that could break or extend it.
+            if let problem = HTTP1Syntax.originFormProblem(path) {
+                throw LoadBalancerError("backend \(backends[i]): health path \(path.debugDescription) \(problem)")
+            }
+        }
         var endpoints: [UpstreamEndpoint] = []
         for url in backends {
             if let previous, let i = previous.urls.firstIndex(of: url) {
@@ -41,7 +48,6 @@ final class UpstreamSet: Sendable {
         }
         let cluster = BackendCluster(backends: descriptors, configuration: clusterConfiguration, clock: clock, log: log)
         if let previous { cluster.inheritState(from: previous.cluster) }
-        let paths = backends.indices.map { i in (i < healthPaths.count ? healthPaths[i] : nil) ?? defaultHealthPath }
         return UpstreamSet(urls: backends, endpoints: endpoints, healthPaths: paths, cluster: cluster)
     }
 }

@@ -45,7 +45,9 @@ package struct ParsedRequestHead: Sendable {
     /// ```
     package var keepAlive: Bool
 
-    /// Whether the request carries `Expect: 100-continue` (case-insensitive).
+    /// Whether the client waits for an interim `100 Continue`: an HTTP/1.1 request carrying
+    /// `Expect: 100-continue` (case-insensitive). An HTTP/1.0 client's expectation is ignored
+    /// (RFC 9110 10.1.1: it cannot understand a 1xx response); the field stays in the headers.
     ///
     /// ```swift
     /// if parsed.expectsContinue { send("HTTP/1.1 100 Continue\r\n\r\n") }
@@ -151,6 +153,9 @@ package enum HTTPRequestHeadParser {
 
         if summary.hostCount == 0 && version.minor == 1 { throw .malformed("missing Host") }
         if summary.hostCount > 1 { throw .malformed("multiple Host") }
+        if summary.hostCount == 1 && !HTTP1Syntax.isValidHost(p, summary.hostValue.lowerBound, summary.hostValue.upperBound) {
+            throw .malformed("invalid Host")
+        }
 
         let framing: HTTPBodyFraming
         if summary.hasTransferEncoding {
@@ -179,7 +184,7 @@ package enum HTTPRequestHeadParser {
         let head = RequestHead(method: method, target: target, version: version, headers: fields)
         return ParsedRequestHead(
             head: head, headLength: headLength, framing: framing,
-            keepAlive: keepAlive, expectsContinue: summary.expectContinue)
+            keepAlive: keepAlive, expectsContinue: summary.expectContinue && version.minor == 1)
     }
 }
 
@@ -188,6 +193,8 @@ package enum HTTPRequestHeadParser {
 /// Framing-relevant facts collected while parsing header fields.
 struct HTTP1FieldSummary {
     var hostCount = 0
+    /// Where the (last) Host field's trimmed value lies in the buffer.
+    var hostValue = 0..<0
     var contentLength: Int?
     var hasTransferEncoding = false
     var teCodingCount = 0
@@ -413,7 +420,10 @@ enum HTTP1Scan {
     ) throws(HTTPParseError) {
         switch ne - ns {
         case 4:
-            if equalsLowercase(p, ns, ne, "host") { summary.hostCount += 1 }
+            if equalsLowercase(p, ns, ne, "host") {
+                summary.hostCount += 1
+                summary.hostValue = vs..<ve
+            }
         case 6:
             if equalsLowercase(p, ns, ne, "expect") && equalsLowercase(p, vs, ve, "100-continue") {
                 summary.expectContinue = true

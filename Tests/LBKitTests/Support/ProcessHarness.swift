@@ -81,10 +81,14 @@ final class ChildProcess: @unchecked Sendable {
 
     /// Launches `executable`; with `signalOnOutput`, sends that signal the instant stdout contains
     /// the text (from the reader thread, no polling delay).
-    init(executable: URL, arguments: [String], signalOnOutput: (text: String, signal: Int32)? = nil) throws {
+    init(executable: URL, arguments: [String], environment: [String: String] = [:],
+         signalOnOutput: (text: String, signal: Int32)? = nil) throws {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         process.standardInput = FileHandle.nullDevice
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
@@ -151,10 +155,12 @@ final class ChildProcess: @unchecked Sendable {
 final class ProcessHarness: Sendable {
     private let children = Mutex<[ChildProcess]>([])
 
-    /// Starts `name` (`echo` or `lbserve`) from the build directory with `arguments`.
-    func start(_ name: String, _ arguments: [String], signalOnOutput: (text: String, signal: Int32)? = nil) throws -> ChildProcess {
+    /// Starts `name` (`echo` or `lbserve`) from the build directory with `arguments` (and
+    /// `environment` added to this process' environment).
+    func start(_ name: String, _ arguments: [String], environment: [String: String] = [:],
+               signalOnOutput: (text: String, signal: Int32)? = nil) throws -> ChildProcess {
         let child = try ChildProcess(executable: try BuiltExecutables.url(name), arguments: arguments,
-                                     signalOnOutput: signalOnOutput)
+                                     environment: environment, signalOnOutput: signalOnOutput)
         children.withLock { $0.append(child) }
         return child
     }

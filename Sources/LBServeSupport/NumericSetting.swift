@@ -1,0 +1,165 @@
+import LBKit
+
+/// One numeric `lbserve` setting: its flag, config key, environment variable and the values it
+/// accepts. Flags, config file keys and environment variables are all checked against
+/// ``all``, so a value accepted in one place is accepted everywhere, and every accepted value
+/// stays far from any overflow downstream (the largest timeout is 24 hours, the largest count
+/// 2^34).
+///
+/// ```swift
+/// let timeout = NumericSetting.named(flag: "--timeout-ms")!
+/// timeout.key                  // "timeout_ms"
+/// timeout.kind                 // .integer(1...3_600_000)
+/// var config = LoadBalancerConfiguration()
+/// try timeout.apply("250", to: &config)   // config.attemptTimeout == .milliseconds(250)
+/// ```
+public struct NumericSetting: Sendable {
+    /// The accepted values.
+    public enum Kind: Sendable, Equatable {
+        /// A base-10 integer in the range (on the command line: optional sign and digits only).
+        case integer(ClosedRange<Int>)
+        /// A decimal number in the range, such as `0.5` or `2e3` (never `inf`, `nan` or hex).
+        case decimal(ClosedRange<Double>)
+    }
+
+    /// A value that passed the checks.
+    public enum Value: Sendable, Equatable {
+        case integer(Int)
+        case decimal(Double)
+    }
+
+    /// The flag, e.g. `--timeout-ms`.
+    public let flag: String
+    /// The config file key: the flag in snake_case, e.g. `timeout_ms`.
+    public let key: String
+    /// The environment variable that gives a default, if any (e.g. `LB_RATE_LIMIT`).
+    public let environment: String?
+    /// The accepted values.
+    public let kind: Kind
+    /// Whether the config file may say `null` for "unset" (off or automatic).
+    public let nullable: Bool
+    private let set: @Sendable (inout LoadBalancerConfiguration, Value?) -> Void
+
+    private init(_ flag: String, _ kind: Kind, environment: String? = nil, nullable: Bool,
+                 _ set: @escaping @Sendable (inout LoadBalancerConfiguration, Value?) -> Void) {
+        self.flag = flag
+        self.key = String(flag.dropFirst(2).map { $0 == "-" ? "_" : $0 })
+        self.environment = environment
+        self.kind = kind
+        self.nullable = nullable
+        self.set = set
+    }
+
+    private static func integer(_ flag: String, _ range: ClosedRange<Int>, environment: String? = nil,
+                                _ set: @escaping @Sendable (inout LoadBalancerConfiguration, Int) -> Void) -> NumericSetting {
+        NumericSetting(flag, .integer(range), environment: environment, nullable: false) { c, v in
+            if case .integer(let n) = v { set(&c, n) }
+        }
+    }
+
+    private static func optionalInteger(_ flag: String, _ range: ClosedRange<Int>, environment: String? = nil,
+                                        _ set: @escaping @Sendable (inout LoadBalancerConfiguration, Int?) -> Void) -> NumericSetting {
+        NumericSetting(flag, .integer(range), environment: environment, nullable: true) { c, v in
+            if case .integer(let n) = v { set(&c, n) } else { set(&c, nil) }
+        }
+    }
+
+    private static func optionalDecimal(_ flag: String, _ range: ClosedRange<Double>, environment: String? = nil,
+                                        _ set: @escaping @Sendable (inout LoadBalancerConfiguration, Double?) -> Void) -> NumericSetting {
+        NumericSetting(flag, .decimal(range), environment: environment, nullable: true) { c, v in
+            if case .decimal(let d) = v { set(&c, d) } else { set(&c, nil) }
+        }
+    }
+
+    /// The largest timeout or period any setting accepts: one hour for request-path timeouts,
+    /// 24 hours for penalty windows.
+    private static let hourMs = 3_600_000
+    private static let dayMs = 86_400_000
+
+    /// Every numeric setting, in the order of the README's flag table.
+    public static let all: [NumericSetting] = [
+        .integer("--port", 0...65535) { $0.port = $1 },
+        .integer("--timeout-ms", 1...hourMs) { $0.attemptTimeout = .milliseconds($1) },
+        .optionalInteger("--request-timeout-ms", 1...hourMs) { $0.requestTimeout = $1.map { .milliseconds($0) } },
+        .integer("--connect-timeout-ms", 1...600_000) { $0.connectTimeout = .milliseconds($1) },
+        .integer("--max-attempts", 1...10) { $0.maxAttempts = $1 },
+        .optionalInteger("--hedge-after-ms", 0...hourMs) { $0.hedgeAfter = $1.map { .milliseconds($0) } },
+        .integer("--max-fails", 1...1000) { $0.maxFails = $1 },
+        .integer("--health-interval-ms", 0...hourMs) { $0.healthInterval = .milliseconds($1) },
+        .optionalInteger("--health-timeout-ms", 1...600_000) { $0.healthTimeout = $1.map { .milliseconds($0) } },
+        .optionalInteger("--max-delay-ms", 1...hourMs) { $0.maxDelay = $1.map { .milliseconds($0) } },
+        // The throttle's own limits (ThrottleConfiguration clamps to these; nothing is clamped silently).
+        .optionalDecimal("--rate-limit", 0.000001...1_000_000_000, environment: "LB_RATE_LIMIT") { $0.rateLimit = $1 },
+        .optionalInteger("--burst", 1...1_000_000, environment: "LB_BURST") { $0.burst = $1 },
+        .integer("--throttle-max-keys", 1...100_000_000) { $0.throttleMaxKeys = $1 },
+        .integer("--penalty-threshold", 0...1_000_000) { $0.penaltyThreshold = $1 },
+        .integer("--penalty-window-ms", 1...dayMs) { $0.penaltyWindow = .milliseconds($1) },
+        .integer("--penalty-duration-ms", 0...dayMs) { $0.penaltyDuration = .milliseconds($1) },
+        .integer("--penalty-factor", 1...1000) { $0.penaltyFactor = $1 },
+        .integer("--max-body-bytes", 0...(1 << 34)) { $0.maxBodyBytes = $1 },
+        .integer("--threads", 1...256) { $0.loopCount = $1 },
+    ]
+
+    /// The per-backend `weight` of the config file (it has no flag).
+    public static let weightRange = 1...1000
+
+    private static let byFlag: [String: NumericSetting] = Dictionary(uniqueKeysWithValues: all.map { ($0.flag, $0) })
+    private static let byKey: [String: NumericSetting] = Dictionary(uniqueKeysWithValues: all.map { ($0.key, $0) })
+
+    /// The setting with this flag (`--timeout-ms`), if it is numeric.
+    public static func named(flag: String) -> NumericSetting? { byFlag[flag] }
+
+    /// The setting with this config key (`timeout_ms`), if it is numeric.
+    public static func named(key: String) -> NumericSetting? { byKey[key] }
+
+    /// What the setting accepts, for messages: `"an integer in 1...3600000"`,
+    /// `"a number in 0.000001...1000000000"`.
+    public var expectation: String {
+        switch kind {
+        case .integer(let r): "an integer in \(r.lowerBound)...\(r.upperBound)"
+        case .decimal(let r): "a number in \(Self.plain(r.lowerBound))...\(Self.plain(r.upperBound))"
+        }
+    }
+
+    /// Checks command-line or environment text; nil when it is not an accepted value.
+    public func value(parsing text: String) -> Value? {
+        switch kind {
+        case .integer(let range):
+            guard let n = Int(text), range.contains(n) else { return nil }
+            return .integer(n)
+        case .decimal(let range):
+            // Digits with an optional fraction and exponent only: Double(_:) alone would also take
+            // "inf", "nan" and hex floats such as "0x1p3".
+            guard let first = text.utf8.first, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first) || first == UInt8(ascii: "."),
+                  text.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || "+-.eE".utf8.contains($0) }),
+                  let d = Double(text), d.isFinite, range.contains(d)
+            else { return nil }
+            return .decimal(d)
+        }
+    }
+
+    /// Parses `text` (from the flag or environment variable `name`) and stores it in `config`;
+    /// the error is one line: `<name>: '<text>' is not <expectation>`.
+    public func apply(_ text: String, to config: inout LoadBalancerConfiguration, name: String? = nil) throws(CommandLineError) {
+        guard let v = value(parsing: text) else {
+            throw CommandLineError("\(name ?? flag): '\(text)' is not \(expectation)")
+        }
+        set(&config, v)
+    }
+
+    /// Stores a value that passed the checks (nil = unset, for nullable settings).
+    public func apply(_ value: Value?, to config: inout LoadBalancerConfiguration) {
+        set(&config, value)
+    }
+
+    /// `1e-06` as `0.000001`, `1e9` as `1000000000` (nine decimals at most).
+    static func plain(_ d: Double) -> String {
+        if d == d.rounded(), abs(d) < 1e15 { return String(Int64(d)) }
+        guard d.isFinite, abs(d) < 9e9 else { return "\(d)" }
+        let scaled = Int64((abs(d) * 1e9).rounded())
+        var fraction = String(scaled % 1_000_000_000)
+        fraction = String(repeating: "0", count: 9 - fraction.count) + fraction
+        while fraction.hasSuffix("0") { fraction.removeLast() }
+        return (d < 0 ? "-" : "") + String(scaled / 1_000_000_000) + (fraction.isEmpty ? "" : "." + fraction)
+    }
+}
