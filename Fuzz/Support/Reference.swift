@@ -294,7 +294,8 @@ enum Ref {
         } else if facts.hasTransferEncoding {
             if facts.codings.filter({ $0 == "chunked" }).count > 1 { return .reject(status: 400) }
             if facts.codings.last == "chunked" {
-                if facts.codings.count > 1 { return .reject(status: 501) }
+                // Responses: other codings before chunked are the body's (e.g. gzip); the proxy
+                // de-chunks and passes them on, so the framing is chunked whatever precedes it.
                 framing = .chunked
             } else {
                 framing = .untilClose

@@ -25,6 +25,9 @@ public struct EchoBackendConfiguration: Sendable {
     /// Delay applied to every response in ``EchoMode/slow`` (and to any mode after
     /// `POST /_echo/delay?ms=N`).
     public var delay: Duration
+    /// Largest request body the backend accepts (bodies past 1 MiB arrive streamed; `/_echo/sink`
+    /// counts them without holding them).
+    public var maxBodyBytes = 8 * 1024 * 1024
 
     /// Creates a configuration.
     public init(host: String = "127.0.0.1", ports: [Int], mode: EchoMode = .echo, delay: Duration = .seconds(10)) {
@@ -68,8 +71,10 @@ public final class EchoBackend: Sendable {
         var bound: [Int] = []
         for port in configuration.ports {
             let handler = EchoHandler(mode: configuration.mode, delay: configuration.delay)
-            let server = HTTP1Server(configuration: HTTP1ServerConfiguration(host: configuration.host, port: port),
-                                    group: group, handler: handler)
+            var serverConfiguration = HTTP1ServerConfiguration(host: configuration.host, port: port)
+            serverConfiguration.maxBodyBytes = configuration.maxBodyBytes
+            handler.maxBodyBytes = configuration.maxBodyBytes
+            let server = HTTP1Server(configuration: serverConfiguration, group: group, handler: handler)
             let address = try server.start()
             handler.setPort(address.port)
             servers.withLock { $0.append(server) }
@@ -91,6 +96,13 @@ public final class EchoHandler: HTTPHandler {
     private let port = Atomic<Int>(0)
     private let delayNanoseconds: Atomic<Int64>
     private let counter = Atomic<Int>(0)
+    private let bodyLimit = Atomic<Int>(8 * 1024 * 1024)
+
+    /// Largest JSON body collected for echoing.
+    public var maxBodyBytes: Int {
+        get { bodyLimit.load(ordering: .relaxed) }
+        set { bodyLimit.store(newValue, ordering: .relaxed) }
+    }
 
     /// Creates a handler; in ``EchoMode/slow`` every response waits `delay`.
     public init(mode: EchoMode, delay: Duration) {
@@ -113,6 +125,9 @@ public final class EchoHandler: HTTPHandler {
         if path == "/_echo/delay" {
             return setDelay(request, portHeader: portHeader)
         }
+        if path == "/_echo/sink" { return await sink(request, portHeader: portHeader) }
+        if path == "/_echo/bytes" { return bytes(request, portHeader: portHeader) }
+        if path == "/_echo/stream" { return stream(request, portHeader: portHeader) }
         let wait = delayNanoseconds.load(ordering: .relaxed)
         if wait > 0 { try? await Task.sleep(for: .nanoseconds(wait)) }
         if mode == .down {
@@ -129,15 +144,79 @@ public final class EchoHandler: HTTPHandler {
         }
         switch request.method {
         case "POST", "PUT", "PATCH":
-            guard JSONValidator.isObject(request.body) else {
+            let body: [UInt8]
+            do {
+                body = try await request.collectBody(upTo: maxBodyBytes)
+            } catch {
+                return .jsonError(status: 413, message: "\(error)", headers: portHeader)
+            }
+            guard JSONValidator.isObject(body) else {
                 return .jsonError(status: 400, message: "body must be a JSON object", headers: portHeader)
             }
-            return LBResponse(status: 200, headers: jsonHeaders(portHeader), body: Self.addHandledBy(request.body, port: port))
+            return LBResponse(status: 200, headers: jsonHeaders(portHeader), body: Self.addHandledBy(body, port: port))
         case "HEAD":
-            return LBResponse(status: 200, headers: jsonHeaders(portHeader))
+            // The GET answer's fields, its Content-Length included, and no body (RFC 9110 9.3.2).
+            var headers = jsonHeaders(portHeader)
+            headers.add(name: "Content-Length", value: String("{\"handled_by\":\(port)}".utf8.count))
+            return LBResponse(status: 200, headers: headers)
         default:
             return .json(status: 200, "{\"handled_by\":\(port)}", headers: portHeader)
         }
+    }
+
+    /// `POST /_echo/sink`: reads the body (whole or streamed) and answers how many bytes came,
+    /// holding at most one part in memory.
+    private func sink(_ request: LBRequest, portHeader: HeaderFields) async -> LBResponse {
+        var count = request.body.count
+        if let stream = request.bodyStream {
+            do {
+                while let chunk = try await stream.next() { count += chunk.count }
+            } catch {
+                return .jsonError(status: 400, message: "\(error)", headers: portHeader)
+            }
+        }
+        return .json(status: 200, "{\"bytes\":\(count),\"handled_by\":\(port.load(ordering: .relaxed))}", headers: portHeader)
+    }
+
+    /// `GET /_echo/bytes?n=N`: a body of N bytes (`a`), streamed with its Content-Length.
+    private func bytes(_ request: LBRequest, portHeader: HeaderFields) -> LBResponse {
+        let total = Self.queryInt(request, "n") ?? 0
+        guard total >= 0 else { return .jsonError(status: 400, message: "n must be >= 0", headers: portHeader) }
+        let sent = Atomic<Int>(0)
+        let part = [UInt8](repeating: UInt8(ascii: "a"), count: 64 * 1024)
+        var headers = portHeader
+        headers.add(name: "Content-Type", value: "application/octet-stream")
+        return LBResponse(head: ResponseHead(status: 200, headers: headers), bodyStream: LBBodyStream(length: total) {
+            let done = sent.load(ordering: .relaxed)
+            if done >= total { return nil }
+            let n = min(part.count, total - done)
+            sent.store(done + n, ordering: .relaxed)
+            return n == part.count ? part : Array(part[..<n])
+        })
+    }
+
+    /// `GET /_echo/stream?chunks=K&interval_ms=M`: server-sent events, one `data: i` event every
+    /// M ms, K in all, with no length (so chunked): a streaming test source.
+    private func stream(_ request: LBRequest, portHeader: HeaderFields) -> LBResponse {
+        let chunks = max(0, min(Self.queryInt(request, "chunks") ?? 3, 100_000))
+        let interval = max(0, min(Self.queryInt(request, "interval_ms") ?? 100, 60_000))
+        let next = Atomic<Int>(0)
+        var headers = portHeader
+        headers.add(name: "Content-Type", value: "text/event-stream")
+        headers.add(name: "Cache-Control", value: "no-cache")
+        return LBResponse(head: ResponseHead(status: 200, headers: headers), bodyStream: LBBodyStream(length: nil) {
+            let i = next.add(1, ordering: .relaxed).oldValue
+            if i >= chunks { return nil }
+            if i > 0 { try await Task.sleep(for: .milliseconds(interval)) }
+            return Array("data: \(i)\n\n".utf8)
+        })
+    }
+
+    private static func queryInt(_ request: LBRequest, _ name: String) -> Int? {
+        for pair in (request.head.query ?? "").split(separator: "&") where pair.hasPrefix(name + "=") {
+            return Int(pair.dropFirst(name.count + 1))
+        }
+        return nil
     }
 
     private func jsonHeaders(_ base: HeaderFields) -> HeaderFields {

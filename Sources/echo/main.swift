@@ -8,6 +8,9 @@ import LBServeSupport
 
 let usage = """
     usage: echo --port 5001 [--port 5002 ...] [--host 127.0.0.1] [--mode echo|alternate|slow|down] [--delay-ms 10000]
+                [--max-body-bytes 8388608]
+    endpoints beyond the contract: POST /_echo/sink (counts a body of any size), GET /_echo/bytes?n=N,
+    GET /_echo/stream?chunks=K&interval_ms=M (server-sent events), POST /_echo/delay?ms=N
     """
 
 func fail(_ message: String) -> Never {
@@ -20,6 +23,7 @@ struct EchoOptions {
     var host = "127.0.0.1"
     var mode = EchoMode.echo
     var delayMs = 10_000
+    var maxBodyBytes = 8 * 1024 * 1024
 }
 
 func parseArguments(_ args: [String]) -> EchoOptions {
@@ -48,7 +52,12 @@ func parseArguments(_ args: [String]) -> EchoOptions {
         case "--delay-ms":
             let v = nextValue(flag)
             guard let d = Int(v), d >= 0 else { fail("--delay-ms: '\(v)' is not a non-negative integer") }
+            guard d <= 3_600_000 else { fail("--delay-ms: '\(v)' is over 3600000 (one hour)") }
             options.delayMs = d
+        case "--max-body-bytes":
+            let v = nextValue(flag)
+            guard let n = Int(v), n >= 0, n <= 1 << 40 else { fail("--max-body-bytes: '\(v)' is not an integer from 0 to 2^40") }
+            options.maxBodyBytes = n
         default:
             fail("\(flag): unknown flag (see echo --help)")
         }
@@ -68,9 +77,10 @@ do {
 } catch {
     fail("cannot start event loops: \(error)")
 }
-let backend = EchoBackend(
-    configuration: EchoBackendConfiguration(host: options.host, ports: options.ports, mode: options.mode, delay: .milliseconds(options.delayMs)),
-    group: group)
+var echoConfiguration = EchoBackendConfiguration(host: options.host, ports: options.ports, mode: options.mode,
+                                                 delay: .milliseconds(options.delayMs))
+echoConfiguration.maxBodyBytes = options.maxBodyBytes
+let backend = EchoBackend(configuration: echoConfiguration, group: group)
 let bound: [Int]
 do {
     bound = try backend.start()

@@ -22,6 +22,9 @@ public struct UpstreamClientConfiguration: Sendable {
     /// How long a streamed body may stall (no new byte) before it fails. A stall timeout: a slow
     /// download that keeps progressing is never cut off.
     public var bodyStallTimeout: Duration = .seconds(30)
+    /// Largest body ``UpstreamClient/execute(_:to:on:timeout:)`` collects for its caller (the
+    /// balancer streams instead and has no such limit).
+    public var maxCollectedResponseBytes = 64 * 1024 * 1024
     /// Parser limits for response heads.
     public var limits = HTTPParserLimits()
 
@@ -175,11 +178,21 @@ public final class UpstreamClient: Sendable {
                         timeout: Duration) async throws(UpstreamError) -> UpstreamResponse {
         let deadline = Self.deadline(after: timeout)
         let loop = loop ?? endpoint.group.next()
-        let progress = try await send(request, to: endpoint, on: loop, deadline: deadline, answerBy: .max)
-        switch progress {
-        case .complete(let response): return response
-        case .pending(let pending): return try await finish(pending, deadline: deadline)
+        return try await collected(execute(request, to: endpoint, on: loop, deadline: deadline))
+    }
+
+    /// `response` with a streamed body read whole (for callers that asked for the complete
+    /// response): at most ``UpstreamClientConfiguration/maxCollectedResponseBytes``.
+    private func collected(_ response: UpstreamResponse) async throws(UpstreamError) -> UpstreamResponse {
+        guard let stream = response.bodyStream else { return response }
+        var whole = response
+        whole.bodyStream = nil
+        do {
+            whole.body = try await stream.collect(upTo: configuration.maxCollectedResponseBytes)
+        } catch {
+            throw UpstreamError(kind: error.message.contains("stalled") ? .timedOut : .connectionReset, requestSent: true)
         }
+        return whole
     }
 
     /// Sends `request` and reads the response before `deadline` (monotonic ns, see

@@ -118,9 +118,8 @@ package enum HTTPResponseHeadParser {
         } else if summary.hasTransferEncoding {
             if summary.teChunkedCount > 1 { throw .malformed("chunked applied more than once") }
             if summary.teLastIsChunked {
-                if summary.teCodingCount > 1 {
-                    throw .unsupportedTransferCoding(HTTP1Scan.joinedValues(fields, "transfer-encoding"))
-                }
+                // Codings before chunked (e.g. `gzip, chunked`) belong to the body: the client
+                // de-chunks and passes them on by name (RFC 9112 6.1), it does not decode them.
                 framing = .chunked
             } else {
                 framing = .untilClose

@@ -77,6 +77,45 @@ final class RawHTTPClient {
         return pending
     }
 
+    /// Reads one response head only (interim ones included), leaving the body unread.
+    func readHeadOnly() throws -> Response {
+        var headEnd: Int?
+        while headEnd == nil {
+            headEnd = findCRLFCRLF()
+            if headEnd == nil {
+                let more = try fill()
+                if !more { throw Failure.closed }
+            }
+        }
+        let headBytes = Array(pending[0..<headEnd!])
+        pending.removeFirst(headEnd! + 4)
+        let lines = String(decoding: headBytes, as: UTF8.self).components(separatedBy: "\r\n")
+        let statusParts = lines[0].split(separator: " ")
+        guard statusParts.count >= 2, let status = Int(statusParts[1]) else { throw Failure.malformed(lines[0]) }
+        var headers: [(String, String)] = []
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
+        }
+        return Response(status: status, headers: headers, body: [])
+    }
+
+    /// Reads the next chunk of a chunked body; nil after the last chunk.
+    func readChunk() throws -> [UInt8]? {
+        let line = try readLine()
+        guard let size = Int(line.split(separator: ";")[0], radix: 16) else { throw Failure.malformed("chunk size \(line)") }
+        if size == 0 {
+            while try !readLine().isEmpty {}
+            return nil
+        }
+        let data = try readExactly(size)
+        _ = try readExactly(2)
+        return data
+    }
+
+    /// Reads exactly `count` raw bytes.
+    func readBytes(_ count: Int) throws -> [UInt8] { try readExactly(count) }
+
     /// Reads one response (Content-Length, chunked, or until close). `headRequest`: no body.
     func readResponse(headRequest: Bool = false) throws -> Response {
         var headEnd: Int?
