@@ -131,6 +131,27 @@ struct EmbeddingTests {
         await slow.stop()
     }
 
+    @Test("after run() returned, a request is answered 503 at once (the balancer's loops are gone)")
+    func requestAfterStop() async throws {
+        let fleet = try EchoFleet.start(count: 1)
+        let balancer = try Self.balancer(fleet)
+        balancer.shutdown()
+        try await balancer.run()
+        #expect(balancer.isStopped)
+        let r = await balancer.responder().handle(Self.post(), context: LBRequestContext(client: nil))
+        #expect(r.status == 503)
+        await fleet.stop()
+    }
+
+    @Test("a task that prefers a stopped loop still runs (on the global executor), its sockets closed")
+    func stoppedLoopStillRunsJobs() async throws {
+        let group = try LBEventLoopGroup(loopCount: 1, namePrefix: "stopped-test")
+        let loop = group.loops[0]
+        group.shutdown()
+        let ran = await Task(executorPreference: loop) { 42 }.value
+        #expect(ran == 42)
+    }
+
     @Test("run() returns on shutdown() and on cancellation")
     func lifecycle() async throws {
         let fleet = try EchoFleet.start(count: 1)

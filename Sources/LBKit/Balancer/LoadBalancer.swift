@@ -56,6 +56,8 @@ public final class LoadBalancer: HTTPHandler, Sendable {
 
     struct LifecycleState {
         var shutdownRequested = false
+        /// ``run()`` has returned: the loops the balancer owned are gone.
+        var stopped = false
         var waiter: CheckedContinuation<Void, Never>?
     }
 
@@ -176,6 +178,11 @@ public final class LoadBalancer: HTTPHandler, Sendable {
     /// This is the terminal responder: no throttling, no admin endpoints (see
     /// ``responder(admin:middlewares:)``). Cancelling the calling task aborts the upstream attempt.
     public func handle(_ request: LBRequest, context: LBRequestContext) async -> LBResponse {
+        // Once shutdown began, a balancer that owns its loops takes no new work: those loops
+        // are about to stop (requests in flight still finish).
+        if ownsGroup && lifecycle.withLock({ $0.shutdownRequested || $0.stopped }) {
+            return .jsonError(status: 503, message: "the load balancer has shut down", headers: ["Retry-After": "1"])
+        }
         counters.inFlight.add(1, ordering: .relaxed)
         var (response, backend, attempts) = await forward(request, context: context)
         counters.inFlight.subtract(1, ordering: .relaxed)
@@ -248,7 +255,7 @@ public final class LoadBalancer: HTTPHandler, Sendable {
         if !added.isEmpty { parts.append("added " + added.map(\.description).joined(separator: ", ")) }
         if !removed.isEmpty { parts.append("removed (draining) " + removed.map(\.description).joined(separator: ", ")) }
         let message = "reloaded: " + parts.joined(separator: "; ")
-        log(LogEvent(level: .notice, category: .config, message: message))
+        log(LBLogEvent(level: .notice, category: .config, message: message))
         return "[CONFIG] " + message
     }
 
@@ -270,7 +277,7 @@ public final class LoadBalancer: HTTPHandler, Sendable {
     /// }
     /// ```
     public func run() async throws {
-        log(LogEvent(level: .info, category: .lifecycle, message: "balancer started with \(upstreams.urls.count) backends"))
+        log(LBLogEvent(level: .info, category: .lifecycle, message: "balancer started with \(upstreams.urls.count) backends"))
         await withTaskGroup(of: Void.self) { tasks in
             tasks.addTask { await self.waitForShutdownRequest() }
             if configuration.healthInterval > .zero {
@@ -280,8 +287,13 @@ public final class LoadBalancer: HTTPHandler, Sendable {
             tasks.cancelAll()
         }
         await drain()
-        log(LogEvent(level: .info, category: .lifecycle, message: "balancer stopped"))
+        lifecycle.withLock { $0.stopped = true }
+        log(LBLogEvent(level: .info, category: .lifecycle, message: "balancer stopped"))
     }
+
+    /// Whether ``run()`` has returned (requests are then answered 503 when the balancer owned
+    /// its event loops).
+    public var isStopped: Bool { lifecycle.withLock { $0.stopped } }
 
     /// Asks ``run()`` to return gracefully (idempotent; callable from any thread).
     public func shutdown() {

@@ -54,7 +54,7 @@ public struct ThrottleMiddleware: LBMiddleware {
     public func rejection(for request: LBRequest, context: LBRequestContext) -> LBResponse? {
         guard let key = client(of: request, context: context) else {
             if shared.unidentified.add(1, ordering: .relaxed).oldValue == 0 {
-                log(LogEvent(level: .warning, category: .throttle,
+                log(LBLogEvent(level: .warning, category: .throttle,
                              message: "request without a client address: per-client throttling cannot apply and lets it through (pass the peer address in LBRequestContext)"))
             }
             return nil

@@ -53,4 +53,17 @@ public struct AccessLogRecord: Sendable {
     public var duration: Duration
     /// The `User-Agent` field, if any.
     public var userAgent: String?
+
+    /// Creates a record (for tests of access-log sinks).
+    public init(client: String?, method: String, target: String, status: Int, backend: String?, attempts: Int,
+                duration: Duration, userAgent: String?) {
+        self.client = client
+        self.method = method
+        self.target = target
+        self.status = status
+        self.backend = backend
+        self.attempts = attempts
+        self.duration = duration
+        self.userAgent = userAgent
+    }
 }

@@ -110,12 +110,17 @@ public final class HTTP1Server: Sendable {
     }
 
     private func acceptLoop(_ socket: Socket) async {
+        var acceptBackoff = Duration.zero
         while !draining.load(ordering: .relaxed) {
             let accepted: (fd: Int32, peer: IPSocketAddress?)
             do {
                 accepted = try await socket.accept()
+                acceptBackoff = .zero
             } catch {
                 if error == .shutdown || error == .closed { return }
+                // A persistent accept error must not spin the loop: back off, up to 1 s.
+                acceptBackoff = min(max(acceptBackoff * 2, .milliseconds(5)), .seconds(1))
+                try? await Task.sleep(for: acceptBackoff)
                 continue
             }
             let loop = group.next()

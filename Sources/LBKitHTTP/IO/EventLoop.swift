@@ -29,6 +29,8 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
     let wakeFD: Int32
 
     private let jobs = Mutex<[UnownedJob]>([])
+    /// Set (under the `jobs` lock) when the loop has stopped taking jobs.
+    private let jobsClosed = Atomic<Bool>(false)
     private let sleeping = Atomic<Bool>(false)
     private let running = Atomic<Bool>(true)
     private let registry = Mutex<SocketRegistry>(SocketRegistry())
@@ -80,10 +82,22 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
     // MARK: TaskExecutor
 
     /// Enqueues a job to run on the loop thread (called by the Swift runtime).
+    ///
+    /// After the loop stopped, a job is handed to the global concurrent executor instead: a task
+    /// that prefers this loop keeps running (it would otherwise wait forever for a loop that is
+    /// gone), and its sockets were closed when the loop stopped, so its waits end.
     public func enqueue(_ job: consuming ExecutorJob) {
         let unowned = UnownedJob(job)
-        jobs.withLock { $0.append(unowned) }
-        wakeIfSleeping()
+        let accepted = jobs.withLock { queue -> Bool in
+            if jobsClosed.load(ordering: .acquiring) { return false }
+            queue.append(unowned)
+            return true
+        }
+        if accepted {
+            wakeIfSleeping()
+        } else {
+            globalConcurrentExecutor.enqueue(ExecutorJob(unowned))
+        }
     }
 
     /// Runs `body` on the loop thread soon (from any thread).
@@ -184,6 +198,11 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
             fireTimers()
         }
         drainJobs()
+        // Stopped: later jobs go to the global executor, and every socket still registered is
+        // closed so that whatever waits on it resumes (with `closed`) instead of hanging.
+        jobs.withLock { _ in jobsClosed.store(true, ordering: .releasing) }
+        drainJobs()
+        for socket in registry.withLock({ $0.allSockets }) { socket.close() }
     }
 
     /// Runs every queued job; jobs enqueued while running are picked up by the next pass.
@@ -283,6 +302,9 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
 /// fd that was closed (and possibly reused) in the same epoll batch is recognised and dropped.
 struct SocketRegistry {
     private var slots: [(generation: UInt32, socket: Socket?)] = []
+
+    /// Every registered socket.
+    var allSockets: [Socket] { slots.compactMap(\.socket) }
     private var nextGeneration: UInt32 = 1
     private(set) var count = 0
 

@@ -36,7 +36,7 @@ public struct IPSocketAddress: Sendable, Hashable, CustomStringConvertible {
 
     /// Resolves `host` (an IP literal or a name such as `localhost`) and `port` with getaddrinfo,
     /// preferring IPv4. Blocking: call at configuration time, not per request.
-    public init(host: String, port: Int) throws(SocketAddressError) {
+    public init(host: String, port: Int) throws(IPSocketAddressError) {
         guard (0...65535).contains(port) else { throw .invalidPort(port) }
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
@@ -140,7 +140,7 @@ public struct IPSocketAddress: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// An address that could not be used.
-public enum SocketAddressError: Error, Equatable, Sendable, CustomStringConvertible {
+public enum IPSocketAddressError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The port is outside 0...65535.
     case invalidPort(Int)
     /// The host name did not resolve to an IPv4 or IPv6 address.

@@ -81,9 +81,9 @@ public struct HealthTransition: Sendable, Equatable {
 
     /// The transition as a log event: `warning` when the backend leaves rotation, `info` when it
     /// comes back; metadata `backend`, `state`, `reason`.
-    public func logEvent(url: String) -> LogEvent {
+    public func logEvent(url: String) -> LBLogEvent {
         let level: LogLevel = (to == .healthy || to == .probing) ? .info : .warning
-        return LogEvent(level: level, category: .health, message: "Marking \(url) as \(to.logLabel) (\(reason))",
+        return LBLogEvent(level: level, category: .health, message: "Marking \(url) as \(to.logLabel) (\(reason))",
                         metadata: ["backend": url, "state": to.rawValue, "reason": reason])
     }
 }

@@ -322,7 +322,7 @@ public final class BackendCluster: Sendable {
             s.draining[index] = draining
             return true
         }
-        if changed { log(LogEvent(level: .notice, category: .admin, message: "\(draining ? "Draining" : "Undraining") \(backends[index].url)", metadata: ["backend": backends[index].url])) }
+        if changed { log(LBLogEvent(level: .notice, category: .admin, message: "\(draining ? "Draining" : "Undraining") \(backends[index].url)", metadata: ["backend": backends[index].url])) }
         return changed
     }
 

@@ -138,7 +138,7 @@ public final class ThrottleTable: Sendable {
                 }
                 return state.entry(slot).pointee.decide(now: t, params: p)
             }
-        if outcome.1 { log(LogEvent(level: .notice, category: .throttle, message: "\(key)\(penaltyNote)", metadata: ["client": key.description])) }
+        if outcome.1 { log(LBLogEvent(level: .notice, category: .throttle, message: "\(key)\(penaltyNote)", metadata: ["client": key.description])) }
         return outcome.0
     }
 

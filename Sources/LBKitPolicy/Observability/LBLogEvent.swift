@@ -1,4 +1,4 @@
-/// How important a ``LogEvent`` is. The cases and their order match swift-log's `Logger.Level`,
+/// How important a ``LBLogEvent`` is. The cases and their order match swift-log's `Logger.Level`,
 /// so a bridge maps them one to one.
 public enum LogLevel: Int, Sendable, Comparable, CaseIterable, CustomStringConvertible {
     case trace, debug, info, notice, warning, error, critical
@@ -43,10 +43,10 @@ public enum LogCategory: String, Sendable, CaseIterable {
 /// let sink: LogSink = { event in
 ///     print(event.level, event.line, event.metadata)   // or: logger.log(level: ..., "\(event.message)", metadata: ...)
 /// }
-/// sink(LogEvent(level: .warning, category: .health, message: "Marking http://10.0.0.7:8080 as UNHEALTHY",
+/// sink(LBLogEvent(level: .warning, category: .health, message: "Marking http://10.0.0.7:8080 as UNHEALTHY",
 ///               metadata: ["backend": "http://10.0.0.7:8080", "reason": "3 consecutive connection failures"]))
 /// ```
-public struct LogEvent: Sendable, CustomStringConvertible {
+public struct LBLogEvent: Sendable, CustomStringConvertible {
     /// How important the event is.
     public var level: LogLevel
     /// Where it comes from.
@@ -71,4 +71,4 @@ public struct LogEvent: Sendable, CustomStringConvertible {
 }
 
 /// Receives LBKit's log events. Called from event-loop threads: keep it cheap and non-blocking.
-public typealias LogSink = @Sendable (LogEvent) -> Void
+public typealias LogSink = @Sendable (LBLogEvent) -> Void
