@@ -14,6 +14,10 @@ extension Application {
     /// Registration of ``LoadBalancer``s with an application (see ``Vapor/Application/loadBalancer``).
     public struct LoadBalancers: Sendable {
         /// The application.
+        ///
+        /// ```swift
+        /// let logger = app.loadBalancer.application.logger
+        /// ```
         public let application: Application
 
         struct Key: StorageKey {

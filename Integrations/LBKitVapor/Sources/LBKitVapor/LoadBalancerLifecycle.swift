@@ -45,6 +45,11 @@ public final class LoadBalancerLifecycle: LifecycleHandler, Sendable {
         /// `balancer.run()` has returned; the balancer's event loops are stopped.
         case stopped
 
+        /// `idle`, `running`, `stopping` or `stopped`, e.g. for a status page:
+        ///
+        /// ```swift
+        /// app.get("lb-state") { _ in lifecycle.state.description }
+        /// ```
         public var description: String {
             switch self {
             case .idle: "idle"
@@ -56,8 +61,16 @@ public final class LoadBalancerLifecycle: LifecycleHandler, Sendable {
     }
 
     /// The balancer this lifecycle owns.
+    ///
+    /// ```swift
+    /// let stats = lifecycle.balancer.statsJSON()
+    /// ```
     public let balancer: LoadBalancer
     /// How long shutdown waits for requests already inside the balancer before it stops it.
+    ///
+    /// ```swift
+    /// app.logger.info("balancer drains for at most \(lifecycle.drainTimeout)")
+    /// ```
     public let drainTimeout: Duration
     let gate = RequestGate()
     private let logger: Logger
@@ -89,24 +102,46 @@ public final class LoadBalancerLifecycle: LifecycleHandler, Sendable {
     }
 
     /// The current state.
+    ///
+    /// ```swift
+    /// let ready = lifecycle.state == .running
+    /// ```
     public var state: State { machine.withLock { $0.state } }
 
     /// Requests currently inside the balancer through middleware bound to this lifecycle.
+    ///
+    /// ```swift
+    /// app.logger.info("\(lifecycle.requestsInFlight) requests being balanced")
+    /// ```
     public var requestsInFlight: Int { gate.inFlight }
 
     // MARK: LifecycleHandler
 
-    /// Starts `balancer.run()` in a task (async boot path).
+    /// Starts `balancer.run()` in a task (async boot path). Vapor calls it; you do not:
+    ///
+    /// ```swift
+    /// app.lifecycle.use(LoadBalancerLifecycle(balancer: balancer))
+    /// try await app.execute()      // boots: didBootAsync starts the balancer
+    /// ```
     public func didBootAsync(_ application: Application) async throws {
         start()
     }
 
-    /// Starts `balancer.run()` in a task (synchronous boot path, also used by `app.testing()`).
+    /// Starts `balancer.run()` in a task (synchronous boot path, also used by VaporTesting's
+    /// `app.testing()`):
+    ///
+    /// ```swift
+    /// let tester = try app.testing()   // boots: didBoot starts the balancer
+    /// ```
     public func didBoot(_ application: Application) throws {
         start()
     }
 
-    /// Stops the balancer gracefully and waits until `run()` has returned (async shutdown path).
+    /// Stops the balancer gracefully and waits until `run()` has returned (async shutdown path):
+    ///
+    /// ```swift
+    /// try await app.asyncShutdown()    // returns after the balancer's run() has returned
+    /// ```
     public func shutdownAsync(_ application: Application) async {
         await stop()
     }
@@ -114,6 +149,11 @@ public final class LoadBalancerLifecycle: LifecycleHandler, Sendable {
     /// Stops the balancer gracefully and blocks the calling thread until `run()` has returned
     /// (synchronous `app.shutdown()`; never called from an async context by Vapor). Bounded by
     /// ``drainTimeout`` plus the balancer's drain plus 5 seconds; a longer stop is logged.
+    ///
+    /// ```swift
+    /// let app = Application(.production)   // the synchronous API
+    /// defer { app.shutdown() }             // returns after the balancer's run() has returned
+    /// ```
     public func shutdown(_ application: Application) {
         let done = DispatchSemaphore(value: 0)
         Task {

@@ -42,15 +42,35 @@ import Vapor
 /// ```
 public struct LoadBalancerMiddleware: AsyncMiddleware {
     /// The balancer requests are forwarded to.
+    ///
+    /// ```swift
+    /// let health = middleware.balancer.healthJSON()
+    /// ```
     public let balancer: LoadBalancer
     /// The path prefix handled, normalised to start with `/` and end without one (`"/"` = every
     /// request). `/api` matches `/api`, `/api/...` and `/api?...`, never `/apix`.
+    ///
+    /// ```swift
+    /// LoadBalancerMiddleware(balancer: balancer, pathPrefix: "api/").pathPrefix   // "/api"
+    /// ```
     public let pathPrefix: String
     /// Whether the prefix is removed from the target sent upstream (`/api/items?x=1` -> `/items?x=1`).
+    ///
+    /// ```swift
+    /// app.middleware.use(LoadBalancerMiddleware(balancer: balancer, pathPrefix: "/api", stripPrefix: true))
+    /// ```
     public let stripPrefix: Bool
     /// Whether LBKit's `X-Backend` response header (the backend that answered) reaches clients.
+    ///
+    /// ```swift
+    /// app.middleware.use(LoadBalancerMiddleware(balancer: balancer, exposesBackendHeader: true))
+    /// ```
     public let exposesBackendHeader: Bool
     /// The lifecycle that owns the balancer, when bound to one.
+    ///
+    /// ```swift
+    /// let stopping = middleware.lifecycle?.state == .stopping
+    /// ```
     public let lifecycle: LoadBalancerLifecycle?
     private let handler: any HTTPHandler
 
@@ -96,7 +116,12 @@ public struct LoadBalancerMiddleware: AsyncMiddleware {
         handler = balancer.responder(admin: false, middlewares: middlewares)
     }
 
-    /// Forwards requests under ``pathPrefix``; passes the others to `next`.
+    /// Forwards requests under ``pathPrefix``; passes the others to `next`. Vapor calls it for
+    /// every request once the middleware is registered:
+    ///
+    /// ```swift
+    /// app.middleware.use(LoadBalancerMiddleware(lifecycle: lifecycle, pathPrefix: "/api"))
+    /// ```
     public func respond(to request: Request, chainingTo next: any AsyncResponder) async throws -> Response {
         guard let target = forwardedTarget(request.url.string) else {
             return try await next.respond(to: request)

@@ -30,7 +30,11 @@ public final class SwiftMetricsSink: MetricsSink, Sendable {
         self.factory = factory
     }
 
-    /// Increments the counter `name` with `dimensions` by `amount`.
+    /// Increments the counter `name` with `dimensions` by `amount` (LBKit calls it):
+    ///
+    /// ```swift
+    /// sink.increment(counter: "lb_requests_total", by: 1, dimensions: [("status_class", "2xx")])
+    /// ```
     public func increment(counter name: String, by amount: Int, dimensions: [(String, String)]) {
         let key = MetricKey(name, dimensions)
         let counter = counters.withLock { cache in
@@ -43,7 +47,11 @@ public final class SwiftMetricsSink: MetricsSink, Sendable {
         counter.increment(by: amount)
     }
 
-    /// Sets the gauge `name` with `dimensions` to `value`.
+    /// Sets the gauge `name` with `dimensions` to `value` (LBKit calls it):
+    ///
+    /// ```swift
+    /// sink.record(gauge: "lb_backend_in_flight", value: 3, dimensions: [("backend", "http://10.0.0.1:8080")])
+    /// ```
     public func record(gauge name: String, value: Double, dimensions: [(String, String)]) {
         let key = MetricKey(name, dimensions)
         let gauge = gauges.withLock { cache in
@@ -56,7 +64,11 @@ public final class SwiftMetricsSink: MetricsSink, Sendable {
         gauge.record(value)
     }
 
-    /// Records `seconds` in the timer `name` with `dimensions`.
+    /// Records `seconds` in the timer `name` with `dimensions` (LBKit calls it):
+    ///
+    /// ```swift
+    /// sink.record(histogram: "lb_request_duration_seconds", seconds: 0.012, dimensions: [])
+    /// ```
     public func record(histogram name: String, seconds: Double, dimensions: [(String, String)]) {
         let key = MetricKey(name, dimensions)
         let timer = timers.withLock { cache in

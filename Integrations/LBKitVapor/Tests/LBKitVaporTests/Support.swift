@@ -70,21 +70,48 @@ struct TimedOut: Error, CustomStringConvertible {
     var description: String { "timed out: \(what)" }
 }
 
-/// Runs `body`, failing with ``TimedOut`` after `limit` (the body is cancelled).
+/// Runs `body`, failing with ``TimedOut`` after `limit` (the body is then cancelled and left
+/// behind): bounded even when `body` ignores cancellation.
 func withTimeout<T: Sendable>(_ limit: Duration, _ what: String = "operation",
                               _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
+    let once = ResumeOnce<T>()
+    return try await withCheckedThrowingContinuation { continuation in
+        once.set(continuation)
+        let work = Task {
+            do { once.resume(with: .success(try await body())) } catch { once.resume(with: .failure(error)) }
+        }
+        Task {
             try? await Task.sleep(for: limit)
+            if once.resume(with: .failure(TimedOut(what: what))) { work.cancel() }
+        }
+    }
+}
+
+/// Resumes a continuation at most once, from whichever side gets there first.
+final class ResumeOnce<T: Sendable>: Sendable {
+    private let state = Mutex<(continuation: CheckedContinuation<T, any Error>?, result: Result<T, any Error>?)>((nil, nil))
+
+    func set(_ continuation: CheckedContinuation<T, any Error>) {
+        let early = state.withLock { s -> Result<T, any Error>? in
+            if let result = s.result { return result }
+            s.continuation = continuation
             return nil
         }
-        guard let first = try await group.next(), let value = first else {
-            group.cancelAll()
-            throw TimedOut(what: what)
+        if let early { continuation.resume(with: early) }
+    }
+
+    /// True when this call was the first to finish.
+    @discardableResult
+    func resume(with result: Result<T, any Error>) -> Bool {
+        let (first, continuation) = state.withLock { s -> (Bool, CheckedContinuation<T, any Error>?) in
+            guard s.result == nil else { return (false, nil) }
+            s.result = result
+            let c = s.continuation
+            s.continuation = nil
+            return (true, c)
         }
-        group.cancelAll()
-        return value
+        continuation?.resume(with: result)
+        return first
     }
 }
 
@@ -164,9 +191,11 @@ final class LiveApp: Sendable {
 
     /// Vapor's order: lifecycle handlers (the balancer) first, then the HTTP server.
     func shutdown() async throws {
-        if !app.didShutdown { try await app.asyncShutdown() }
-        await server.shutdown()
-        try await client.shutdown()
+        try await withTimeout(.seconds(15), "live app shutdown") { [app, server, client] in
+            if !app.didShutdown { try await app.asyncShutdown() }
+            await server.shutdown()
+            try await client.shutdown()
+        }
     }
 }
 
