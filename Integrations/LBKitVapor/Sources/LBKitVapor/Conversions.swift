@@ -1,0 +1,71 @@
+import NIOCore
+import Vapor
+
+extension ClientAddress {
+    /// The IP address of a NIO socket address (IPv4 or IPv6); nil for a Unix domain socket.
+    ///
+    /// Use it with `req.remoteAddress`, the TCP peer of the connection. Vapor's `req.peerAddress`
+    /// believes a client-sent `X-Forwarded-For`, so it must not be used for throttling; LBKit
+    /// applies `X-Forwarded-For` itself, only for peers in `trustedProxies`.
+    ///
+    /// ```swift
+    /// func client(of req: Request) -> ClientAddress? {
+    ///     req.remoteAddress.flatMap(ClientAddress.init(socketAddress:))
+    /// }
+    /// ```
+    public init?(socketAddress: SocketAddress) {
+        switch socketAddress {
+        case .v4(let v4):
+            self.init(ipv4: UInt32(bigEndian: v4.address.sin_addr.s_addr))
+        case .v6(let v6):
+            var raw = v6.address.sin6_addr
+            guard let address = withUnsafeBytes(of: &raw, { ClientAddress(bytes: $0) }) else { return nil }
+            self = address
+        case .unixDomainSocket:
+            return nil
+        }
+    }
+}
+
+extension LBRequest {
+    /// The LBKit form of a Vapor request: method, `target`, version, every header field in order
+    /// (`Host` included) and `body`.
+    ///
+    /// ```swift
+    /// func convert(_ req: Request) -> LBRequest {
+    ///     LBRequest(vapor: req, target: req.url.string, body: [])
+    /// }
+    /// ```
+    public init(vapor request: Request, target: String, body: [UInt8]) {
+        var headers = HeaderFields()
+        for (name, value) in request.headers { headers.add(name: name, value: value) }
+        let head = RequestHead(method: request.method.rawValue, target: target,
+                               version: HTTPWireVersion(major: request.version.major, minor: request.version.minor),
+                               headers: headers)
+        self.init(head: head, body: body)
+    }
+}
+
+extension LBResponse {
+    /// The Vapor form of this response: status and reason phrase, header fields in order, body.
+    /// `Content-Length` and `Transfer-Encoding` are left to Vapor (it frames the body itself);
+    /// `X-Backend` is kept only when `keepingBackendHeader` is true.
+    ///
+    /// ```swift
+    /// func reply(_ response: LBResponse) -> Response {
+    ///     response.vaporResponse()
+    /// }
+    /// ```
+    public func vaporResponse(keepingBackendHeader: Bool = false) -> Response {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(head.headers.count)
+        for (name, value) in head.headers {
+            if HeaderFields.namesEqual(name, "Content-Length") || HeaderFields.namesEqual(name, "Transfer-Encoding") { continue }
+            if !keepingBackendHeader && HeaderFields.namesEqual(name, "X-Backend") { continue }
+            headers.add(name: name, value: value)
+        }
+        return Response(status: HTTPResponseStatus(statusCode: head.status, reasonPhrase: head.reason),
+                        headers: headers,
+                        body: .init(buffer: ByteBuffer(bytes: body)))
+    }
+}
