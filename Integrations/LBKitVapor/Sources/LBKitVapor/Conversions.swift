@@ -47,7 +47,8 @@ extension LBRequest {
 }
 
 extension LBResponse {
-    /// The Vapor form of this response: status and reason phrase, header fields in order, body.
+    /// The Vapor form of this response: status and reason phrase, header fields in order, body
+    /// (whole, or streamed when LBKit streams it).
     /// `Content-Length` and `Transfer-Encoding` are left to Vapor (it frames the body itself);
     /// `X-Backend` is kept only when `keepingBackendHeader` is true.
     ///
@@ -64,8 +65,23 @@ extension LBResponse {
             if !keepingBackendHeader && HeaderFields.namesEqual(name, "X-Backend") { continue }
             headers.add(name: name, value: value)
         }
-        return Response(status: HTTPResponseStatus(statusCode: head.status, reasonPhrase: head.reason),
-                        headers: headers,
-                        body: .init(buffer: ByteBuffer(bytes: body)))
+        let status = HTTPResponseStatus(statusCode: head.status, reasonPhrase: head.reason)
+        guard let stream = bodyStream else {
+            return Response(status: status, headers: headers, body: .init(buffer: ByteBuffer(bytes: body)))
+        }
+        // A streamed body (large, chunked, server-sent events) is relayed part by part: Vapor
+        // asks for the next part only when the client took the previous one.
+        let streamed = Response.Body(asyncStream: { writer in
+            do {
+                while let chunk = try await stream.next() {
+                    try await writer.write(.buffer(ByteBuffer(bytes: chunk)))
+                }
+                try await writer.write(.end)
+            } catch {
+                stream.abandon()
+                try await writer.write(.error(error))
+            }
+        }, count: stream.length ?? -1)
+        return Response(status: status, headers: headers, body: streamed)
     }
 }

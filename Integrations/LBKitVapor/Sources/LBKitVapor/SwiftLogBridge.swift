@@ -20,7 +20,7 @@ extension Logger.Level {
 }
 
 extension Logger {
-    /// An LBKit ``LogSink`` writing to this logger: each ``LogEvent`` at its own level, its
+    /// An LBKit ``LogSink`` writing to this logger: each ``LBLogEvent`` at its own level, its
     /// message as the message, its metadata as string metadata plus `lb_category` (`HEALTH`,
     /// `CONFIG`, `THROTTLE`, `ADMIN`, `LIFECYCLE`), with source `LBKit`. The logger's level
     /// filters as usual.
