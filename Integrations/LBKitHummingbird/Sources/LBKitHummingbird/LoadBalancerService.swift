@@ -8,7 +8,8 @@ import ServiceLifecycle
 ///
 /// Add it to the Hummingbird application (or any `ServiceGroup`); no other lifecycle code is
 /// needed. Hummingbird shuts services down in reverse order, so its HTTP server stops taking
-/// requests before the balancer drains.
+/// requests before the balancer drains. In a `ServiceGroup` of your own, list this service
+/// *before* the application for the same reason: a stopped balancer must not receive requests.
 ///
 /// ```swift
 /// func run(router: Router<BalancerRequestContext>, balancer: LoadBalancer) async throws {
