@@ -58,6 +58,22 @@ extension LBResponse {
         let status: HTTPResponse.Status = (100...999).contains(head.status)
             ? HTTPResponse.Status(code: head.status, reasonPhrase: head.reason)
             : .badGateway
-        return Response(status: status, headers: fields, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+        guard let stream = bodyStream else {
+            return Response(status: status, headers: fields, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+        }
+        // A streamed body (large, chunked, server-sent events) is relayed part by part with
+        // backpressure: the next part is read when Hummingbird has written the previous one.
+        let streamed = ResponseBody(contentLength: stream.length) { writer in
+            do {
+                while let chunk = try await stream.next() {
+                    try await writer.write(ByteBuffer(bytes: chunk))
+                }
+            } catch {
+                stream.abandon()
+                throw error
+            }
+            try await writer.finish(nil)
+        }
+        return Response(status: status, headers: fields, body: streamed)
     }
 }

@@ -17,8 +17,8 @@ extension IntegrationTests {
         logger.logLevel = .trace
         let sink = logger.lbLogSink
         for level in LogLevel.allCases {
-            // `LogEvent` alone is ambiguous next to `import Logging` (swift-log 1.16 has one too).
-            sink(LBKit.LogEvent(level: level, category: .health, message: "event \(level)",
+            // `LBLogEvent` alone is ambiguous next to `import Logging` (swift-log 1.16 has one too).
+            sink(LBLogEvent(level: level, category: .health, message: "event \(level)",
                                 metadata: ["backend": "http://127.0.0.1:5101", "reason": "3 consecutive failures"]))
         }
         let entries = handler.entries
@@ -33,8 +33,8 @@ extension IntegrationTests {
         // The logger's level still filters.
         handler.clear()
         logger.logLevel = .warning
-        logger.lbLogSink(LBKit.LogEvent(level: .info, category: .lifecycle, message: "quiet"))
-        logger.lbLogSink(LBKit.LogEvent(level: .error, category: .config, message: "loud"))
+        logger.lbLogSink(LBLogEvent(level: .info, category: .lifecycle, message: "quiet"))
+        logger.lbLogSink(LBLogEvent(level: .error, category: .config, message: "loud"))
         #expect(handler.entries.map(\.message.description) == ["loud"])
     }
 

@@ -2,7 +2,7 @@
 // LBKit name unqualified. This file only has to compile.
 //
 // Two LBKit names do need `LBKit.` when these modules are imported (not used unqualified below):
-// - `LogEvent`: swift-log (1.16) declares `Logging.LogEvent` (only when `import Logging` is present);
+// - `LBLogEvent`: swift-log (1.16) declares `Logging.LBLogEvent` (only when `import Logging` is present);
 // - `SocketAddressError`: NIOCore declares one too.
 import HTTPTypes
 import Hummingbird
