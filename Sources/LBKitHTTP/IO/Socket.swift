@@ -40,6 +40,8 @@ package final class Socket: Sendable, CustomStringConvertible {
         var idleWait = false
         var shutdownRequested = false
         var closed = false
+        /// Upper bound on the deadline of every wait until ``clearDeadlineCap()`` (.max = none).
+        var deadlineCap: UInt64 = .max
     }
 
     init(fd: Int32, loop: LBEventLoop, writable: Bool = true) {
@@ -302,14 +304,15 @@ package final class Socket: Sendable, CustomStringConvertible {
                 if s.closed { return .closed }
                 if forRead ? (s.readable || s.peerClosed) : s.writable { return .ready }
                 if idle && s.shutdownRequested { return .shutdown }
-                if deadline != .max {
-                    if lbk_monotonic_ns() >= deadline { return .timedOut }
-                    if s.armedAt > deadline {
-                        s.armedAt = deadline
-                        arm = deadline
+                let effective = min(deadline, s.deadlineCap)
+                if effective != .max {
+                    if lbk_monotonic_ns() >= effective { return .timedOut }
+                    if s.armedAt > effective {
+                        s.armedAt = effective
+                        arm = effective
                     }
                 }
-                s.deadline = deadline
+                s.deadline = effective
                 if forRead {
                     s.readWaiter = continuation
                     s.idleWait = idle
@@ -371,6 +374,30 @@ package final class Socket: Sendable, CustomStringConvertible {
         r?.resume(returning: .timedOut)
         w?.resume(returning: .timedOut)
         if let rearm { loop.armTimer(for: self, at: rearm) }
+    }
+
+    /// Caps the deadline of the wait in progress (if any) and of every later wait at `deadline`,
+    /// until ``clearDeadlineCap()``: for a connection whose reader waits while other tasks add
+    /// requests with earlier deadlines (the Redis client). A wait that ends because of the cap
+    /// reports ``SocketError/timedOut``.
+    package func capDeadline(_ deadline: UInt64) {
+        var arm: UInt64? = nil
+        state.withLock { s in
+            if deadline < s.deadlineCap { s.deadlineCap = deadline }
+            if (s.readWaiter != nil || s.writeWaiter != nil) && deadline < s.deadline {
+                s.deadline = deadline
+                if s.armedAt > deadline {
+                    s.armedAt = deadline
+                    arm = deadline
+                }
+            }
+        }
+        if let arm { loop.armTimer(for: self, at: arm) }
+    }
+
+    /// Removes the cap set by ``capDeadline(_:)``.
+    package func clearDeadlineCap() {
+        state.withLock { $0.deadlineCap = .max }
     }
 
     /// Graceful shutdown: an idle read wait (now or later) ends with ``SocketError/shutdown``.
