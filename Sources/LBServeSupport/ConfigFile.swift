@@ -89,6 +89,7 @@ public enum ConfigFile {
         "health_path", "health_timeout_ms", "max_delay_ms", "strategy", "rate_limit", "burst",
         "throttle_max_keys", "penalty_threshold", "penalty_window_ms", "penalty_duration_ms",
         "penalty_factor", "trusted_proxies", "max_body_bytes", "access_log", "admin_token", "threads",
+        "throttle_store", "throttle_key_prefix", "throttle_sync_ms",
     ]
 
     /// The keys of an object item of `backends`.
@@ -156,6 +157,22 @@ public enum ConfigFile {
             case "admin_token":
                 if let token = r.string(v, key) {
                     if token.count >= 8 { c.adminToken = token } else { r.fail(key, "use at least 8 characters") }
+                }
+            case "throttle_store":
+                if let text = r.string(v, key) {
+                    do throws(RedisURLError) {
+                        c.throttleStore = try RedisURL(parsing: text)
+                    } catch {
+                        r.fail(key, "\(error.message) (expected redis://[:password@]host:port[/db])")
+                    }
+                }
+            case "throttle_key_prefix":
+                if let text = r.string(v, key) {
+                    do throws(CommandLineError) {
+                        c.throttleKeyPrefix = try LBServeCommandLine.throttleKeyPrefix(text, name: key)
+                    } catch {
+                        r.fail(key, "'\(text)' is not 1 to 256 printable ASCII characters without spaces")
+                    }
                 }
             default: break  // unreachable: every key of topLevelKeys is numeric or has a case
             }

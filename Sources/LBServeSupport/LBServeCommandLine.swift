@@ -45,6 +45,7 @@ public enum LBServeCommandLine {
                        [--max-body-bytes 8388608] [--max-attempts 3]
                        [--retry-non-idempotent] [--hedge-after-ms N] [--strategy round-robin|weighted|least-requests|peak-ewma]
                        [--trusted-proxy CIDR]... [--access-log] [--admin-token T] [--threads N]
+                       [--throttle-store redis://[:password@]host:port[/db]] [--throttle-key-prefix lbkit:] [--throttle-sync-ms 20]
         With no --backend, starts three demo echo backends on 127.0.0.1:5001-5003 and balances them.
         """
 
@@ -115,6 +116,8 @@ public enum LBServeCommandLine {
                 let token = try value(flag)
                 guard token.count >= 8 else { throw CommandLineError("--admin-token: use at least 8 characters") }
                 config.adminToken = token
+            case "--throttle-store": config.throttleStore = try throttleStore(try value(flag), name: flag)
+            case "--throttle-key-prefix": config.throttleKeyPrefix = try throttleKeyPrefix(try value(flag), name: flag)
             default:
                 throw CommandLineError("\(flag): unknown flag (see lbserve --help)")
             }
@@ -126,7 +129,7 @@ public enum LBServeCommandLine {
     }
 
     /// The environment variables of the numeric settings (`LB_RATE_LIMIT`, `LB_BURST`).
-    public static let environmentVariables = NumericSetting.all.compactMap(\.environment)
+    public static let environmentVariables = NumericSetting.all.compactMap(\.environment) + ["LB_THROTTLE_STORE"]
 
     /// The default configuration with `LB_RATE_LIMIT` / `LB_BURST` applied (checked exactly like
     /// their flags; the error names the variable).
@@ -136,7 +139,32 @@ public enum LBServeCommandLine {
             guard let name = setting.environment, let text = environment[name] else { continue }
             try setting.apply(text, to: &config, name: name)
         }
+        if let text = environment["LB_THROTTLE_STORE"] { config.throttleStore = try throttleStore(text, name: "LB_THROTTLE_STORE") }
         return config
+    }
+
+    /// A `--throttle-store` URL; the error names `name` and never repeats a password.
+    static func throttleStore(_ text: String, name: String) throws(CommandLineError) -> RedisURL {
+        do {
+            return try RedisURL(parsing: text)
+        } catch {
+            throw CommandLineError("\(name): \(error.message) (expected redis://[:password@]host:port[/db])")
+        }
+    }
+
+    /// A `--throttle-key-prefix`: 1 to 256 printable ASCII characters, no spaces.
+    static func throttleKeyPrefix(_ text: String, name: String) throws(CommandLineError) -> String {
+        guard (1...256).contains(text.utf8.count), text.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            throw CommandLineError("\(name): '\(text)' is not 1 to 256 printable ASCII characters without spaces")
+        }
+        return text
+    }
+
+    /// Checks that hold across flags, environment and file: a throttle store needs a rate limit.
+    static func validate(_ config: LoadBalancerConfiguration) throws(CommandLineError) {
+        if config.throttleStore != nil && config.rateLimit == nil {
+            throw CommandLineError("--throttle-store: needs --rate-limit (there is nothing to share without a per-client limit)")
+        }
     }
 }
 
@@ -158,7 +186,10 @@ extension LBServeCommandLine {
     /// ```
     public static func load(_ arguments: [String], environment: [String: String] = [:]) throws(CommandLineError) -> Setup {
         let first = try parse(arguments, environment: environment)
-        guard let path = first.configFile else { return Setup(options: first, healthPaths: []) }
+        guard let path = first.configFile else {
+            try validate(first.balancer)
+            return Setup(options: first, healthPaths: [])
+        }
         let base = try defaults(environment: environment)
         let loaded: LoadedConfiguration
         do throws(ConfigFileErrors) {
@@ -167,6 +198,7 @@ extension LBServeCommandLine {
             throw CommandLineError(lines: error.errors.map(\.description))
         }
         let options = try parse(arguments, environment: environment, base: loaded.balancer)
+        try validate(options.balancer)
         return Setup(options: options, healthPaths: options.backendsFromFlags ? [] : loaded.healthPaths)
     }
 }

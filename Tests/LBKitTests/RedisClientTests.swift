@@ -66,7 +66,7 @@ struct RedisClientTests {
                 configure: (inout RedisClientConfiguration) -> Void = { _ in }) throws -> RedisClient {
         var config = RedisClientConfiguration()
         configure(&config)
-        return try RedisClient(url: try RedisURL(parsing: server.url + path), group: group, configuration: config)
+        return RedisClient(url: try RedisURL(parsing: server.url + path), group: group, configuration: config)
     }
 
     @Test("PING, SET/GET, missing keys, error replies, binary values")
@@ -200,10 +200,10 @@ struct RedisClientTests {
         defer { db0.close() }
         #expect(try await db0.send(["GET", "where"]) == .bulkString(nil))
         #expect(try await db3.send(["GET", "where"]) == .bulk("three"))
-        let noPassword = try RedisClient(url: RedisURL(host: "127.0.0.1", port: server.port), group: TestLoops.group)
+        let noPassword = RedisClient(url: RedisURL(host: "127.0.0.1", port: server.port), group: TestLoops.group)
         defer { noPassword.close() }
         #expect(try await noPassword.send(["GET", "where"]).errorMessage?.hasPrefix("NOAUTH") == true)
-        let wrong = try RedisClient(url: try RedisURL(parsing: "redis://:nope@127.0.0.1:\(server.port)"), group: TestLoops.group)
+        let wrong = RedisClient(url: try RedisURL(parsing: "redis://:nope@127.0.0.1:\(server.port)"), group: TestLoops.group)
         defer { wrong.close() }
         await #expect { try await wrong.send(["PING"]) } throws: { error in
             if case RedisError.handshakeFailed(let why) = error { return why.contains("AUTH") }
@@ -219,7 +219,7 @@ struct RedisClientProtocolTests {
         let reply = Array("*3\r\n$5\r\nhello\r\n:-7\r\n*2\r\n+OK\r\n$-1\r\n".utf8)
         let server = try FakeRESPServer { _ in reply.map { [$0] } }
         defer { server.stop() }
-        let redis = try RedisClient(url: server.url, group: TestLoops.group)
+        let redis = RedisClient(url: server.url, group: TestLoops.group)
         defer { redis.close() }
         let value = try await redis.send(["ANYTHING"], timeout: .seconds(5))
         #expect(value == .array([.bulk("hello"), .integer(-7), .array([.simpleString("OK"), .bulkString(nil)])]))
@@ -231,7 +231,7 @@ struct RedisClientProtocolTests {
     func badReplies(text: String) async throws {
         let server = try FakeRESPServer { _ in [Array(text.utf8)] }
         defer { server.stop() }
-        let redis = try RedisClient(url: server.url, group: TestLoops.group)
+        let redis = RedisClient(url: server.url, group: TestLoops.group)
         defer { redis.close() }
         await #expect { try await redis.send(["PING"], timeout: .seconds(5)) } throws: { error in
             if case RedisError.protocolError = error { return true }
@@ -243,7 +243,7 @@ struct RedisClientProtocolTests {
     func unsolicitedAndClose() async throws {
         let extra = try FakeRESPServer { _ in [Array("+OK\r\n+SURPRISE\r\n".utf8)] }
         defer { extra.stop() }
-        let a = try RedisClient(url: extra.url, group: TestLoops.group)
+        let a = RedisClient(url: extra.url, group: TestLoops.group)
         defer { a.close() }
         // The first reply is delivered; the surprise one closes the connection.
         #expect(try await a.send(["PING"], timeout: .seconds(5)) == .simpleString("OK"))
@@ -252,7 +252,7 @@ struct RedisClientProtocolTests {
 
         let cut = try FakeRESPServer { _ in [Array("$10\r\nabc".utf8), []] }
         defer { cut.stop() }
-        let b = try RedisClient(url: cut.url, group: TestLoops.group)
+        let b = RedisClient(url: cut.url, group: TestLoops.group)
         defer { b.close() }
         await #expect { try await b.send(["GET", "x"], timeout: .seconds(5)) } throws: { error in
             if case RedisError.connectionClosed(let why) = error { return why.contains("before replying") }
@@ -263,7 +263,7 @@ struct RedisClientProtocolTests {
     @Test("connect refused fails fast, then backs off without connecting")
     func refused() async throws {
         let holder = try PortHolder()
-        let redis = try RedisClient(url: RedisURL(host: "127.0.0.1", port: holder.port), group: TestLoops.group)
+        let redis = RedisClient(url: RedisURL(host: "127.0.0.1", port: holder.port), group: TestLoops.group)
         defer { redis.close() }
         await #expect { try await redis.send(["PING"]) } throws: { error in
             if case RedisError.connectFailed = error { return true }

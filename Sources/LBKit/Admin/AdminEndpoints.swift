@@ -116,6 +116,7 @@ extension LoadBalancer {
         let uptime = (now - startedAt).milliseconds / 1000
         return """
             {"uptime_s":\(String(format3: uptime)),"strategy":"\(configuration.strategy.rawValue)",\
+            \(throttleStoreJSON)\
             "totals":{"requests":\(c.requests.load(ordering: .relaxed)),\
             "by_status":{"1xx":\(c.status1xx.load(ordering: .relaxed)),"2xx":\(c.status2xx.load(ordering: .relaxed)),"3xx":\(c.status3xx.load(ordering: .relaxed)),"4xx":\(c.status4xx.load(ordering: .relaxed)),"5xx":\(c.status5xx.load(ordering: .relaxed))},\
             "throttled":\(throttleMiddleware?.throttledRequests ?? 0),"no_backend":\(c.noBackend.load(ordering: .relaxed)),\
@@ -123,6 +124,13 @@ extension LoadBalancer {
             "retries_by_reason":{\(retriesJSON)},"retries_denied_by_reason":{\(deniedJSON)},"throttle_tracked_clients":\(throttle?.count ?? 0)},\
             "backends":[\(backends.joined(separator: ","))]}
             """
+    }
+
+    /// `"throttle_store":{...},` when throttling is on: `kind` `local`, or `redis` with its state.
+    private var throttleStoreJSON: String {
+        guard let throttleMiddleware else { return "" }
+        guard let store = throttleMiddleware.sharedStore else { return "\"throttle_store\":{\"kind\":\"local\",\"state\":\"local\"}," }
+        return "\"throttle_store\":\(store.statsJSON()),"
     }
 
     /// The `/_lb/metrics` Prometheus text exposition (format 0.0.4), to serve on any route.
@@ -181,6 +189,7 @@ extension LoadBalancer {
         }
         family("lb_backend_latency_ewma_seconds", "gauge", "Peak-sensitive EWMA of response latency per backend.")
         for b in snapshot { out += "lb_backend_latency_ewma_seconds{backend=\"\(b.url)\"} \(b.latencyEWMA / 1000)\n" }
+        if let store = throttleMiddleware?.sharedStore { out += store.prometheusText() }
         return out
     }
 }

@@ -137,8 +137,10 @@ public final class LoadBalancer: HTTPHandler, Sendable {
                 rate: rate, burst: burst, maxKeys: configuration.throttleMaxKeys,
                 penaltyThreshold: max(1, configuration.penaltyThreshold), penaltyWindow: configuration.penaltyWindow,
                 penaltyDuration: penaltyOn ? configuration.penaltyDuration : .zero, penaltyFactor: configuration.penaltyFactor)
-            throttleMiddleware = ThrottleMiddleware(table: ThrottleTable(configuration: throttleConfig, clock: clock, log: log),
-                                                    identity: identity, log: log)
+            let table = ThrottleTable(configuration: throttleConfig, clock: clock, log: log)
+            throttleMiddleware = ThrottleMiddleware(table: table, identity: identity,
+                                                    sharedStore: Self.throttleStore(configuration, table: table, group: self.group, log: log, metrics: metrics),
+                                                    log: log)
         } else {
             throttleMiddleware = nil
         }
@@ -282,6 +284,9 @@ public final class LoadBalancer: HTTPHandler, Sendable {
             tasks.addTask { await self.waitForShutdownRequest() }
             if configuration.healthInterval > .zero {
                 tasks.addTask { await self.runHealthChecks() }
+            }
+            if let store = throttleMiddleware?.sharedStore {
+                tasks.addTask(executorPreference: group.loops[0]) { await store.run() }
             }
             _ = await tasks.next()   // the shutdown waiter ends first, unless cancelled
             tasks.cancelAll()

@@ -73,6 +73,13 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
     public var accessLog = false
     /// Event loops (`--threads`); default one per core.
     public var loopCount = LBEventLoopGroup.coreCount
+    /// Shared per-client throttle state in Redis (`--throttle-store redis://[:password@]host:port[/db]`);
+    /// nil = each instance limits clients on its own. Needs `rateLimit`.
+    public var throttleStore: RedisURL?
+    /// Prefix of the throttle store's Redis keys (`--throttle-key-prefix`).
+    public var throttleKeyPrefix = "lbkit:"
+    /// How often the throttle table is synchronised with the store (`--throttle-sync-ms`).
+    public var throttleSyncInterval: Duration = .milliseconds(20)
 
     /// Defaults as documented per property.
     public init() {}

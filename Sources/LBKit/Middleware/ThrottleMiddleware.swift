@@ -21,6 +21,9 @@ public struct ThrottleMiddleware: LBMiddleware {
     public let table: ThrottleTable
     /// Who the client is behind trusted proxies.
     public let identity: ClientIdentityResolver
+    /// The store that shares `table`'s state with other instances, if any (it never delays a
+    /// request: each decision is the table's, and the store synchronises in the background).
+    public let sharedStore: RedisThrottleStore?
     private let shared: Shared
     private let log: LogSink
 
@@ -31,9 +34,11 @@ public struct ThrottleMiddleware: LBMiddleware {
 
     /// Creates the middleware; `log` receives the one-time warning about unidentified clients
     /// and the table's penalty events go wherever the table was told.
-    public init(table: ThrottleTable, identity: ClientIdentityResolver, log: @escaping LogSink = { _ in }) {
+    public init(table: ThrottleTable, identity: ClientIdentityResolver, sharedStore: RedisThrottleStore? = nil,
+                log: @escaping LogSink = { _ in }) {
         self.table = table
         self.identity = identity
+        self.sharedStore = sharedStore
         self.shared = Shared()
         self.log = log
     }
@@ -59,7 +64,14 @@ public struct ThrottleMiddleware: LBMiddleware {
             }
             return nil
         }
-        let decision = table.check(key)
+        let decision: ThrottleDecision
+        if let sharedStore {
+            let charge = table.checkCharging(key)
+            sharedStore.record(key, charge)
+            decision = charge.decision
+        } else {
+            decision = table.check(key)
+        }
         guard !decision.isAllowed else { return nil }
         shared.throttled.add(1, ordering: .relaxed)
         var headers = HeaderFields()

@@ -1,4 +1,6 @@
 internal import CLBKitShim
+import Dispatch
+import Glibc
 import LBKitPolicy
 import Synchronization
 
@@ -46,7 +48,6 @@ public final class RedisClient: Sendable {
     public let url: RedisURL
     /// The client's settings.
     public let configuration: RedisClientConfiguration
-    private let address: IPSocketAddress
     private let slots: [Slot]
     private let cursor = Atomic<Int>(0)
     private let counters = Counters()
@@ -79,17 +80,19 @@ public final class RedisClient: Sendable {
         var closed = false
     }
 
-    /// Creates a client; no connection is made until the first command. Resolves `url.host` now
-    /// (getaddrinfo blocks: create clients at configuration time, not per request).
-    public init(url: RedisURL, group: LBEventLoopGroup, configuration: RedisClientConfiguration = RedisClientConfiguration()) throws(RedisError) {
+    /// Creates a client; no connection is made until the first command. The host name is
+    /// resolved at each connection attempt, off the event loops (getaddrinfo blocks), so a name
+    /// that does not resolve yet, or moves, is handled like a server that is down.
+    public convenience init(url: RedisURL, group: LBEventLoopGroup, configuration: RedisClientConfiguration = RedisClientConfiguration()) {
+        self.init(url: url, loops: group.loops, configuration: configuration)
+    }
+
+    /// Creates a client with one connection slot per loop in `loops` (at least one).
+    public init(url: RedisURL, loops: [LBEventLoop], configuration: RedisClientConfiguration = RedisClientConfiguration()) {
+        precondition(!loops.isEmpty, "RedisClient needs at least one event loop")
         self.url = url
         self.configuration = configuration
-        do {
-            address = try IPSocketAddress(host: url.host, port: url.port)
-        } catch {
-            throw .connectFailed("cannot resolve \(url.host): \(error)")
-        }
-        slots = group.loops.map { Slot(loop: $0) }
+        slots = loops.map { Slot(loop: $0) }
     }
 
     /// Connections made so far (successful handshakes).
@@ -262,6 +265,11 @@ public final class RedisClient: Sendable {
     /// TCP connect, then `AUTH` and `SELECT` (pipelined) when the URL asks for them.
     private func handshake(on loop: LBEventLoop) async -> Result<RedisConnection, RedisError> {
         let deadline = Self.deadline(after: configuration.connectTimeout)
+        let address: IPSocketAddress
+        switch await resolve() {
+        case .success(let a): address = a
+        case .failure(let e): return .failure(e)
+        }
         let socket: Socket
         do {
             socket = try await Socket.connect(to: address, loop: loop, deadline: deadline)
@@ -292,6 +300,21 @@ public final class RedisClient: Sendable {
         }
     }
 
+    /// The server's address: IP literals at once, names with getaddrinfo on a Dispatch thread.
+    private func resolve() async -> Result<IPSocketAddress, RedisError> {
+        let host = url.host, port = url.port
+        if let literal = IPSocketAddress(literal: host, port: port) { return .success(literal) }
+        return await withCheckedContinuation { (c: CheckedContinuation<Result<IPSocketAddress, RedisError>, Never>) in
+            DispatchQueue.global().async {
+                do {
+                    c.resume(returning: .success(try IPSocketAddress(host: host, port: port)))
+                } catch {
+                    c.resume(returning: .failure(.connectFailed("cannot resolve \(host): \(error)")))
+                }
+            }
+        }
+    }
+
     /// The back-off before attempt `failures + 1`: reconnectDelay x 2^(failures-1), capped, ±20%.
     private func reconnectDelay(afterFailures failures: Int) -> Duration {
         let base = Double(max(0, configuration.reconnectDelay.nanosecondsClamped))
@@ -299,5 +322,31 @@ public final class RedisClient: Sendable {
         let exponential = min(cap, base * Double(1 << min(max(failures - 1, 0), 30)))
         let jitter = Double.random(in: 0.8...1.2)
         return .nanoseconds(Int64(min(exponential * jitter, 9e18)))
+    }
+}
+
+extension IPSocketAddress {
+    /// An IPv4 or IPv6 literal, without any name lookup; nil for a host name or a bad port.
+    init?(literal host: String, port: Int) {
+        guard (0...65535).contains(port) else { return nil }
+        var v4 = in_addr()
+        if inet_pton(AF_INET, host, &v4) == 1 {
+            var sa = sockaddr_in()
+            sa.sin_family = sa_family_t(AF_INET)
+            sa.sin_port = in_port_t(UInt16(port).bigEndian)
+            sa.sin_addr = v4
+            self.init(storage: .v4(sa))
+            return
+        }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, host, &v6) == 1 {
+            var sa = sockaddr_in6()
+            sa.sin6_family = sa_family_t(AF_INET6)
+            sa.sin6_port = in_port_t(UInt16(port).bigEndian)
+            sa.sin6_addr = v6
+            self.init(storage: .v6(sa))
+            return
+        }
+        return nil
     }
 }

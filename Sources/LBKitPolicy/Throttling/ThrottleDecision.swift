@@ -98,3 +98,22 @@ public enum ThrottleDecision: Sendable, Equatable, CustomStringConvertible {
         return Int(ns / 1_000_000_000 + (ns % 1_000_000_000 == 0 ? 0 : 1))
     }
 }
+
+/// What ``ThrottleTable/checkCharging(_:now:)`` did to a client's state: the decision, and what a
+/// shared store must tell the other instances about it.
+public struct ThrottleCharge: Sendable, Equatable {
+    /// The decision for this request.
+    public var decision: ThrottleDecision
+    /// Nanoseconds the request added to the client's theoretical arrival time: the emission
+    /// interval in force (longer while penalised) when allowed, 0 when refused.
+    public var charged: UInt64
+    /// Whether this request put the client in the penalty box.
+    public var penaltyStarted: Bool
+
+    /// Creates a charge.
+    public init(decision: ThrottleDecision, charged: UInt64, penaltyStarted: Bool) {
+        self.decision = decision
+        self.charged = charged
+        self.penaltyStarted = penaltyStarted
+    }
+}

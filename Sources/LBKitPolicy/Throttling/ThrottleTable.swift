@@ -142,6 +142,65 @@ public final class ThrottleTable: Sendable {
         return outcome.0
     }
 
+    // MARK: Shared state
+
+    /// Like ``check(_:now:)``, and also says how far the request moved the key's TAT, for a store
+    /// that shares the table's state with other instances (``ThrottleCharge``).
+    public func checkCharging(_ key: ClientAddress, now: MonotonicInstant) -> ThrottleCharge {
+        let hash = ThrottleShardState.hash(high: key.high, low: key.low, seed0: seed0, seed1: seed1)
+        let t = now.nanoseconds
+        let p = params
+        let outcome: (ThrottleDecision, Bool, UInt64) = shards[Int(truncatingIfNeeded: hash >> 59) & shardMask]
+            .state.withLock { state in
+                let slot = state.findOrInsert(high: key.high, low: key.low, hash: hash, now: t, params: p, total: total)
+                guard slot >= 0 else {
+                    // Only when this shard is empty and the table is full: judge as a new key.
+                    var untracked = ThrottleEntry(high: key.high, low: key.low)
+                    let (decision, started) = untracked.decide(now: t, params: p)
+                    return (decision, started, decision.isAllowed ? untracked.tat &- t : 0)
+                }
+                let entry = state.entry(slot)
+                let before = max(entry.pointee.tat, t)
+                let (decision, started) = entry.pointee.decide(now: t, params: p)
+                return (decision, started, decision.isAllowed ? entry.pointee.tat &- before : 0)
+            }
+        if outcome.1 { log(LBLogEvent(level: .notice, category: .throttle, message: "\(key)\(penaltyNote)", metadata: ["client": key.description])) }
+        return ThrottleCharge(decision: outcome.0, charged: outcome.2, penaltyStarted: outcome.1)
+    }
+
+    /// Like ``check(_:)`` with the table's clock, reporting the charge.
+    public func checkCharging(_ key: ClientAddress) -> ThrottleCharge {
+        checkCharging(key, now: clock.now())
+    }
+
+    /// Folds shared state into `key` at `now`: its TAT becomes at least `now + ahead`, and a
+    /// positive `penaltyRemaining` keeps it penalised until at least `now + penaltyRemaining`.
+    /// Never loosens what the table already holds. The key is inserted if absent.
+    public func merge(_ key: ClientAddress, ahead: Duration, penaltyRemaining: Duration, now: MonotonicInstant) {
+        let hash = ThrottleShardState.hash(high: key.high, low: key.low, seed0: seed0, seed1: seed1)
+        let t = now.nanoseconds
+        let p = params
+        let tat = (now + max(ahead, .zero)).nanoseconds
+        let penaltyEnd = penaltyRemaining > .zero && p.penaltyEnabled ? (now + penaltyRemaining).nanoseconds : nil
+        shards[Int(truncatingIfNeeded: hash >> 59) & shardMask].state.withLock { state in
+            let slot = state.findOrInsert(high: key.high, low: key.low, hash: hash, now: t, params: p, total: total)
+            guard slot >= 0 else { return }
+            let e = state.entry(slot)
+            if tat > e.pointee.tat { e.pointee.tat = tat }
+            if let penaltyEnd {
+                if e.pointee.strikes == ThrottleEntry.penalisedMark && e.pointee.phase > t {
+                    e.pointee.phase = max(e.pointee.phase, penaltyEnd)
+                } else {
+                    e.pointee.strikes = ThrottleEntry.penalisedMark
+                    e.pointee.phase = penaltyEnd
+                }
+            }
+        }
+    }
+
+    /// The clock the table reads.
+    public var timeSource: any MonotonicClock { clock }
+
     /// The shard `key` lives in (for tests).
     func shardIndex(of key: ClientAddress) -> Int {
         let hash = ThrottleShardState.hash(high: key.high, low: key.low, seed0: seed0, seed1: seed1)

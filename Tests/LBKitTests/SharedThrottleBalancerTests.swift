@@ -1,0 +1,190 @@
+import Foundation
+import Synchronization
+import Testing
+@testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+import LBKitTesting
+
+/// N in-process balancers (each with its own table and store) over one echo backend.
+private struct BalancerFleet {
+    let balancers: [LoadBalancer]
+    let handlers: [any HTTPHandler]
+    let logs: [LogCapture]
+    let runs: [Task<Void, Never>]
+
+    static func start(count: Int, backend: BackendURL, store: String?, prefix: String, rate: Double, burst: Int) throws -> BalancerFleet {
+        var balancers: [LoadBalancer] = []
+        var logs: [LogCapture] = []
+        for _ in 0..<count {
+            var config = LoadBalancerConfiguration()
+            config.backends = [backend]
+            config.healthInterval = .zero
+            config.rateLimit = rate
+            config.burst = burst
+            config.penaltyThreshold = 0
+            config.throttleStore = try store.map { try RedisURL(parsing: $0) }
+            config.throttleKeyPrefix = prefix
+            let log = LogCapture()
+            balancers.append(try LoadBalancer(configuration: config, group: TestLoops.group, log: log.sink))
+            logs.append(log)
+        }
+        let runs = balancers.map { b in Task { _ = try? await b.run() } }
+        return BalancerFleet(balancers: balancers, handlers: balancers.map { $0.responder(admin: true) }, logs: logs, runs: runs)
+    }
+
+    func stop() async {
+        for b in balancers { b.shutdown() }
+        for r in runs { await r.value }
+    }
+
+    var states: [ThrottleStoreState?] { balancers.map { $0.throttleMiddleware?.sharedStore?.state } }
+
+    func stats(_ i: Int) throws -> [String: Any] {
+        let json = try JSONSerialization.jsonObject(with: Data(balancers[i].statsJSON().utf8)) as? [String: Any]
+        return try #require(json?["throttle_store"] as? [String: Any])
+    }
+}
+
+/// What a stretch of traffic from one client, spread round robin over the balancers, got.
+private struct TrafficResult {
+    var accepted = 0
+    var total = 0
+    var statuses: [Int: Int] = [:]
+    var maxLatencyMs = 0.0
+    var first: ContinuousClock.Instant?
+    var last: ContinuousClock.Instant?
+
+    /// Seconds from the first to the last request.
+    var span: Double {
+        guard let first, let last else { return 0 }
+        let d = last - first
+        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+}
+
+/// Sends requests from `client` round robin over `handlers`, one every `pause`, for `duration`
+/// or until `until` holds (checked every request).
+private func drive(_ handlers: [any HTTPHandler], client: ClientAddress, for duration: Duration, pause: Duration = .milliseconds(4),
+                   until: () -> Bool = { false }) async -> TrafficResult {
+    var result = TrafficResult()
+    let end = ContinuousClock.now + duration
+    var i = 0
+    let body = Array(#"{"n":1}"#.utf8)
+    while ContinuousClock.now < end && !until() {
+        let t0 = ContinuousClock.now
+        let response = await handlers[i % handlers.count].handle(
+            LBRequest(head: RequestHead(method: "POST", target: "/"), body: body), context: LBRequestContext(client: client))
+        let t1 = ContinuousClock.now
+        i += 1
+        result.first = result.first ?? t0
+        result.last = t0
+        result.total += 1
+        result.statuses[response.status, default: 0] += 1
+        if response.status != 429 { result.accepted += 1 }
+        let ms = Double((t1 - t0).components.attoseconds) / 1e15 + Double((t1 - t0).components.seconds) * 1000
+        result.maxLatencyMs = max(result.maxLatencyMs, ms)
+        try? await Task.sleep(for: pause)
+    }
+    return result
+}
+
+@Suite("Shared throttling across balancers through Redis", .serialized, .timeLimit(.minutes(3)),
+       .enabled(if: redisAvailable(), "redis-server not installed"))
+struct SharedThrottleBalancerTests {
+    static let client = ClientAddress(ipv4: 0xCB00_710A)  // 203.0.113.10
+
+    @Test("3 balancers, one client spread over all: accepted within 10% of what the limit allows")
+    func multiInstanceAccuracy() async throws {
+        let server = try await RedisServerProcess.start()
+        defer { server.kill() }
+        let backend = try EchoFleet.start(count: 1)
+        let rate = 40.0, burst = 10
+        let shared = try BalancerFleet.start(count: 3, backend: try BackendURL(parsing: "http://127.0.0.1:\(backend.ports[0])"),
+                                             store: server.url, prefix: "acc:", rate: rate, burst: burst)
+        let r = await drive(shared.handlers, client: Self.client, for: .seconds(3))
+        let allowed = Double(burst) + (r.span * rate).rounded(.down)
+        print("[shared throttle] 3 instances, rate \(rate)/s burst \(burst): \(r.accepted) accepted of \(r.total) in \(r.span) s; GCRA allows \(allowed); statuses \(r.statuses)")
+        #expect(abs(Double(r.accepted) - allowed) <= 0.1 * allowed, "accepted \(r.accepted), allowed \(allowed)")
+        #expect(Set(r.statuses.keys).isSubset(of: [200, 429]))
+        #expect(shared.states == [.connected, .connected, .connected])
+        for i in 0..<3 {
+            let s = try shared.stats(i)
+            #expect(s["kind"] as? String == "redis" && s["state"] as? String == "connected" && s["key_prefix"] as? String == "acc:")
+            #expect((s["syncs"] as? Int ?? 0) > 0 && s["sync_failures"] as? Int == 0)
+        }
+        #expect(shared.balancers[0].prometheusText().contains("lb_throttle_store_up 1\n"))
+        await shared.stop()
+
+        // The same traffic without the store: every instance applies the limit alone (about 3x).
+        let local = try BalancerFleet.start(count: 3, backend: try BackendURL(parsing: "http://127.0.0.1:\(backend.ports[0])"),
+                                            store: nil, prefix: "acc:", rate: rate, burst: burst)
+        let l = await drive(local.handlers, client: ClientAddress(ipv4: 0xCB00_710B), for: .seconds(3))
+        let localAllowed = Double(burst) + (l.span * rate).rounded(.down)
+        print("[shared throttle] same traffic, local tables only: \(l.accepted) accepted of \(l.total); one instance allows \(localAllowed)")
+        #expect(Double(l.accepted) > 2 * localAllowed)
+        #expect(try local.stats(0)["kind"] as? String == "local")
+        await local.stop()
+        await backend.stop()
+    }
+
+    @Test("Redis hung, stopped and restarted mid-run: no request fails or waits for it; shared limiting resumes")
+    func redisFault() async throws {
+        let server = try await RedisServerProcess.start()
+        defer { server.kill() }
+        let backend = try EchoFleet.start(count: 1)
+        let rate = 40.0, burst = 10
+        let fleet = try BalancerFleet.start(count: 3, backend: try BackendURL(parsing: "http://127.0.0.1:\(backend.ports[0])"),
+                                            store: server.url, prefix: "fault:", rate: rate, burst: burst)
+        var all: [TrafficResult] = []
+        func phase(_ name: String, _ duration: Duration, until: () -> Bool = { false }) async -> TrafficResult {
+            let r = await drive(fleet.handlers, client: Self.client, for: duration, until: until)
+            print("[shared throttle fault] \(name): \(r.accepted)/\(r.total) accepted in \(r.span) s, slowest \(r.maxLatencyMs) ms, states \(fleet.states.map { $0?.rawValue ?? "-" })")
+            all.append(r)
+            return r
+        }
+        let connected = { fleet.states == [.connected, .connected, .connected] }
+        let fallback = { fleet.states == [.fallback, .fallback, .fallback] }
+
+        _ = await phase("healthy", .seconds(1))
+        #expect(connected())
+
+        server.pause()  // hung: connections stay open, nothing is answered
+        _ = await phase("redis hung (SIGSTOP)", .milliseconds(1500))
+        #expect(fallback())
+        #expect(try fleet.stats(0)["state"] as? String == "fallback")
+        #expect(fleet.balancers[0].prometheusText().contains("lb_throttle_store_up 0\n"))
+        server.resume()
+        _ = await phase("redis resumed, until shared again", .seconds(5), until: connected)
+        #expect(connected())
+
+        await server.stop()
+        _ = await phase("redis stopped", .seconds(1))
+        #expect(fallback())
+        try await server.restart()
+        _ = await phase("redis restarted, until shared again", .seconds(5), until: connected)
+        #expect(connected())
+
+        let after = await phase("shared again", .milliseconds(2500))
+        // A saturated client gets the rate; the formal bound over the window adds the burst.
+        let floor = after.span * rate, ceiling = Double(burst) + after.span * rate
+        #expect(Double(after.accepted) >= 0.9 * floor && Double(after.accepted) <= 1.1 * ceiling,
+                "accepted \(after.accepted), expected \(floor)...\(ceiling)")
+
+        // No request failed or waited for Redis: every answer was the backend's 200 or a 429, fast.
+        for r in all {
+            #expect(Set(r.statuses.keys).isSubset(of: [200, 429]), "\(r.statuses)")
+            #expect(r.maxLatencyMs < 200, "a request took \(r.maxLatencyMs) ms")
+        }
+        // Each instance logged each outage once, and each return once.
+        for log in fleet.logs {
+            let lines = log.all
+            #expect(lines.filter { $0.hasPrefix("[THROTTLE]") && $0.contains("unavailable") }.count == 2, "\(lines)")
+            #expect(lines.filter { $0.hasPrefix("[THROTTLE]") && $0.contains("is back:") }.count == 2, "\(lines)")
+        }
+        let s = try fleet.stats(1)
+        #expect(s["state"] as? String == "connected" && s["fallbacks"] as? Int == 2)
+        await fleet.stop()
+        await backend.stop()
+    }
+}
