@@ -89,7 +89,7 @@ public enum ConfigFile {
         "health_path", "health_timeout_ms", "max_delay_ms", "strategy", "rate_limit", "burst",
         "throttle_max_keys", "penalty_threshold", "penalty_window_ms", "penalty_duration_ms",
         "penalty_factor", "trusted_proxies", "max_body_bytes", "access_log", "admin_token", "threads",
-        "throttle_store", "throttle_key_prefix", "throttle_sync_ms",
+        "throttle_store", "throttle_key_prefix", "throttle_sync_ms", "throttle_store_timeout_ms",
     ]
 
     /// The keys of an object item of `backends`.

@@ -45,7 +45,8 @@ public enum LBServeCommandLine {
                        [--max-body-bytes 8388608] [--max-attempts 3]
                        [--retry-non-idempotent] [--hedge-after-ms N] [--strategy round-robin|weighted|least-requests|peak-ewma]
                        [--trusted-proxy CIDR]... [--access-log] [--admin-token T] [--threads N]
-                       [--throttle-store redis://[:password@]host:port[/db]] [--throttle-key-prefix lbkit:] [--throttle-sync-ms 20]
+                       [--throttle-store redis://[:password@]host:port[/db]] [--throttle-key-prefix lbkit:]
+                       [--throttle-sync-ms 20] [--throttle-store-timeout-ms 250]
         With no --backend, starts three demo echo backends on 127.0.0.1:5001-5003 and balances them.
         """
 

@@ -99,6 +99,7 @@ public struct NumericSetting: Sendable {
         .integer("--max-body-bytes", 0...(1 << 34)) { $0.maxBodyBytes = $1 },
         .integer("--threads", 1...256) { $0.loopCount = $1 },
         .integer("--throttle-sync-ms", 1...10_000) { $0.throttleSyncInterval = .milliseconds($1) },
+        .integer("--throttle-store-timeout-ms", 1...60_000) { $0.throttleStoreTimeout = .milliseconds($1) },
     ]
 
     /// The per-backend `weight` of the config file (it has no flag).

@@ -47,8 +47,12 @@ final class FakeRESPServer: Sendable {
     func stop() { shutdown(fd, Int32(SHUT_RDWR)); close(fd) }
 }
 
-/// One loop: every command of a client shares one connection (for ordering tests).
+/// Loops of the Redis tests' own (the shared test loops carry heavy streaming tests in parallel).
 enum RedisTestLoops {
+    static let group: LBEventLoopGroup = {
+        do { return try LBEventLoopGroup(loopCount: 2, namePrefix: "redis-loop") } catch { fatalError("cannot start loops: \(error)") }
+    }()
+    /// One loop: every command of a client shares one connection (for ordering tests).
     static let single: LBEventLoopGroup = {
         do { return try LBEventLoopGroup(loopCount: 1, namePrefix: "redis-test") } catch { fatalError("cannot start a loop: \(error)") }
     }()
@@ -62,9 +66,11 @@ private func elapsedMs(since start: ContinuousClock.Instant) -> Double {
 @Suite("Redis client against a real redis-server", .serialized, .timeLimit(.minutes(2)),
        .enabled(if: redisAvailable(), "redis-server not installed"))
 struct RedisClientTests {
-    func client(_ server: RedisServerProcess, path: String = "", group: LBEventLoopGroup = TestLoops.group,
+    func client(_ server: RedisServerProcess, path: String = "", group: LBEventLoopGroup = RedisTestLoops.group,
                 configure: (inout RedisClientConfiguration) -> Void = { _ in }) throws -> RedisClient {
         var config = RedisClientConfiguration()
+        config.commandTimeout = .seconds(5)   // tests of timeouts set their own
+        config.connectTimeout = .seconds(5)
         configure(&config)
         return RedisClient(url: try RedisURL(parsing: server.url + path), group: group, configuration: config)
     }
@@ -89,7 +95,7 @@ struct RedisClientTests {
         _ = try await redis.send(["RPUSH", "list", "a", "b"])
         #expect(try await redis.send(["LRANGE", "list", "0", "-1"]) == .array([.bulk("a"), .bulk("b")]))
         #expect(try await redis.send(["BLPOP", "empty-list", "0.01"]) == .array(nil))
-        #expect(redis.connectionsOpened >= 1 && redis.connectionsOpened <= TestLoops.group.loops.count)
+        #expect(redis.connectionsOpened >= 1 && redis.connectionsOpened <= RedisTestLoops.group.loops.count)
     }
 
     @Test("EVALSHA loads the script on NOSCRIPT, once, and again after SCRIPT FLUSH")
@@ -131,7 +137,7 @@ struct RedisClientTests {
         }
         #expect(Set(results) == Set((0..<100).map { RESPValue.bulk("m\($0)") }))
         // One pipelined connection per event loop at most: 200 commands never needed more.
-        #expect(redis.connectionsOpened <= TestLoops.group.loops.count)
+        #expect(redis.connectionsOpened <= RedisTestLoops.group.loops.count)
         #expect(try await redis.send(["GET", "p"]) == .bulk("100"))
     }
 
@@ -200,10 +206,10 @@ struct RedisClientTests {
         defer { db0.close() }
         #expect(try await db0.send(["GET", "where"]) == .bulkString(nil))
         #expect(try await db3.send(["GET", "where"]) == .bulk("three"))
-        let noPassword = RedisClient(url: RedisURL(host: "127.0.0.1", port: server.port), group: TestLoops.group)
+        let noPassword = RedisClient(url: RedisURL(host: "127.0.0.1", port: server.port), group: RedisTestLoops.group)
         defer { noPassword.close() }
         #expect(try await noPassword.send(["GET", "where"]).errorMessage?.hasPrefix("NOAUTH") == true)
-        let wrong = RedisClient(url: try RedisURL(parsing: "redis://:nope@127.0.0.1:\(server.port)"), group: TestLoops.group)
+        let wrong = RedisClient(url: try RedisURL(parsing: "redis://:nope@127.0.0.1:\(server.port)"), group: RedisTestLoops.group)
         defer { wrong.close() }
         await #expect { try await wrong.send(["PING"]) } throws: { error in
             if case RedisError.handshakeFailed(let why) = error { return why.contains("AUTH") }
@@ -219,7 +225,7 @@ struct RedisClientProtocolTests {
         let reply = Array("*3\r\n$5\r\nhello\r\n:-7\r\n*2\r\n+OK\r\n$-1\r\n".utf8)
         let server = try FakeRESPServer { _ in reply.map { [$0] } }
         defer { server.stop() }
-        let redis = RedisClient(url: server.url, group: TestLoops.group)
+        let redis = RedisClient(url: server.url, group: RedisTestLoops.group)
         defer { redis.close() }
         let value = try await redis.send(["ANYTHING"], timeout: .seconds(5))
         #expect(value == .array([.bulk("hello"), .integer(-7), .array([.simpleString("OK"), .bulkString(nil)])]))
@@ -231,7 +237,7 @@ struct RedisClientProtocolTests {
     func badReplies(text: String) async throws {
         let server = try FakeRESPServer { _ in [Array(text.utf8)] }
         defer { server.stop() }
-        let redis = RedisClient(url: server.url, group: TestLoops.group)
+        let redis = RedisClient(url: server.url, group: RedisTestLoops.group)
         defer { redis.close() }
         await #expect { try await redis.send(["PING"], timeout: .seconds(5)) } throws: { error in
             if case RedisError.protocolError = error { return true }
@@ -243,7 +249,7 @@ struct RedisClientProtocolTests {
     func unsolicitedAndClose() async throws {
         let extra = try FakeRESPServer { _ in [Array("+OK\r\n+SURPRISE\r\n".utf8)] }
         defer { extra.stop() }
-        let a = RedisClient(url: extra.url, group: TestLoops.group)
+        let a = RedisClient(url: extra.url, group: RedisTestLoops.group)
         defer { a.close() }
         // The first reply is delivered; the surprise one closes the connection.
         #expect(try await a.send(["PING"], timeout: .seconds(5)) == .simpleString("OK"))
@@ -252,7 +258,7 @@ struct RedisClientProtocolTests {
 
         let cut = try FakeRESPServer { _ in [Array("$10\r\nabc".utf8), []] }
         defer { cut.stop() }
-        let b = RedisClient(url: cut.url, group: TestLoops.group)
+        let b = RedisClient(url: cut.url, group: RedisTestLoops.group)
         defer { b.close() }
         await #expect { try await b.send(["GET", "x"], timeout: .seconds(5)) } throws: { error in
             if case RedisError.connectionClosed(let why) = error { return why.contains("before replying") }
@@ -263,7 +269,9 @@ struct RedisClientProtocolTests {
     @Test("connect refused fails fast, then backs off without connecting")
     func refused() async throws {
         let holder = try PortHolder()
-        let redis = RedisClient(url: RedisURL(host: "127.0.0.1", port: holder.port), group: TestLoops.group)
+        var config = RedisClientConfiguration()
+        config.reconnectDelay = .seconds(5)
+        let redis = RedisClient(url: RedisURL(host: "127.0.0.1", port: holder.port), group: RedisTestLoops.group, configuration: config)
         defer { redis.close() }
         await #expect { try await redis.send(["PING"]) } throws: { error in
             if case RedisError.connectFailed = error { return true }

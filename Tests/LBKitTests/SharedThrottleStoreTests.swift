@@ -14,8 +14,10 @@ private struct Instance {
 
     init(_ config: ThrottleConfiguration, server: RedisServerProcess, prefix: String, log: @escaping LogSink = { _ in }) throws {
         table = ThrottleTable(configuration: config, clock: SystemClock(), log: log)
-        store = RedisThrottleStore(configuration: RedisThrottleStoreConfiguration(url: try RedisURL(parsing: server.url), keyPrefix: prefix),
-                                   table: table, group: TestLoops.group, log: log)
+        var storeConfig = RedisThrottleStoreConfiguration(url: try RedisURL(parsing: server.url), keyPrefix: prefix)
+        storeConfig.commandTimeout = .seconds(5)   // a loaded CI machine is not an outage
+        storeConfig.connectTimeout = .seconds(5)
+        store = RedisThrottleStore(configuration: storeConfig, table: table, group: RedisTestLoops.group, log: log)
         middleware = ThrottleMiddleware(table: table, identity: ClientIdentityResolver(trustedProxies: []), sharedStore: store)
     }
 
@@ -51,7 +53,7 @@ struct SharedThrottleStoreTests {
         #expect(await a.store.syncOnce())
         #expect(!a.allows(Self.client))
         // The state is one hash under the prefix, expiring on its own (TAT ~6 s ahead).
-        let redis = RedisClient(url: try RedisURL(parsing: server.url), group: TestLoops.group)
+        let redis = RedisClient(url: try RedisURL(parsing: server.url), group: RedisTestLoops.group)
         defer { redis.close() }
         #expect(try await redis.send(["KEYS", "*"]) == .array([.bulk("t1:throttle:203.0.113.9")]))
         let ttl = try await redis.send(["PTTL", "t1:throttle:203.0.113.9"]).int64 ?? -1
@@ -71,7 +73,7 @@ struct SharedThrottleStoreTests {
         defer { a.store.client.close() }
         for _ in 0..<3 { #expect(a.allows(Self.client)) }
         #expect(await a.store.syncOnce())
-        let redis = RedisClient(url: try RedisURL(parsing: server.url), group: TestLoops.group)
+        let redis = RedisClient(url: try RedisURL(parsing: server.url), group: RedisTestLoops.group)
         defer { redis.close() }
         #expect(try await redis.send(["EXISTS", "exp:throttle:203.0.113.9"]) == .integer(1))
         // TAT 30 ms ahead: gone (by Redis' own expiry) shortly after.
@@ -104,7 +106,7 @@ struct SharedThrottleStoreTests {
         #expect(!a.allows(Self.client))
         #expect(await a.store.syncOnce())
         #expect(a.table.isPenalised(Self.client))
-        let redis = RedisClient(url: try RedisURL(parsing: server.url), group: TestLoops.group)
+        let redis = RedisClient(url: try RedisURL(parsing: server.url), group: RedisTestLoops.group)
         defer { redis.close() }
         let ttl = try await redis.send(["PTTL", "pen:throttle:203.0.113.9"]).int64 ?? -1
         #expect(ttl > 29_000 && ttl <= 30_100, "PTTL \(ttl)")
@@ -125,5 +127,33 @@ struct SharedThrottleStoreTests {
         _ = b.allows(Self.client)
         #expect(await b.store.syncOnce())
         #expect(b.table.isPenalised(Self.client))
+    }
+}
+
+@Suite("Shared throttle store with no Redis at all")
+struct SharedThrottleStoreUnreachableTests {
+    @Test("unreachable from the start: local decisions, one warning, fallback in stats")
+    func unreachableFromStart() async throws {
+        let holder = try PortHolder()   // bound, not listening: connects are refused
+        let log = LogCapture()
+        let table = ThrottleTable(configuration: ThrottleConfiguration(rate: 1, burst: 2, penaltyDuration: .zero), clock: SystemClock(), log: log.sink)
+        let store = RedisThrottleStore(configuration: RedisThrottleStoreConfiguration(url: RedisURL(host: "127.0.0.1", port: holder.port)),
+                                       table: table, group: RedisTestLoops.group, log: log.sink)
+        defer { store.client.close() }
+        let throttle = ThrottleMiddleware(table: table, identity: ClientIdentityResolver(trustedProxies: []), sharedStore: store)
+        #expect(store.state == .connecting)
+        let client = ClientAddress(ipv4: 0xC633_6401)
+        func passes() -> Bool {
+            throttle.rejection(for: LBRequest(head: RequestHead(method: "GET", target: "/")), context: LBRequestContext(client: client)) == nil
+        }
+        #expect(passes() && passes() && !passes())
+        for _ in 0..<5 { #expect(await store.syncOnce() == false) }
+        #expect(store.state == .fallback && store.fallbackCount == 1 && store.failureCount == 5)
+        #expect(log.count(containing: "unavailable") == 1)
+        #expect(store.statsJSON().contains(#""state":"fallback""#) && !store.statsJSON().contains(#""last_error":null"#))
+        #expect(log.all.first { $0.contains("unavailable") }?.contains("connection refused") == true)
+        #expect(store.prometheusText().contains("lb_throttle_store_up 0\n"))
+        // Requests are still judged, by the local table alone.
+        #expect(!passes())
     }
 }

@@ -15,6 +15,8 @@ struct ThrottleStoreOptionsTests {
                                              "--throttle-key-prefix", "shop-eu:", "--throttle-sync-ms", "50"]).options.balancer
         #expect(c.throttleStore == RedisURL(host: "127.0.0.1", port: 6380, database: 2))
         #expect(c.throttleKeyPrefix == "shop-eu:" && c.throttleSyncInterval == .milliseconds(50))
+        let t = try LBServeCommandLine.load(["--rate-limit", "5", "--throttle-store-timeout-ms", "1000"]).options.balancer
+        #expect(t.throttleStoreTimeout == .seconds(1) && defaults.throttleStoreTimeout == .milliseconds(250))
         let withPassword = try LBServeCommandLine.load(["--rate-limit", "5", "--throttle-store=redis://:s3cret@redis.internal"]).options.balancer
         #expect(withPassword.throttleStore == RedisURL(host: "redis.internal", port: 6379, password: "s3cret"))
     }
@@ -115,7 +117,7 @@ struct ThrottleStoreProcessTests {
         let metrics = try await rawRequest(port: port, path: "/_lb/metrics").bodyText
         #expect(metrics.contains("lb_throttle_store_up 1\n"))
         // The state is in database 4 under the prefix.
-        let redis = RedisClient(url: try RedisURL(parsing: server.url + "/4"), group: TestLoops.group)
+        let redis = RedisClient(url: try RedisURL(parsing: server.url + "/4"), group: RedisTestLoops.group)
         defer { redis.close() }
         let present = await eventually(timeout: .seconds(2)) {
             (try? await redis.send(["EXISTS", "proc:throttle:127.0.0.1"])) == .integer(1)

@@ -80,6 +80,9 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
     public var throttleKeyPrefix = "lbkit:"
     /// How often the throttle table is synchronised with the store (`--throttle-sync-ms`).
     public var throttleSyncInterval: Duration = .milliseconds(20)
+    /// Deadline of one synchronisation with the store (`--throttle-store-timeout-ms`); past it the
+    /// instance falls back to its local table until the store answers again.
+    public var throttleStoreTimeout: Duration = .milliseconds(250)
 
     /// Defaults as documented per property.
     public init() {}

@@ -2,6 +2,8 @@ import Synchronization
 
 /// Whether a shared throttle store is in use right now.
 public enum ThrottleStoreState: String, Sendable {
+    /// No synchronisation round has completed yet (requests are recorded, to be sent by the first).
+    case connecting
     /// The last synchronisation with the store succeeded: limits are shared with the other instances.
     case connected
     /// The store is unreachable, slow or refusing: this instance limits clients with its own table.
@@ -90,7 +92,8 @@ public final class RedisThrottleStore: Sendable {
     private let script = RedisScript(RedisThrottleStore.luaSource)
     private let scriptArguments: [String]
     private let shards: [PendingShard]
-    private let connected = Atomic<Bool>(true)
+    /// Whether requests are recorded for the next round (not in fallback).
+    private let recording = Atomic<Bool>(true)
     private let status: Mutex<Status>
     private let counters = Counters()
 
@@ -105,7 +108,7 @@ public final class RedisThrottleStore: Sendable {
     }
 
     struct Status {
-        var state: ThrottleStoreState = .connected
+        var state: ThrottleStoreState = .connecting
         var since: MonotonicInstant
         var lastContact: MonotonicInstant?
         var lastError: String?
@@ -159,7 +162,7 @@ public final class RedisThrottleStore: Sendable {
     /// short lock of one of 16 shards; nothing at all while in fallback).
     @inline(__always)
     public func record(_ key: ClientAddress, _ charge: ThrottleCharge) {
-        guard connected.load(ordering: .relaxed) else { return }
+        guard recording.load(ordering: .relaxed) else { return }
         let mixed = (key.low ^ key.high) &* 0x9E37_79B9_7F4A_7C15
         let shard = shards[Int(truncatingIfNeeded: mixed >> 60) & (Self.shardCount - 1)]
         let cap = configuration.maxPendingKeys / Self.shardCount + 1
@@ -249,7 +252,7 @@ public final class RedisThrottleStore: Sendable {
     public var syncCount: Int { counters.syncs.load(ordering: .relaxed) }
     /// Rounds that failed (Redis unreachable, slow or refusing).
     public var failureCount: Int { counters.failures.load(ordering: .relaxed) }
-    /// Switches from connected to fallback.
+    /// Switches to fallback (from connected, or from connecting when the first round failed).
     public var fallbackCount: Int { counters.fallbacks.load(ordering: .relaxed) }
 
     private func takePending() -> [(ClientAddress, Pending)] {
@@ -276,15 +279,15 @@ public final class RedisThrottleStore: Sendable {
         counters.lastSyncMicros.store(Int(elapsed.nanosecondsClamped / 1000), ordering: .relaxed)
         let now = table.timeSource.now()
         let (recovered, first) = status.withLock { s -> (Bool, Bool) in
-            let recovered = s.state == .fallback
+            let recovered = s.state == .fallback && s.everConnected
             let first = !s.everConnected
-            if recovered { s.since = now }
+            if s.state != .connected { s.since = now }
             s.state = .connected
             s.lastContact = now
             s.everConnected = true
             return (recovered, first)
         }
-        connected.store(true, ordering: .relaxed)
+        recording.store(true, ordering: .relaxed)
         if recovered {
             log(LBLogEvent(level: .notice, category: .throttle,
                            message: "shared throttle store \(configuration.url) is back: clients are limited together with the other instances again",
@@ -303,13 +306,13 @@ public final class RedisThrottleStore: Sendable {
         let now = table.timeSource.now()
         let switched = status.withLock { s -> Bool in
             s.lastError = reason
-            guard s.state == .connected else { return false }
+            guard s.state != .fallback else { return false }
             s.state = .fallback
             s.since = now
             return true
         }
         guard switched else { return false }
-        connected.store(false, ordering: .relaxed)
+        recording.store(false, ordering: .relaxed)
         clearPending()
         counters.fallbacks.add(1, ordering: .relaxed)
         log(LBLogEvent(level: .warning, category: .throttle,
@@ -348,7 +351,7 @@ public final class RedisThrottleStore: Sendable {
         family("lb_throttle_store_up", "gauge", "1 while throttle state is shared through the store, 0 in local fallback.", state == .connected ? 1 : 0)
         family("lb_throttle_store_syncs_total", "counter", "Synchronisation rounds the store answered.", c.syncs.load(ordering: .relaxed))
         family("lb_throttle_store_sync_failures_total", "counter", "Synchronisation rounds that failed (unreachable, slow or refused).", c.failures.load(ordering: .relaxed))
-        family("lb_throttle_store_fallbacks_total", "counter", "Switches from shared to local-only throttling.", c.fallbacks.load(ordering: .relaxed))
+        family("lb_throttle_store_fallbacks_total", "counter", "Switches to local-only throttling.", c.fallbacks.load(ordering: .relaxed))
         family("lb_throttle_store_keys_synced_total", "counter", "Client states sent to and merged from the store.", c.keysSynced.load(ordering: .relaxed))
         return out
     }
@@ -430,6 +433,8 @@ extension LoadBalancer {
         guard let url = configuration.throttleStore else { return nil }
         var store = RedisThrottleStoreConfiguration(url: url, keyPrefix: configuration.throttleKeyPrefix)
         store.syncInterval = configuration.throttleSyncInterval
+        store.commandTimeout = configuration.throttleStoreTimeout
+        store.connectTimeout = configuration.throttleStoreTimeout
         return RedisThrottleStore(configuration: store, table: table, group: group, log: log, metrics: metrics)
     }
 }
