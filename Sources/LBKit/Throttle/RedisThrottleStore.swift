@@ -180,9 +180,9 @@ public final class RedisThrottleStore: Sendable {
     /// cancelled, then closes the Redis connections.
     public func run() async {
         while !Task.isCancelled {
-            let start = ContinuousClock.now
+            let start = table.timeSource.now()
             await syncOnce()
-            let wait = configuration.syncInterval - (ContinuousClock.now - start)
+            let wait = configuration.syncInterval - (table.timeSource.now() - start)
             do {
                 try await Task.sleep(for: max(wait, .milliseconds(1)))
             } catch {
@@ -197,7 +197,7 @@ public final class RedisThrottleStore: Sendable {
     @discardableResult
     public func syncOnce() async -> Bool {
         let batch = takePending()
-        let started = ContinuousClock.now
+        let started = table.timeSource.now()
         if batch.isEmpty {
             let due = status.withLock { s in
                 guard s.state == .connected, let last = s.lastContact else { return true }
@@ -272,12 +272,11 @@ public final class RedisThrottleStore: Sendable {
         for shard in shards { shard.map.withLock { $0 = [:] } }
     }
 
-    private func succeeded(keys: Int, started: ContinuousClock.Instant) -> Bool {
-        let elapsed = ContinuousClock.now - started
+    private func succeeded(keys: Int, started: MonotonicInstant) -> Bool {
+        let now = table.timeSource.now()
         counters.syncs.add(1, ordering: .relaxed)
         counters.keysSynced.add(keys, ordering: .relaxed)
-        counters.lastSyncMicros.store(Int(elapsed.nanosecondsClamped / 1000), ordering: .relaxed)
-        let now = table.timeSource.now()
+        counters.lastSyncMicros.store(Int((now - started).nanosecondsClamped / 1000), ordering: .relaxed)
         let (recovered, first) = status.withLock { s -> (Bool, Bool) in
             let recovered = s.state == .fallback && s.everConnected
             let first = !s.everConnected
