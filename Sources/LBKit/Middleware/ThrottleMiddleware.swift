@@ -10,6 +10,10 @@ import Synchronization
 /// would let one client throttle all the others). The first such request is logged once at
 /// `warning`, and ``unidentifiedRequests`` counts them.
 ///
+/// With a ``RedisThrottleStore`` (`sharedStore`), several instances enforce one limit per client:
+/// each decision is still made here, at once, by the local table; the store shares the state in
+/// the background (see its documentation for the accuracy bound and the fallback rule).
+///
 /// ```swift
 /// let throttle = ThrottleMiddleware(
 ///     table: ThrottleTable(configuration: ThrottleConfiguration(rate: 10, burst: 20), clock: SystemClock()),
