@@ -69,15 +69,15 @@ struct SharedThrottleStoreTests {
     func keysExpire() async throws {
         let server = try await RedisServerProcess.start()
         defer { server.kill() }
-        let a = try Instance(ThrottleConfiguration(rate: 100, burst: 5, penaltyDuration: .zero), server: server, prefix: "exp:")
+        let a = try Instance(ThrottleConfiguration(rate: 2, burst: 5, penaltyDuration: .zero), server: server, prefix: "exp:")
         defer { a.store.client.close() }
         for _ in 0..<3 { #expect(a.allows(Self.client)) }
         #expect(await a.store.syncOnce())
         let redis = RedisClient(url: try RedisURL(parsing: server.url), group: RedisTestLoops.group)
         defer { redis.close() }
         #expect(try await redis.send(["EXISTS", "exp:throttle:203.0.113.9"]) == .integer(1))
-        // TAT 30 ms ahead: gone (by Redis' own expiry) shortly after.
-        let gone = await eventually(timeout: .seconds(2)) { (try? await redis.send(["EXISTS", "exp:throttle:203.0.113.9"])) == .integer(0) }
+        // TAT 1.5 s ahead: gone (by Redis' own expiry) shortly after.
+        let gone = await eventually(timeout: .seconds(6)) { (try? await redis.send(["EXISTS", "exp:throttle:203.0.113.9"])) == .integer(0) }
         #expect(gone)
         #expect(try await redis.send(["DBSIZE"]) == .integer(0))
     }
@@ -136,7 +136,7 @@ struct SharedThrottleStoreUnreachableTests {
     func unreachableFromStart() async throws {
         let holder = try PortHolder()   // bound, not listening: connects are refused
         let log = LogCapture()
-        let table = ThrottleTable(configuration: ThrottleConfiguration(rate: 1, burst: 2, penaltyDuration: .zero), clock: SystemClock(), log: log.sink)
+        let table = ThrottleTable(configuration: ThrottleConfiguration(rate: 0.01, burst: 2, penaltyDuration: .zero), clock: SystemClock(), log: log.sink)
         let store = RedisThrottleStore(configuration: RedisThrottleStoreConfiguration(url: RedisURL(host: "127.0.0.1", port: holder.port)),
                                        table: table, group: RedisTestLoops.group, log: log.sink)
         defer { store.client.close() }
