@@ -31,6 +31,7 @@ if options.showHelp {
 // a signal sent as soon as "Router running" is printed is never lost.
 let stop = SignalWaiter(signals: [SIGTERM, SIGINT, SIGHUP])
 signal(SIGPIPE, SIG_IGN)
+MemoryReclaimer.start()
 var config = options.balancer
 let group: LBEventLoopGroup
 do {
