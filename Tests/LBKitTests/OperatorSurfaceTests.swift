@@ -180,6 +180,37 @@ struct OperatorSurfaceTests {
         await fleet.stop()
     }
 
+    @Test("promtool accepts the metrics with health-check counters and state gauges",
+          .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/promtool")))
+    func promtoolWithStates() async throws {
+        let fleet = try EchoFleet.start(count: 1)
+        let dead = try PortHolder()
+        defer { dead.release() }
+        let balancer = try makeBalancer([fleet.urls[0], dead.url])
+        await balancer.probeNow(0, count: 2)
+        await balancer.probeNow(1, count: 3)
+        balancer.cluster.setDraining(0, true)
+        let metrics = Array(balancer.prometheusText().utf8)
+        #expect(String(decoding: metrics, as: UTF8.self).contains("cause=\"refused\"} 3"))
+        let output = try await offload { () -> (Int32, String) in
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/promtool")
+            p.arguments = ["check", "metrics"]
+            let input = Pipe(), out = Pipe()
+            p.standardInput = input
+            p.standardOutput = out
+            p.standardError = out
+            try p.run()
+            input.fileHandleForWriting.write(Data(metrics))
+            try input.fileHandleForWriting.close()
+            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            return (p.terminationStatus, text)
+        }
+        #expect(output.0 == 0, "promtool: \(output.1)")
+        await fleet.stop()
+    }
+
     // MARK: Admin surface
 
     @Test("/_lb/* answers admin clients only; other clients' requests are proxied like any path")
