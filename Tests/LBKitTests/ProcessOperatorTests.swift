@@ -63,11 +63,11 @@ struct ProcessOperatorTests {
         let harness = ProcessHarness()
         defer { harness.killAll() }
         let app = try ClosureBackend.withoutHealthEndpoint()
-        let (lb, port) = try await harness.startLBServe(["--host", "127.0.0.1", "--port", "0", "--health-interval-ms", "50", "--backend", app.url.description])
+        let (lb, port) = try await harness.startLBServe(["--host", "127.0.0.1", "--port", "0", "--health-interval-ms", "100", "--health-timeout-ms", "3000", "--backend", app.url.description])
         let notice = await lb.waitForLine(containing: "no health endpoint", timeout: .seconds(5))
         #expect(notice?.contains("--health-path") == true, "\(lb.stdout.text)")
         // Well over `fall` more checks.
-        let checked = try await eventually(timeout: .seconds(5)) {
+        let checked = try await eventually(timeout: .seconds(10)) {
             let metrics = try await rawRequest(port: port, path: "/_lb/metrics").bodyText
             guard let r = metrics.range(of: "cause=\"no_health_endpoint\"} ") else { return false }
             return (Int(metrics[r.upperBound...].prefix { $0.isNumber }) ?? 0) >= 8
