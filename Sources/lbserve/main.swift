@@ -42,6 +42,7 @@ let logOutput = LogOutput(level: options.serve.logLevel, format: options.serve.l
 // a signal sent as soon as "Router running" is printed is never lost.
 let stop = SignalWaiter(signals: [SIGTERM, SIGINT, SIGHUP])
 signal(SIGPIPE, SIG_IGN)
+MemoryReclaimer.start()
 var config = options.balancer
 let group: LBEventLoopGroup
 do {

@@ -198,7 +198,8 @@ extension LoadBalancer {
             "by_status":{"1xx":\(c.status1xx.load(ordering: .relaxed)),"2xx":\(c.status2xx.load(ordering: .relaxed)),"3xx":\(c.status3xx.load(ordering: .relaxed)),"4xx":\(c.status4xx.load(ordering: .relaxed)),"5xx":\(c.status5xx.load(ordering: .relaxed))},\
             "throttled":\(throttleMiddleware?.throttledRequests ?? 0),"no_backend":\(c.noBackend.load(ordering: .relaxed)),\
             "retry_budget_exhausted":\(c.budgetExhausted.load(ordering: .relaxed)),\
-            "retries_by_reason":{\(retriesJSON)},"retries_denied_by_reason":{\(deniedJSON)},"throttle_tracked_clients":\(throttle?.count ?? 0)},\
+            "retries_by_reason":{\(retriesJSON)},"retries_denied_by_reason":{\(deniedJSON)},"throttle_tracked_clients":\(throttle?.count ?? 0),\
+            "tunnels":{"opened":\(c.tunnelsOpened.load(ordering: .relaxed)),"open":\(c.tunnelsOpen.load(ordering: .relaxed))}},\
             "backends":[\(backends.joined(separator: ","))]}
             """
     }
@@ -220,6 +221,10 @@ extension LoadBalancer {
         }
         family("lb_throttled_total", "counter", "Requests answered 429 by per-client throttling.")
         out += "lb_throttled_total \(throttleMiddleware?.throttledRequests ?? 0)\n"
+        family("lb_tunnels_opened_total", "counter", "Upgraded connections (WebSocket) relayed.")
+        out += "lb_tunnels_opened_total \(c.tunnelsOpened.load(ordering: .relaxed))\n"
+        family("lb_tunnels_open", "gauge", "Upgraded connections open now.")
+        out += "lb_tunnels_open \(c.tunnelsOpen.load(ordering: .relaxed))\n"
         family("lb_no_backend_total", "counter", "Requests answered 503 because no backend was eligible.")
         out += "lb_no_backend_total \(c.noBackend.load(ordering: .relaxed))\n"
         family("lb_retry_budget_exhausted_total", "counter", "Retries refused by the retry budget.")

@@ -215,6 +215,13 @@ public final class LoadBalancer: HTTPHandler, Sendable {
             if let backend {
                 metrics.increment(counter: "lb_backend_responses_total", by: 1,
                                   dimensions: [("backend", backend), ("status_class", statusClass)])
+            } else if response.status == 429 {
+                metrics.increment(counter: "lb_throttled_total", by: 1, dimensions: [])
+            } else if response.status == 503 && attempts == 0 {
+                metrics.increment(counter: "lb_no_backend_total", by: 1, dimensions: [])
+            }
+            if attempts > 1 {
+                metrics.increment(counter: "lb_retries_total", by: attempts - 1, dimensions: [])
             }
         }
         if let accessLog {

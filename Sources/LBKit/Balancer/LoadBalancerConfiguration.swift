@@ -28,7 +28,7 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
     public var maxDelay: Duration?
     /// When to hedge a replayable request (`--hedge-after-ms`): if its attempt has not started
     /// answering after this long, a second attempt goes to another backend and the first good
-    /// answer wins. nil = automatic: on when `maxDelay` is set, after min(max-delay, max(10 ms,
+    /// answer wins. nil = automatic: on when `maxDelay` is set, after min(max-delay, max(2 ms,
     /// 2 x the backend's recent p99)); without `maxDelay`, at the backend's hung threshold
     /// (max(50 ms, 10 x its latency EWMA), see ``HangDetection``); `.zero` = never.
     public var hedgeAfter: Duration?

@@ -18,7 +18,8 @@
 /// - `lb_requests_total` {`status_class`} per client request;
 /// - `lb_request_duration_seconds` histogram per client request;
 /// - `lb_backend_responses_total` {`backend`, `status_class`} per proxied response;
-/// - `lb_throttled_total`, `lb_retries_total` {`reason`}, `lb_no_backend_total`;
+/// - `lb_throttled_total` (429s), `lb_no_backend_total` (503s with no backend eligible),
+///   `lb_retries_total` (attempts beyond the first);
 /// - `lb_health_checks_total` {`backend`, `result`, `cause`} per active health check;
 /// - gauges every health round: `lb_backend_in_flight` {`backend`}, `lb_backend_up` {`backend`} (0/1),
 ///   `lb_backend_state` {`backend`, `state`} (0/1, one series per ``BackendStateName``).

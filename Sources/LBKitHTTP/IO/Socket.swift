@@ -32,8 +32,11 @@ package final class Socket: Sendable, CustomStringConvertible {
         var peerClosed = false
         var readWaiter: UnsafeContinuation<WaitResult, Never>?
         var writeWaiter: UnsafeContinuation<WaitResult, Never>?
-        /// Deadline (monotonic ns) of the current wait; .max = none.
-        var deadline: UInt64 = .max
+        /// Deadline (monotonic ns) of the current read wait; .max = none. Separate from the
+        /// write deadline: a tunnel reads and writes one socket from two tasks at once.
+        var readDeadline: UInt64 = .max
+        /// Deadline of the current write wait; .max = none.
+        var writeDeadline: UInt64 = .max
         /// Deadline of the heap entry currently armed for this socket; .max = none.
         var armedAt: UInt64 = .max
         /// Whether the current read wait is an idle wait that shutdown may interrupt.
@@ -298,6 +301,7 @@ package final class Socket: Sendable, CustomStringConvertible {
     func wait(forRead: Bool, deadline: UInt64, idle: Bool) async -> WaitResult {
         await withUnsafeContinuation { (continuation: UnsafeContinuation<WaitResult, Never>) in
             var arm: UInt64? = nil
+            var displaced: UnsafeContinuation<WaitResult, Never>? = nil
             let immediate: WaitResult? = state.withLock { s in
                 if s.closed { return .closed }
                 if forRead ? (s.readable || s.peerClosed) : s.writable { return .ready }
@@ -309,15 +313,24 @@ package final class Socket: Sendable, CustomStringConvertible {
                         arm = deadline
                     }
                 }
-                s.deadline = deadline
+                // One waiter per direction: a second one would silently replace the first,
+                // which would then never resume. A bug in the caller; in release builds the
+                // displaced waiter is at least woken (as if the socket had closed).
                 if forRead {
+                    assert(s.readWaiter == nil, "two tasks waiting to read \(fd)")
+                    displaced = s.readWaiter
                     s.readWaiter = continuation
+                    s.readDeadline = deadline
                     s.idleWait = idle
                 } else {
+                    assert(s.writeWaiter == nil, "two tasks waiting to write \(fd)")
+                    displaced = s.writeWaiter
                     s.writeWaiter = continuation
+                    s.writeDeadline = deadline
                 }
                 return nil
             }
+            displaced?.resume(returning: .closed)
             if let immediate {
                 continuation.resume(returning: immediate)
             } else if let arm {
@@ -355,18 +368,24 @@ package final class Socket: Sendable, CustomStringConvertible {
         var rearm: UInt64? = nil
         let (r, w) = state.withLock { s -> (UnsafeContinuation<WaitResult, Never>?, UnsafeContinuation<WaitResult, Never>?) in
             s.armedAt = .max
-            guard s.readWaiter != nil || s.writeWaiter != nil else { return (nil, nil) }
-            if s.deadline <= now {
-                let r = s.readWaiter, w = s.writeWaiter
+            var r: UnsafeContinuation<WaitResult, Never>? = nil
+            var w: UnsafeContinuation<WaitResult, Never>? = nil
+            if s.readWaiter != nil && s.readDeadline <= now {
+                r = s.readWaiter
                 s.readWaiter = nil
+                s.readDeadline = .max
+            }
+            if s.writeWaiter != nil && s.writeDeadline <= now {
+                w = s.writeWaiter
                 s.writeWaiter = nil
-                return (r, w)
+                s.writeDeadline = .max
             }
-            if s.deadline != .max {
-                s.armedAt = s.deadline
-                rearm = s.deadline
+            let next = min(s.readWaiter != nil ? s.readDeadline : .max, s.writeWaiter != nil ? s.writeDeadline : .max)
+            if next != .max {
+                s.armedAt = next
+                rearm = next
             }
-            return (nil, nil)
+            return (r, w)
         }
         r?.resume(returning: .timedOut)
         w?.resume(returning: .timedOut)
