@@ -143,16 +143,19 @@ extension LoadBalancer {
 
     private func failureDescription(_ error: UpstreamError, backend name: String) -> (status: Int, message: String) {
         if case .requestBodyFailed(let why) = error.kind { return (400, "request body: \(why)") }
+        // Backends are named only where the response header names them too (--backend-header).
+        let who = configuration.backendHeader == nil ? "backend" : "backend \(name)"
         if error.kind == .timedOut {
-            return (504, "backend \(name): no response within \(Int(configuration.attemptTimeout.milliseconds)) ms")
+            return (504, "\(who): no response within \(Int(configuration.attemptTimeout.milliseconds)) ms")
         }
-        return (502, "backend \(name): \(error)")
+        return (502, "\(who): \(error)")
     }
 
     private func finish(_ response: (LBResponse, String)?, _ failure: (status: Int, message: String)?, _ attempts: Int) -> (LBResponse, String?, Int) {
         if let (r, i) = response { return (r, i, attempts) }
         let f = failure ?? (502, "no backend could be reached")
-        return (.jsonError(status: f.status, message: f.message + (attempts > 1 ? " (after \(attempts) attempts)" : "")), nil, attempts)
+        let prefix = f.status == 502 || f.status == 504 ? "All backends failed: " : ""
+        return (.jsonError(status: f.status, message: prefix + f.message + (attempts > 1 ? " (after \(attempts) attempts)" : "")), nil, attempts)
     }
 
     /// The response to send the client: hop-by-hop fields removed (RFC 9110 7.6.1), the body
@@ -163,7 +166,7 @@ extension LoadBalancer {
         let length = head.headers.first(name: "Content-Length")
         ForwardingHeaders.stripHopByHop(&head.headers)
         if request.method == "HEAD" || head.status == 304, let length { head.headers.add(name: "Content-Length", value: length) }
-        head.headers.add(name: "X-Backend", value: name)
+        if let header = configuration.backendHeader { head.headers.add(name: header, value: name) }
         var out: LBResponse
         if let stream = response.bodyStream {
             out = LBResponse(head: head, bodyStream: stream)

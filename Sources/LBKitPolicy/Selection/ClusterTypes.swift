@@ -288,6 +288,55 @@ public struct BackendSnapshot: Sendable, Equatable {
     public var draining = false
     /// Attempt latencies (proxied requests only, not probes) in fixed buckets, for Prometheus.
     public var histogram = LatencyHistogram()
+    /// The last active health check, if any ran.
+    public var lastCheck: HealthCheckRecord?
+    /// Active health checks by result and cause.
+    public var healthChecks = HealthCheckTally()
+
+    /// The one state name shown everywhere (`/_lb/stats`, `/_lb/metrics`, `/_lb/health`):
+    /// `draining` when an operator drained it, `warming` while a re-admitted backend's slow-start
+    /// share ramps up, else its health state.
+    public var stateName: BackendStateName {
+        if draining { return .draining }
+        switch state {
+        case .healthy: return slowStartFactor < 1 ? .warming : .healthy
+        case .probing: return .probing
+        case .slow: return .slow
+        case .ejected: return .ejected
+        case .down: return .down
+        }
+    }
+
+    /// Whether the backend takes new requests: not draining, and healthy (warming included) or
+    /// probing.
+    public var isEligible: Bool { !draining && (state == .healthy || state == .probing) }
+}
+
+/// The state names of a backend as operators see them, in logs (upper case), `/_lb/stats`,
+/// `/_lb/metrics` (`lb_backend_state{state=...}`, one series per name) and `/_lb/health`.
+public enum BackendStateName: String, Sendable, CaseIterable, Hashable {
+    /// In service with its full share.
+    case healthy
+    /// In service, re-admitted recently: its share ramps up over the slow-start time.
+    case warming
+    /// Half-open: gets one trial request at a time.
+    case probing
+    /// Excluded because its latency exceeds max-delay.
+    case slow
+    /// Passively ejected by failing real requests.
+    case ejected
+    /// Marked down by failing active health checks.
+    case down
+    /// Taken out of rotation by an operator (drain) or a reload; in-flight requests finish.
+    case draining
+
+    /// Whether a backend in this state takes new requests (`probing` one trial at a time).
+    public var isEligible: Bool {
+        switch self {
+        case .healthy, .warming, .probing: true
+        case .slow, .ejected, .down, .draining: false
+        }
+    }
 }
 
 /// Cumulative attempt latencies in fixed buckets (Prometheus histogram semantics: counts only grow).
