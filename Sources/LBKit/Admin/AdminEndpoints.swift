@@ -272,6 +272,16 @@ extension LoadBalancer {
             out += "lb_backend_latency_seconds_sum{backend=\"\(b.url)\"} \(b.histogram.sum)\n"
             out += "lb_backend_latency_seconds_count{backend=\"\(b.url)\"} \(b.histogram.count)\n"
         }
+        family("lb_backend_last_byte_seconds", "histogram", "Time to the last byte of proxied response bodies per backend (streamed bodies included).")
+        for b in snapshot {
+            let cumulative = b.lastByteHistogram.cumulativeCounts
+            for (i, bound) in LatencyHistogram.bounds.enumerated() {
+                out += "lb_backend_last_byte_seconds_bucket{backend=\"\(b.url)\",le=\"\(bound)\"} \(cumulative[i])\n"
+            }
+            out += "lb_backend_last_byte_seconds_bucket{backend=\"\(b.url)\",le=\"+Inf\"} \(b.lastByteHistogram.count)\n"
+            out += "lb_backend_last_byte_seconds_sum{backend=\"\(b.url)\"} \(b.lastByteHistogram.sum)\n"
+            out += "lb_backend_last_byte_seconds_count{backend=\"\(b.url)\"} \(b.lastByteHistogram.count)\n"
+        }
         family("lb_backend_latency_ewma_seconds", "gauge", "Peak-sensitive EWMA of response latency per backend.")
         for b in snapshot { out += "lb_backend_latency_ewma_seconds{backend=\"\(b.url)\"} \(b.latencyEWMA / 1000)\n" }
         return out

@@ -76,7 +76,8 @@ extension LoadBalancer {
                 let name = up.names[used]
                 switch attempt.result {
                 case .success(let response):
-                    let proxied = clientResponse(response, backend: name, request: request.head)
+                    var proxied = clientResponse(response, backend: name, request: request.head)
+                    observeLastByte(&proxied, index: used, start: attempt.start, in: cluster)
                     if plan.retryAfterResponse(status: response.head.status) {
                         lastResponse?.0.bodyStream?.abandon()
                         lastResponse = (proxied, name)
@@ -96,6 +97,18 @@ extension LoadBalancer {
             }
         }
         return finish(lastResponse, lastFailure, plan.attempts)
+    }
+
+    /// Time to last byte: when the body is whole it is already here; a streamed body is
+    /// observed until its end (or until it breaks off or is abandoned).
+    func observeLastByte(_ response: inout LBResponse, index: Int, start: MonotonicInstant, in cluster: BackendCluster) {
+        guard let stream = response.bodyStream else {
+            cluster.bodyFinished(index, latency: clock.now() - start)
+            return
+        }
+        let clock = self.clock
+        let observed = ObservedBodySource(stream.source) { cluster.bodyFinished(index, latency: clock.now() - start) }
+        response.bodyStream = LBBodyStream(source: observed, length: stream.length)
     }
 
     /// One attempt: the backend, when it started and how it ended.
@@ -260,5 +273,43 @@ struct AttemptPlan {
         guard replayable else { return false }
         pendingRetry = timedOut ? .timeout : .reset
         return true
+    }
+}
+
+/// A body source that reports once when its body ends, breaks off or is abandoned.
+final class ObservedBodySource: BodySource, @unchecked Sendable {
+    // @unchecked: single consumer (BodySource); `reported` is touched only by that consumer
+    // (and by abandon(), which the same consumer calls).
+    private let inner: any BodySource
+    private let onEnd: @Sendable () -> Void
+    private var reported = false
+
+    init(_ inner: any BodySource, onEnd: @escaping @Sendable () -> Void) {
+        self.inner = inner
+        self.onEnd = onEnd
+    }
+
+    var hasStarted: Bool { inner.hasStarted }
+
+    func nextChunk() async throws(BodyStreamError) -> [UInt8]? {
+        do {
+            let chunk = try await inner.nextChunk()
+            if chunk == nil { report() }
+            return chunk
+        } catch {
+            report()
+            throw error
+        }
+    }
+
+    func abandon() {
+        inner.abandon()
+        report()
+    }
+
+    private func report() {
+        if reported { return }
+        reported = true
+        onEnd()
     }
 }

@@ -146,6 +146,16 @@ public final class BackendCluster: Sendable {
         return max(rule.floor, Duration.nanoseconds(Int64(min(ewma, 9e18))) * rule.factor)
     }
 
+    /// Reports that a proxied response body reached its end (or broke off) `latency` after the
+    /// attempt started: recorded for time-to-last-byte statistics only (health and slowness are
+    /// judged on time to the response head).
+    public func bodyFinished(_ index: Int, latency: Duration) {
+        state.withLock { s in
+            guard s.stats.indices.contains(index) else { return }
+            s.stats[index].lastByteHistogram.record(latency)
+        }
+    }
+
     /// Undoes a ``choose(excluding:)`` whose attempt was never sent (refused by the retry budget
     /// or the request deadline): a half-open trial it started is released.
     public func choiceAbandoned(_ index: Int) {
@@ -337,6 +347,7 @@ public final class BackendCluster: Sendable {
                     slowStartFactor: health.slowStartFactor(at: now),
                     draining: s.draining[i],
                     histogram: stats.histogram,
+                    lastByteHistogram: stats.lastByteHistogram,
                     lastCheck: stats.lastCheck,
                     healthChecks: stats.healthChecks))
             }
@@ -407,6 +418,7 @@ struct BackendStats: Sendable {
     var retries = 0
     var inFlight = 0
     var histogram = LatencyHistogram()
+    var lastByteHistogram = LatencyHistogram()
     var lastCheck: HealthCheckRecord?
     var healthChecks = HealthCheckTally()
     /// Whether the "no health endpoint" advice was logged for this backend.

@@ -287,7 +287,12 @@ public struct BackendSnapshot: Sendable, Equatable {
     /// requests; in-flight ones finish.
     public var draining = false
     /// Attempt latencies (proxied requests only, not probes) in fixed buckets, for Prometheus.
+    /// Time to the response head: what health and slowness are judged on.
     public var histogram = LatencyHistogram()
+    /// Time to the last byte of each proxied response body (streamed bodies end when the client
+    /// has taken them): for dashboards, not for ejection, since it grows with body size and the
+    /// client's own speed.
+    public var lastByteHistogram = LatencyHistogram()
     /// The last active health check, if any ran.
     public var lastCheck: HealthCheckRecord?
     /// Active health checks by result and cause.
