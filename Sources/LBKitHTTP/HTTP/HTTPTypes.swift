@@ -112,14 +112,23 @@ public struct RequestMethod: RawRepresentable, Hashable, Sendable, CustomStringC
     /// A method from its token.
     public init(rawValue: String) { self.rawValue = rawValue }
 
+    /// `GET`.
     public static let get = RequestMethod(rawValue: "GET")
+    /// `HEAD`.
     public static let head = RequestMethod(rawValue: "HEAD")
+    /// `POST`.
     public static let post = RequestMethod(rawValue: "POST")
+    /// `PUT`.
     public static let put = RequestMethod(rawValue: "PUT")
+    /// `DELETE`.
     public static let delete = RequestMethod(rawValue: "DELETE")
+    /// `OPTIONS`.
     public static let options = RequestMethod(rawValue: "OPTIONS")
+    /// `PATCH`.
     public static let patch = RequestMethod(rawValue: "PATCH")
+    /// `TRACE`.
     public static let trace = RequestMethod(rawValue: "TRACE")
+    /// `CONNECT`.
     public static let connect = RequestMethod(rawValue: "CONNECT")
 
     /// Whether RFC 9110 9.2.2 defines the method as idempotent (safe to send again).
@@ -253,16 +262,27 @@ public struct ResponseStatus: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { "\(code) \(reasonPhrase)" }
 
+    /// `200`.
     public static let ok = ResponseStatus(code: 200)
+    /// `204`.
     public static let noContent = ResponseStatus(code: 204)
+    /// `101`.
     public static let switchingProtocols = ResponseStatus(code: 101)
+    /// `400`.
     public static let badRequest = ResponseStatus(code: 400)
+    /// `403`.
     public static let forbidden = ResponseStatus(code: 403)
+    /// `404`.
     public static let notFound = ResponseStatus(code: 404)
+    /// `413`.
     public static let contentTooLarge = ResponseStatus(code: 413)
+    /// `429`.
     public static let tooManyRequests = ResponseStatus(code: 429)
+    /// `502`.
     public static let badGateway = ResponseStatus(code: 502)
+    /// `503`.
     public static let serviceUnavailable = ResponseStatus(code: 503)
+    /// `504`.
     public static let gatewayTimeout = ResponseStatus(code: 504)
 
     /// The RFC 9110 reason phrase for `status` ("Unknown" for codes it does not name).
