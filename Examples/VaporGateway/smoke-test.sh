@@ -40,18 +40,20 @@ post_echo() {
     | grep -qE '^\{"msg":"demo","handled_by":520[123]\}$'
 }
 vapor_route() { [ "$(c http://127.0.0.1:8081/hello)" = "hello from vapor" ]; }
-health() { [ "$(c http://127.0.0.1:8081/_lb/health)" = '{"status":"ok","backends":3,"eligible":3}' ]; }
+health() { [ "$(c http://127.0.0.1:8081/_lb/health)" = '{"status":"ok","backends":3,"eligible":3,"states":{"healthy":3,"warming":0,"probing":0,"slow":0,"ejected":0,"down":0,"draining":0}}' ]; }
 throttled() {
   sleep 2.5   # a full bucket again
-  local codes="" code i
+  local codes="" code i headers
+  headers="$(mktemp /tmp/vapor-gateway-headers.XXXXXX)"
   for i in $(seq 60); do   # until the first 429 (a token comes back every 200 ms)
-    code="$(c -o /dev/null -w '%{http_code}' http://127.0.0.1:8081/api/burst)"
+    code="$(c -D "$headers" -o /dev/null -w '%{http_code}' http://127.0.0.1:8081/api/burst)"
     codes+="$code "
     [ "$code" = 429 ] && break
   done
   echo "     burst: $codes"
+  # The 429 itself carries Retry-After (read from that response: the next one may be allowed).
   [[ "$codes" == "200 200 200 200 200 200 200 200 200 200 "* ]] && [[ "$codes" == *429* ]] \
-    && c -i http://127.0.0.1:8081/api/burst | grep -qiE '^Retry-After: [0-9]+'
+    && grep -qiE '^Retry-After: [0-9]+' "$headers"
 }
 graceful_stop() {
   kill -TERM "$pid"

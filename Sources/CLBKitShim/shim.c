@@ -2,6 +2,7 @@
 #include "CLBKitShim.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdint.h>
@@ -139,3 +140,7 @@ int lbk_signal_pipe_install(const int *signals, int count) {
     }
     return fds[0];
 }
+
+int lbk_malloc_trim(void) { return malloc_trim(0); }
+
+int lbk_set_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }

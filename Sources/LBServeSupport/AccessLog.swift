@@ -85,12 +85,60 @@ public enum AccessLogClock {
 }
 
 
-/// lbserve's access-log line for one request:
-/// `2026-11-21T07:00:00.123Z 127.0.0.1 "POST /" 200 backend=http://127.0.0.1:5001 attempts=1 duration_ms=0.412`.
+/// lbserve's access-log line for one request, in text:
+/// `2026-11-21T07:00:00.123Z 127.0.0.1 "POST /" 200 backend=http://127.0.0.1:5001 attempts=1 duration_ms=0.412 upstream_status=200 bytes_in=14 bytes_out=32 user_agent="curl/8.5.0"`
+/// (`-` for what is unknown or absent), or with `--log-format json` one object per line:
+/// `{"ts":...,"level":"info","category":"ACCESS","client":"127.0.0.1","method":"POST","target":"/","status":200,...}`.
+///
+/// Quoted fields (the method and target, the user agent) are escaped: `"` and `\` get a
+/// backslash, control bytes and non-ASCII are written as `\xHH`, so a line is always one line
+/// and a quote inside a field cannot end it.
 public enum AccessLogFormat {
-    /// The line for `record`.
+    /// The text line for `record`.
     public static func line(_ record: AccessLogRecord) -> String {
-        let ms = record.duration.milliseconds
-        return "\(AccessLogClock.timestamp()) \(record.client ?? "-") \"\(record.method) \(record.target)\" \(record.status) backend=\(record.backend ?? "-") attempts=\(record.attempts) duration_ms=\(String(format3: ms))"
+        line(record, timestamp: AccessLogClock.timestamp())
+    }
+
+    /// The line for `record` in `format`.
+    public static func line(_ record: AccessLogRecord, format: LogFormat) -> String {
+        let ts = AccessLogClock.timestamp()
+        return format == .json ? json(record, timestamp: ts) : line(record, timestamp: ts)
+    }
+
+    /// The text line with a given timestamp.
+    public static func line(_ record: AccessLogRecord, timestamp: String) -> String {
+        func number(_ n: Int?) -> String { n.map(String.init) ?? "-" }
+        let ua = record.userAgent.map { "\"" + escaped($0) + "\"" } ?? "-"
+        return "\(timestamp) \(record.client ?? "-") \"\(escaped(record.method)) \(escaped(record.target))\" \(record.status) "
+            + "backend=\(record.backend ?? "-") attempts=\(record.attempts) duration_ms=\(String(format3: record.duration.milliseconds)) "
+            + "upstream_status=\(number(record.upstreamStatus)) bytes_in=\(number(record.bytesIn)) bytes_out=\(number(record.bytesOut)) "
+            + "user_agent=\(ua)"
+    }
+
+    /// The JSON line with a given timestamp.
+    public static func json(_ record: AccessLogRecord, timestamp: String) -> String {
+        func number(_ n: Int?) -> String { n.map(String.init) ?? "null" }
+        func string(_ s: String?) -> String { s.map(JSON.quote) ?? "null" }
+        return "{\"ts\":\(JSON.quote(timestamp)),\"level\":\"info\",\"category\":\"ACCESS\",\"client\":\(string(record.client)),"
+            + "\"method\":\(JSON.quote(record.method)),\"target\":\(JSON.quote(record.target)),\"status\":\(record.status),"
+            + "\"backend\":\(string(record.backend)),\"attempts\":\(record.attempts),"
+            + "\"duration_ms\":\(String(format3: record.duration.milliseconds)),\"upstream_status\":\(number(record.upstreamStatus)),"
+            + "\"bytes_in\":\(number(record.bytesIn)),\"bytes_out\":\(number(record.bytesOut)),\"user_agent\":\(string(record.userAgent))}"
+    }
+
+    /// `"` and `\` escaped with a backslash; bytes below 0x20, 0x7F and above (non-ASCII) as `\xHH`.
+    public static func escaped(_ text: String) -> String {
+        var out = ""
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): out += "\\\""
+            case UInt8(ascii: "\\"): out += "\\\\"
+            case 0x20..<0x7F: out.unicodeScalars.append(Unicode.Scalar(byte))
+            default:
+                let hex = String(byte, radix: 16, uppercase: true)
+                out += "\\x" + (hex.count == 1 ? "0" + hex : hex)
+            }
+        }
+        return out
     }
 }

@@ -53,11 +53,14 @@ public struct LoadedConfiguration: Sendable {
     /// Per-backend health check paths, parallel to `balancer.backends`; nil = the global
     /// `balancer.healthPath`.
     public var healthPaths: [String?]
+    /// lbserve's own settings from the file (`log_level`, `log_format`, `admin_listen`).
+    public var settings: LBServeSettings
 
     /// Creates a loaded configuration; `healthPaths` defaults to "global path for every backend".
-    public init(balancer: LoadBalancerConfiguration, healthPaths: [String?]? = nil) {
+    public init(balancer: LoadBalancerConfiguration, healthPaths: [String?]? = nil, settings: LBServeSettings = LBServeSettings()) {
         self.balancer = balancer
         self.healthPaths = healthPaths ?? Array(repeating: nil, count: balancer.backends.count)
+        self.settings = settings
     }
 
     /// The health check path in effect for the backend at `index`: its own path if the file gave
@@ -85,10 +88,12 @@ public enum ConfigFile {
     /// The top-level keys, in the order they are applied and reported.
     public static let topLevelKeys = [
         "port", "host", "backends", "timeout_ms", "request_timeout_ms", "connect_timeout_ms",
-        "max_attempts", "retry_non_idempotent", "hedge_after_ms", "max_fails", "health_interval_ms",
-        "health_path", "health_timeout_ms", "max_delay_ms", "strategy", "rate_limit", "burst",
-        "throttle_max_keys", "penalty_threshold", "penalty_window_ms", "penalty_duration_ms",
-        "penalty_factor", "trusted_proxies", "max_body_bytes", "access_log", "admin_token", "threads",
+        "max_attempts", "retry_non_idempotent", "hedge_after_ms", "max_fails", "ejection_base_ms",
+        "ejection_max_ms", "max_ejected_percent", "health_interval_ms", "health_path", "health_expect_status",
+        "health_timeout_ms", "health_fall", "health_rise", "slow_start_ms", "max_delay_ms", "strategy",
+        "rate_limit", "burst", "throttle_max_keys", "penalty_threshold", "penalty_window_ms", "penalty_duration_ms",
+        "penalty_factor", "trusted_proxies", "max_body_bytes", "access_log", "admin_token", "admin_allow",
+        "admin_listen", "backend_header", "router_health_path", "log_level", "log_format", "threads",
         "throttle_store", "throttle_key_prefix", "throttle_sync_ms", "throttle_store_timeout_ms",
     ]
 
@@ -124,6 +129,7 @@ public enum ConfigFile {
             r.fail(topLevel, unknownKeyMessage(key, known: topLevelKeys))
         }
         var c = base
+        var settings = LBServeSettings()
         var healthPaths: [String?] = Array(repeating: nil, count: base.backends.count)
         for key in topLevelKeys {
             guard let v = object[key] else { continue }
@@ -143,7 +149,57 @@ public enum ConfigFile {
                     healthPaths = paths
                 }
             case "retry_non_idempotent": r.bool(v, key).map { c.retryNonIdempotent = $0 }
-            case "health_path": r.healthPath(v, key).map { c.healthPath = $0 }
+            case "health_path":
+                // null: the default path, judged as "not configured" (404/405/501 = no endpoint).
+                if case .null = v {
+                    c.healthPath = LoadBalancerConfiguration().healthPath
+                    c.healthPathIsExplicit = false
+                } else {
+                    r.healthPath(v, key).map { c.healthPath = $0 }
+                }
+            case "health_expect_status":
+                if case .null = v {
+                    c.healthExpectStatus = nil
+                } else if let text = r.string(v, key) {
+                    if let set = HTTPStatusSet(parsing: text) {
+                        c.healthExpectStatus = set
+                    } else {
+                        r.fail(key, "'\(text)' is not a list of statuses or ranges in 100-599 (e.g. \"200-399\" or \"200,204\")")
+                    }
+                }
+            case "admin_allow": r.cidrList(v, key).map { c.adminAllow = $0 }
+            case "admin_listen":
+                if case .null = v {
+                    settings.adminListen = nil
+                } else if let text = r.string(v, key) {
+                    if let address = ListenAddress(parsing: text) {
+                        settings.adminListen = address
+                    } else {
+                        r.fail(key, "'\(text)' is not HOST:PORT (e.g. \"127.0.0.1:9901\")")
+                    }
+                }
+            case "backend_header":
+                if let text = r.string(v, key) {
+                    do throws(CommandLineError) {
+                        c.backendHeader = try LBServeCommandLine.backendHeader(text, name: "")
+                    } catch {
+                        r.fail(key, "'\(text)' is not a header field name (letters, digits, -) or \"off\"")
+                    }
+                }
+            case "router_health_path":
+                if case .null = v { c.routerHealthPath = nil } else { r.healthPath(v, key).map { c.routerHealthPath = $0 } }
+            case "log_level":
+                if let text = r.string(v, key) {
+                    if let level = LogLevel.allCases.first(where: { $0.description == text }) {
+                        settings.logLevel = level
+                    } else {
+                        r.fail(key, "'\(text)' is not one of trace, debug, info, notice, warning, error")
+                    }
+                }
+            case "log_format":
+                if let text = r.string(v, key) {
+                    if let format = LogFormat(rawValue: text) { settings.logFormat = format } else { r.fail(key, "'\(text)' is not one of text, json") }
+                }
             case "strategy":
                 if let s = r.string(v, key) {
                     if let strategy = BalancingStrategy(rawValue: s) {
@@ -155,11 +211,15 @@ public enum ConfigFile {
             case "trusted_proxies": r.cidrList(v, key).map { c.trustedProxies = $0 }
             case "access_log": r.bool(v, key).map { c.accessLog = $0 }
             case "admin_token":
-                if let token = r.string(v, key) {
+                if case .null = v {
+                    c.adminToken = nil
+                } else if let token = r.string(v, key) {
                     if token.count >= 8 { c.adminToken = token } else { r.fail(key, "use at least 8 characters") }
                 }
             case "throttle_store":
-                if let text = r.string(v, key) {
+                if case .null = v {
+                    c.throttleStore = nil
+                } else if let text = r.string(v, key) {
                     do throws(RedisURLError) {
                         c.throttleStore = try RedisURL(parsing: text)
                     } catch {
@@ -177,8 +237,12 @@ public enum ConfigFile {
             default: break  // unreachable: every key of topLevelKeys is numeric or has a case
             }
         }
+        if c.ejectionMax < c.ejectionBase, object["ejection_max_ms"] != nil || object["ejection_base_ms"] != nil {
+            r.fail(object["ejection_max_ms"] != nil ? "ejection_max_ms" : "ejection_base_ms",
+                   "ejection_max_ms (\(Int64(c.ejectionMax.milliseconds))) must be at least ejection_base_ms (\(Int64(c.ejectionBase.milliseconds)))")
+        }
         if !r.errors.isEmpty { throw ConfigFileErrors(r.errors) }
-        return LoadedConfiguration(balancer: c, healthPaths: healthPaths)
+        return LoadedConfiguration(balancer: c, healthPaths: healthPaths, settings: settings)
     }
 
     /// Reads the file at `path` and parses it on top of `base` (see ``parse(_:file:base:)``); the
@@ -459,5 +523,61 @@ extension StrictJSON.Value {
         case .array: "an array"
         case .object: "an object"
         }
+    }
+}
+
+extension ConfigFile {
+    /// The configuration in effect as a config file (`lbserve --check-config` prints it): every
+    /// top-level key in schema order, one per line, in a form ``parse(_:file:base:)`` reads back
+    /// to the same settings. The admin token is shown as `"********"`; `health_path` is `null`
+    /// while it is the unconfigured default (so a file saved from this output judges probes the
+    /// same way); an empty backend list (the demo backends) is left out.
+    ///
+    /// ```swift
+    /// let setup = try LBServeCommandLine.load(["--backend", "http://127.0.0.1:5001"])
+    /// print(ConfigFile.render(setup.options, healthPaths: setup.healthPaths))
+    /// ```
+    public static func render(_ options: LBServeOptions, healthPaths: [String?] = []) -> String {
+        let c = options.balancer
+        let s = options.serve
+        func ms(_ d: Duration) -> String { String(Int64(d.milliseconds.rounded())) }
+        func optional(_ text: String?) -> String { text ?? "null" }
+        func quote(_ text: String) -> String { JSON.quote(text) }
+        func cidrs(_ list: [CIDRRange]) -> String { "[" + list.map { quote($0.description) }.joined(separator: ", ") + "]" }
+        var values: [String: String] = [
+            "port": String(c.port), "host": quote(c.host),
+            "timeout_ms": ms(c.attemptTimeout), "request_timeout_ms": optional(c.requestTimeout.map(ms)),
+            "connect_timeout_ms": ms(c.connectTimeout), "max_attempts": String(c.maxAttempts),
+            "retry_non_idempotent": String(c.retryNonIdempotent), "hedge_after_ms": optional(c.hedgeAfter.map(ms)),
+            "max_fails": String(c.maxFails), "ejection_base_ms": ms(c.ejectionBase), "ejection_max_ms": ms(c.ejectionMax),
+            "max_ejected_percent": String(c.maxEjectedPercent), "health_interval_ms": ms(c.healthInterval),
+            "health_path": c.healthPathIsExplicit ? quote(c.healthPath) : "null",
+            "health_expect_status": optional(c.healthExpectStatus.map { quote($0.description) }),
+            "health_timeout_ms": optional(c.healthTimeout.map(ms)), "health_fall": String(c.healthFall),
+            "health_rise": String(c.healthRise), "slow_start_ms": ms(c.slowStart), "max_delay_ms": optional(c.maxDelay.map(ms)),
+            "strategy": quote(c.strategy.rawValue), "rate_limit": optional(c.rateLimit.map(NumericSetting.plain)),
+            "burst": optional(c.burst.map(String.init)), "throttle_max_keys": String(c.throttleMaxKeys),
+            "penalty_threshold": String(c.penaltyThreshold), "penalty_window_ms": ms(c.penaltyWindow),
+            "penalty_duration_ms": ms(c.penaltyDuration), "penalty_factor": String(c.penaltyFactor),
+            "trusted_proxies": cidrs(c.trustedProxies), "max_body_bytes": String(c.maxBodyBytes),
+            "access_log": String(c.accessLog), "admin_token": c.adminToken == nil ? "null" : quote("********"),
+            "admin_allow": cidrs(c.adminAllow), "admin_listen": optional(s.adminListen.map { quote($0.description) }),
+            "backend_header": quote(c.backendHeader ?? "off"), "router_health_path": optional(c.routerHealthPath.map(quote)),
+            "log_level": quote(s.logLevel.description), "log_format": quote(s.logFormat.rawValue), "threads": String(c.loopCount),
+            // The password, like the admin token, is not printed.
+            "throttle_store": optional(c.throttleStore.map { quote($0.description) }),
+            "throttle_key_prefix": quote(c.throttleKeyPrefix), "throttle_sync_ms": ms(c.throttleSyncInterval),
+            "throttle_store_timeout_ms": ms(c.throttleStoreTimeout),
+        ]
+        if !c.backends.isEmpty {
+            let items = c.backends.enumerated().map { i, url in
+                var fields = ["\"url\": \(quote(url.description))", "\"weight\": \(i < c.weights.count ? c.weights[i] : 1)"]
+                if i < healthPaths.count, let path = healthPaths[i] { fields.append("\"health_path\": \(quote(path))") }
+                return "    {" + fields.joined(separator: ", ") + "}"
+            }
+            values["backends"] = "[\n" + items.joined(separator: ",\n") + "\n  ]"
+        }
+        let lines = topLevelKeys.compactMap { key in values[key].map { "  \(quote(key)): \($0)" } }
+        return "{\n" + lines.joined(separator: ",\n") + "\n}"
     }
 }

@@ -1,10 +1,65 @@
 import LBKit
+
+/// lbserve's own settings (not the balancer's): where and how it logs, and its admin listener.
+/// Each has a flag and a config key.
+public struct LBServeSettings: Sendable, Equatable {
+    /// Least important log event written (`--log-level`, default `info`).
+    public var logLevel: LogLevel = .info
+    /// `text` or `json` log lines (`--log-format`, default `text`).
+    public var logFormat: LogFormat = .text
+    /// A separate listener for the `/_lb/*` admin endpoints (`--admin-listen HOST:PORT`); the
+    /// public listener then proxies `/_lb/*` for everyone.
+    public var adminListen: ListenAddress?
+
+    /// The defaults.
+    public init() {}
+}
+
+/// A `HOST:PORT` listen address (`127.0.0.1:9901`, `[::1]:9901`, `:9901` = all addresses).
+public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
+    /// The address to bind (`0.0.0.0` when the text had none).
+    public var host: String
+    /// The port (0 = any free port).
+    public var port: Int
+
+    /// Creates an address.
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `HOST:PORT`; nil when the port is missing or not 0-65535, or the host has
+    /// characters an address cannot have.
+    public init?(parsing text: String) {
+        guard let colon = text.lastIndex(of: ":") else { return nil }
+        var host = String(text[..<colon])
+        let portText = text[text.index(after: colon)...]
+        guard !portText.isEmpty, portText.utf8.allSatisfy({ (48...57).contains($0) }), portText.count <= 5,
+              let port = Int(portText), (0...65535).contains(port) else { return nil }
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if host.isEmpty { host = "0.0.0.0" }
+        guard host.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || ".-:_%".unicodeScalars.contains($0)) })
+        else { return nil }
+        self.host = host
+        self.port = port
+    }
+
+    /// `HOST:PORT` (IPv6 in brackets).
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
 /// What `lbserve`'s command line asked for.
 public struct LBServeOptions: Sendable {
     /// The balancer settings built from the flags.
     public var balancer: LoadBalancerConfiguration
+    /// lbserve's own settings (logging, admin listener).
+    public var serve = LBServeSettings()
     /// `--help` was given.
     public var showHelp = false
+    /// `--version` was given.
+    public var showVersion = false
+    /// `--check-config` was given: validate, print the effective configuration, exit.
+    public var checkConfig = false
     /// `--config FILE.json`, if given.
     public var configFile: String?
     /// Whether `--backend` flags replaced the base configuration's backends.
@@ -29,124 +84,229 @@ public struct CommandLineError: Error, Sendable, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// Parses `lbserve` flags (see the contract and README); environment variables `LB_RATE_LIMIT` and
-/// `LB_BURST` provide defaults that flags override.
+/// One `lbserve` flag: its name, value, default and meaning (what `--help` prints), and how it is
+/// applied. ``LBServeCommandLine/flags`` is the one table the parser reads and `--help` prints,
+/// so the two cannot drift.
+public struct LBServeFlag: Sendable {
+    /// `--port`.
+    public let name: String
+    /// The value's placeholder (`N`, `URL`, `CIDR`), nil for a switch.
+    public let value: String?
+    /// The default, as shown (`8000`, `off`, `none`).
+    public let defaultText: String
+    /// One line of meaning.
+    public let meaning: String
+    /// Whether it may be given more than once (each adds to a list).
+    public let repeatable: Bool
+    /// The environment variable that gives a default, if any.
+    public let environment: String?
+    let apply: @Sendable (inout LBServeCommandLine.ParseState, String) throws(CommandLineError) -> Void
+
+    /// The `--help` line: `  --port N   listen port ... (default 8000; env LB_PORT)` (no default
+    /// shown when ``defaultText`` is empty).
+    public var helpLine: String {
+        var left = "  " + name + (value.map { " " + $0 } ?? "")
+        if left.count < 30 { left += String(repeating: " ", count: 30 - left.count) } else { left += "  " }
+        var notes = defaultText.isEmpty ? [] : ["default \(defaultText)"]
+        if repeatable { notes.append("repeatable") }
+        if let environment { notes.append("env \(environment)") }
+        return left + meaning + (notes.isEmpty ? "" : " (" + notes.joined(separator: "; ") + ")")
+    }
+}
+
+/// Parses `lbserve` flags (see the contract and README); `LB_*` environment variables (one per
+/// numeric setting, e.g. `LB_RATE_LIMIT`, `LB_HEALTH_FALL`) provide defaults that the config file
+/// and flags override.
 ///
 /// ```swift
 /// let options = try LBServeCommandLine.parse(["--port", "8000", "--backend", "http://127.0.0.1:5001"])
 /// ```
 public enum LBServeCommandLine {
-    /// The usage text printed by `--help`.
-    public static let usage = """
-        usage: lbserve [--port 8000] [--host 0.0.0.0] [--backend URL]... [--timeout-ms 3000]
-                       [--max-delay-ms N] [--max-fails 3] [--health-interval-ms 2000] [--health-path /health]
-                       [--rate-limit R] [--burst B] [--throttle-max-keys 100000] [--penalty-threshold 10]
-                       [--penalty-window-ms 10000] [--penalty-duration-ms 60000] [--penalty-factor 4]
-                       [--max-body-bytes 8388608] [--max-attempts 3]
-                       [--retry-non-idempotent] [--hedge-after-ms N] [--strategy round-robin|weighted|least-requests|peak-ewma]
-                       [--trusted-proxy CIDR]... [--access-log] [--admin-token T] [--threads N]
-                       [--throttle-store redis://[:password@]host:port[/db]] [--throttle-key-prefix lbkit:]
-                       [--throttle-sync-ms 20] [--throttle-store-timeout-ms 250]
-        With no --backend, starts three demo echo backends on 127.0.0.1:5001-5003 and balances them.
-        """
-
-    /// Parses `arguments` (without the program name) on top of `base` (e.g. what a config file
-    /// said; flags win, and a `--backend` flag replaces the base's backend list). Without a base,
-    /// the defaults with the environment variables applied are used.
-    public static func parse(_ arguments: [String], environment: [String: String] = [:],
-                             base: LoadBalancerConfiguration? = nil) throws(CommandLineError) -> LBServeOptions {
-        var options = LBServeOptions()
-        var config: LoadBalancerConfiguration
-        if let base { config = base } else { config = try defaults(environment: environment) }
+    /// What the flags have built so far.
+    public struct ParseState: Sendable {
+        var options: LBServeOptions
         var backendsFromFlags = false
-        var i = 0
-        func value(_ flag: String) throws(CommandLineError) -> String {
-            i += 1
-            guard i < arguments.count else { throw CommandLineError("\(flag): missing value") }
-            return arguments[i]
-        }
-        while i < arguments.count {
-            var flag = arguments[i]
-            // Accept --flag=value as well as --flag value.
-            if flag.hasPrefix("--"), let eq = flag.firstIndex(of: "=") {
-                let v = String(flag[flag.index(after: eq)...])
-                flag = String(flag[..<eq])
-                var rewritten = arguments
-                rewritten[i] = flag
-                rewritten.insert(v, at: i + 1)
-                return try parse(rewritten, environment: environment, base: base)
-            }
-            if let setting = NumericSetting.named(flag: flag) {
-                try setting.apply(try value(flag), to: &config)
-                i += 1
-                continue
-            }
-            switch flag {
-            case "-h", "--help": options.showHelp = true
-            case "--host": config.host = try value(flag)
-            case "--backend":
-                let text = try value(flag)
-                if !backendsFromFlags {
-                    backendsFromFlags = true
-                    config.backends = []
-                    config.weights = []
-                }
-                do {
-                    config.backends.append(try BackendURL(parsing: text))
-                } catch {
-                    throw CommandLineError("--backend: \(error.message)")
-                }
-            case "--config": options.configFile = try value(flag)
-            case "--health-path":
-                let p = try value(flag)
-                if let problem = HTTP1Syntax.originFormProblem(p) { throw CommandLineError("--health-path: '\(p)' \(problem)") }
-                config.healthPath = p
-            case "--retry-non-idempotent": config.retryNonIdempotent = true
-            case "--strategy":
-                let text = try value(flag)
-                guard let s = BalancingStrategy(rawValue: text) else {
-                    throw CommandLineError("--strategy: '\(text)' is not one of round-robin, weighted, least-requests, peak-ewma")
-                }
-                config.strategy = s
-            case "--trusted-proxy":
-                let text = try value(flag)
-                guard let range = CIDRRange(text) else { throw CommandLineError("--trusted-proxy: '\(text)' is not a CIDR range") }
-                config.trustedProxies.append(range)
-            case "--access-log": config.accessLog = true
-            case "--admin-token":
-                let token = try value(flag)
-                guard token.count >= 8 else { throw CommandLineError("--admin-token: use at least 8 characters") }
-                config.adminToken = token
-            case "--throttle-store": config.throttleStore = try throttleStore(try value(flag), name: flag)
-            case "--throttle-key-prefix": config.throttleKeyPrefix = try throttleKeyPrefix(try value(flag), name: flag)
-            default:
-                throw CommandLineError("\(flag): unknown flag (see lbserve --help)")
-            }
-            i += 1
-        }
-        options.balancer = config
-        options.backendsFromFlags = backendsFromFlags
-        return options
     }
 
-    /// The environment variables of the numeric settings (`LB_RATE_LIMIT`, `LB_BURST`).
-    public static let environmentVariables = NumericSetting.all.compactMap(\.environment) + ["LB_THROTTLE_STORE"]
+    // MARK: The flag table
 
-    /// The default configuration with `LB_RATE_LIMIT` / `LB_BURST` applied (checked exactly like
-    /// their flags; the error names the variable).
-    public static func defaults(environment: [String: String]) throws(CommandLineError) -> LoadBalancerConfiguration {
-        var config = LoadBalancerConfiguration()
-        for setting in NumericSetting.all {
-            guard let name = setting.environment, let text = environment[name] else { continue }
-            try setting.apply(text, to: &config, name: name)
+    /// Every flag lbserve accepts, in `--help` order. The parser accepts exactly these.
+    public static let flags: [LBServeFlag] = {
+        var placed: Set<String> = []
+        var table: [LBServeFlag] = []
+        for entry in layout {
+            switch entry {
+            case .numeric(let name):
+                guard let setting = NumericSetting.named(flag: name) else { continue }
+                table.append(numericFlag(setting))
+                placed.insert(name)
+            case .other(let flag):
+                table.append(flag)
+                placed.insert(flag.name)
+            }
         }
-        if let text = environment["LB_THROTTLE_STORE"] { config.throttleStore = try throttleStore(text, name: "LB_THROTTLE_STORE") }
-        return config
+        // A numeric setting left out of the layout is still a flag (and listed), at the end.
+        for setting in NumericSetting.all where !placed.contains(setting.flag) { table.append(numericFlag(setting)) }
+        return table
+    }()
+
+    /// The names of every accepted flag (`--port`, `--help`, ...).
+    public static var flagNames: [String] { flags.map(\.name) }
+
+    private static let byName: [String: LBServeFlag] = {
+        var d: [String: LBServeFlag] = [:]
+        for f in flags { d[f.name] = f }
+        d["-h"] = d["--help"]
+        return d
+    }()
+
+    private enum LayoutEntry {
+        case numeric(String)
+        case other(LBServeFlag)
     }
+
+    private static func flag(_ name: String, _ value: String?, _ defaultText: String, _ meaning: String, repeatable: Bool = false,
+                             _ apply: @escaping @Sendable (inout ParseState, String) throws(CommandLineError) -> Void) -> LayoutEntry {
+        .other(LBServeFlag(name: name, value: value, defaultText: defaultText, meaning: meaning, repeatable: repeatable,
+                           environment: nil, apply: apply))
+    }
+
+    private static func numericFlag(_ setting: NumericSetting) -> LBServeFlag {
+        let value: String
+        switch setting.kind {
+        case .integer: value = setting.key.hasSuffix("_ms") ? "MS" : "N"
+        case .decimal: value = "R"
+        }
+        return LBServeFlag(name: setting.flag, value: value, defaultText: setting.defaultText, meaning: setting.meaning,
+                           repeatable: false, environment: setting.environment) { state, text throws(CommandLineError) in
+            try setting.apply(text, to: &state.options.balancer)
+        }
+    }
+
+    private static let layout: [LayoutEntry] = [
+        flag("--help", nil, "", "print this help and exit") { s, _ in s.options.showHelp = true },
+        flag("--version", nil, "", "print `lbserve <version>` and exit") { s, _ in s.options.showVersion = true },
+        flag("--check-config", nil, "", "check flags and config file, print the effective configuration as JSON, exit 0 (or print the problems, exit 2)") {
+            s, _ in s.options.checkConfig = true
+        },
+        flag("--config", "FILE", "none", "JSON configuration file; flags override it; SIGHUP reloads it") { s, v in s.options.configFile = v },
+        .numeric("--port"),
+        flag("--host", "ADDR", "0.0.0.0", "listen address") { s, v throws(CommandLineError) in
+            guard !v.isEmpty else { throw CommandLineError("--host: must not be empty") }
+            s.options.balancer.host = v
+        },
+        flag("--backend", "URL", "demo backends", "http://host:port of a backend; rotation follows this order", repeatable: true) {
+            s, v throws(CommandLineError) in
+            if !s.backendsFromFlags {
+                s.backendsFromFlags = true
+                s.options.balancer.backends = []
+                s.options.balancer.weights = []
+            }
+            do throws(BackendURLError) {
+                s.options.balancer.backends.append(try BackendURL(parsing: v))
+            } catch {
+                throw CommandLineError("--backend: \(error.message)")
+            }
+        },
+        flag("--strategy", "S", "round-robin", "round-robin, weighted, least-requests (P2C) or peak-ewma (P2C on latency x load)") {
+            s, v throws(CommandLineError) in
+            guard let strategy = BalancingStrategy(rawValue: v) else {
+                throw CommandLineError("--strategy: '\(v)' is not one of round-robin, weighted, least-requests, peak-ewma")
+            }
+            s.options.balancer.strategy = strategy
+        },
+        .numeric("--timeout-ms"),
+        .numeric("--request-timeout-ms"),
+        .numeric("--connect-timeout-ms"),
+        .numeric("--max-attempts"),
+        flag("--retry-non-idempotent", nil, "off", "also replay POST/PATCH on another backend after a 5xx or timeout") {
+            s, _ in s.options.balancer.retryNonIdempotent = true
+        },
+        .numeric("--hedge-after-ms"),
+        .numeric("--max-fails"),
+        .numeric("--ejection-base-ms"),
+        .numeric("--ejection-max-ms"),
+        .numeric("--max-ejected-percent"),
+        .numeric("--health-interval-ms"),
+        flag("--health-path", "PATH", "/health",
+             "active health check path; when set, only 2xx/3xx pass (unset: 404/405/501 = no health endpoint, passes)") { s, v throws(CommandLineError) in
+            if let problem = HTTP1Syntax.originFormProblem(v) { throw CommandLineError("--health-path: '\(v)' \(problem)") }
+            s.options.balancer.healthPath = v
+        },
+        flag("--health-expect-status", "LIST", "auto", "statuses a health check accepts, e.g. 200-399 or 200,204") {
+            s, v throws(CommandLineError) in
+            guard let set = HTTPStatusSet(parsing: v) else {
+                throw CommandLineError("--health-expect-status: '\(v)' is not a list of statuses or ranges in 100-599 (e.g. 200-399 or 200,204)")
+            }
+            s.options.balancer.healthExpectStatus = set
+        },
+        .numeric("--health-timeout-ms"),
+        .numeric("--health-fall"),
+        .numeric("--health-rise"),
+        .numeric("--slow-start-ms"),
+        .numeric("--max-delay-ms"),
+        .numeric("--rate-limit"),
+        .numeric("--burst"),
+        .numeric("--throttle-max-keys"),
+        .numeric("--penalty-threshold"),
+        .numeric("--penalty-window-ms"),
+        .numeric("--penalty-duration-ms"),
+        .numeric("--penalty-factor"),
+        flag("--trusted-proxy", "CIDR", "none", "peers whose X-Forwarded-For is believed", repeatable: true) { s, v throws(CommandLineError) in
+            guard let range = CIDRRange(v) else { throw CommandLineError("--trusted-proxy: '\(v)' is not a CIDR range") }
+            s.options.balancer.trustedProxies.append(range)
+        },
+        .numeric("--max-body-bytes"),
+        flag("--admin-allow", "CIDR", "loopback", "clients the /_lb/* endpoints answer (others' /_lb/* requests are proxied)", repeatable: true) {
+            s, v throws(CommandLineError) in
+            guard let range = CIDRRange(v) else { throw CommandLineError("--admin-allow: '\(v)' is not a CIDR range") }
+            s.options.balancer.adminAllow.append(range)
+        },
+        flag("--admin-listen", "HOST:PORT", "none", "serve /_lb/* on this separate listener (the public one then proxies /_lb/*)") {
+            s, v throws(CommandLineError) in
+            guard let address = ListenAddress(parsing: v) else {
+                throw CommandLineError("--admin-listen: '\(v)' is not HOST:PORT (e.g. 127.0.0.1:9901)")
+            }
+            s.options.serve.adminListen = address
+        },
+        flag("--admin-token", "T", "none", "lets other clients use /_lb/backends/drain with X-Admin-Token: T") { s, v throws(CommandLineError) in
+            guard v.count >= 8 else { throw CommandLineError("--admin-token: use at least 8 characters") }
+            s.options.balancer.adminToken = v
+        },
+        flag("--backend-header", "NAME|off", "X-Backend", "response header naming the backend; off = none, and error bodies name no backend") {
+            s, v throws(CommandLineError) in
+            s.options.balancer.backendHeader = try backendHeader(v, name: "--backend-header")
+        },
+        flag("--router-health-path", "PATH", "none", "answer GET PATH here: {\"status\":\"router ok\",...} (503 when no backend is eligible)") {
+            s, v throws(CommandLineError) in
+            if let problem = HTTP1Syntax.originFormProblem(v) { throw CommandLineError("--router-health-path: '\(v)' \(problem)") }
+            s.options.balancer.routerHealthPath = v
+        },
+        flag("--access-log", nil, "off", "one line per request on stdout, written off the hot path") { s, _ in s.options.balancer.accessLog = true },
+        flag("--log-level", "LEVEL", "info", "least important log line written: trace, debug, info, notice, warning, error") {
+            s, v throws(CommandLineError) in
+            s.options.serve.logLevel = try logLevel(v, name: "--log-level")
+        },
+        flag("--log-format", "F", "text", "text (timestamp, level, message) or json (one object per line)") { s, v throws(CommandLineError) in
+            guard let format = LogFormat(rawValue: v) else { throw CommandLineError("--log-format: '\(v)' is not one of text, json") }
+            s.options.serve.logFormat = format
+        },
+        .numeric("--threads"),
+        .other(LBServeFlag(name: "--throttle-store", value: "URL", defaultText: "none",
+                           meaning: "redis://[:password@]host:port[/db]: per-client limits shared by every instance using the same Redis and prefix",
+                           repeatable: false, environment: "LB_THROTTLE_STORE") { s, v throws(CommandLineError) in
+            s.options.balancer.throttleStore = try throttleStore(v, name: "--throttle-store")
+        }),
+        flag("--throttle-key-prefix", "P", "lbkit:", "prefix of the shared throttle keys in Redis") { s, v throws(CommandLineError) in
+            s.options.balancer.throttleKeyPrefix = try throttleKeyPrefix(v, name: "--throttle-key-prefix")
+        },
+        .numeric("--throttle-sync-ms"),
+        .numeric("--throttle-store-timeout-ms"),
+    ]
 
     /// A `--throttle-store` URL; the error names `name` and never repeats a password.
     static func throttleStore(_ text: String, name: String) throws(CommandLineError) -> RedisURL {
-        do {
+        do throws(RedisURLError) {
             return try RedisURL(parsing: text)
         } catch {
             throw CommandLineError("\(name): \(error.message) (expected redis://[:password@]host:port[/db])")
@@ -161,11 +321,100 @@ public enum LBServeCommandLine {
         return text
     }
 
-    /// Checks that hold across flags, environment and file: a throttle store needs a rate limit.
-    static func validate(_ config: LoadBalancerConfiguration) throws(CommandLineError) {
-        if config.throttleStore != nil && config.rateLimit == nil {
-            throw CommandLineError("--throttle-store: needs --rate-limit (there is nothing to share without a per-client limit)")
+    /// `--backend-header` / `backend_header`: a field name, or `off`.
+    static func backendHeader(_ text: String, name: String) throws(CommandLineError) -> String? {
+        if text == "off" { return nil }
+        let tchar = "!#$%&'*+-.^_`|~"
+        guard !text.isEmpty, text.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || tchar.unicodeScalars.contains($0)) })
+        else { throw CommandLineError("\(name): '\(text)' is not a header field name (letters, digits, -) or off") }
+        return text
+    }
+
+    /// `--log-level` / `log_level`.
+    static func logLevel(_ text: String, name: String) throws(CommandLineError) -> LogLevel {
+        guard let level = LogLevel.allCases.first(where: { $0.description == text }) else {
+            throw CommandLineError("\(name): '\(text)' is not one of trace, debug, info, notice, warning, error")
         }
+        return level
+    }
+
+    // MARK: Help and version
+
+    /// The usage text printed by `--help`: one line per flag of ``flags``, with its default.
+    public static var usage: String {
+        var lines = [
+            "usage: lbserve [flags]",
+            "With no --backend and no --config, starts three demo echo backends on 127.0.0.1:5001-5003 and balances them.",
+            "Flags override the --config file, which overrides LB_* environment variables. --flag=value also works.",
+            "",
+        ]
+        lines += flags.map(\.helpLine)
+        return lines.joined(separator: "\n")
+    }
+
+    /// The line printed by `--version`: `lbserve 2.0.0`.
+    public static var versionLine: String { "lbserve \(LBKitVersion.string)" }
+
+    // MARK: Parsing
+
+    /// Parses `arguments` (without the program name) on top of `base` (e.g. what a config file
+    /// said; flags win, and a `--backend` flag replaces the base's backend list). Without a base,
+    /// the defaults with the environment variables applied are used.
+    public static func parse(_ arguments: [String], environment: [String: String] = [:],
+                             base: LoadBalancerConfiguration? = nil, baseSettings: LBServeSettings? = nil) throws(CommandLineError) -> LBServeOptions {
+        var state = ParseState(options: LBServeOptions())
+        if let base { state.options.balancer = base } else { state.options.balancer = try defaults(environment: environment) }
+        if let baseSettings { state.options.serve = baseSettings }
+        var i = 0
+        while i < arguments.count {
+            var name = arguments[i]
+            var inlineValue: String?
+            // Accept --flag=value as well as --flag value.
+            if name.hasPrefix("--"), let eq = name.firstIndex(of: "=") {
+                inlineValue = String(name[name.index(after: eq)...])
+                name = String(name[..<eq])
+            }
+            guard let flag = byName[name] else { throw CommandLineError("\(name): unknown flag (see lbserve --help)") }
+            var value = ""
+            if flag.value != nil {
+                if let inlineValue {
+                    value = inlineValue
+                } else {
+                    i += 1
+                    guard i < arguments.count else { throw CommandLineError("\(name): missing value") }
+                    value = arguments[i]
+                }
+            } else if inlineValue != nil {
+                throw CommandLineError("\(name): takes no value")
+            }
+            try flag.apply(&state, value)
+            i += 1
+        }
+        state.options.backendsFromFlags = state.backendsFromFlags
+        try validate(state.options.balancer)
+        return state.options
+    }
+
+    /// Checks that go across settings (each value alone was checked when it was read).
+    static func validate(_ c: LoadBalancerConfiguration) throws(CommandLineError) {
+        if c.ejectionMax < c.ejectionBase {
+            throw CommandLineError("--ejection-max-ms: \(Int64(c.ejectionMax.milliseconds)) is below --ejection-base-ms \(Int64(c.ejectionBase.milliseconds)) (ejection_max_ms must be at least ejection_base_ms)")
+        }
+    }
+
+    /// The environment variables lbserve reads (`LB_RATE_LIMIT`, `LB_BURST`, `LB_HEALTH_FALL`...).
+    public static let environmentVariables = NumericSetting.all.compactMap(\.environment) + ["LB_THROTTLE_STORE"]
+
+    /// The default configuration with the `LB_*` variables applied (checked exactly like their
+    /// flags; the error names the variable).
+    public static func defaults(environment: [String: String]) throws(CommandLineError) -> LoadBalancerConfiguration {
+        var config = LoadBalancerConfiguration()
+        for setting in NumericSetting.all {
+            guard let name = setting.environment, let text = environment[name] else { continue }
+            try setting.apply(text, to: &config, name: name)
+        }
+        if let text = environment["LB_THROTTLE_STORE"] { config.throttleStore = try throttleStore(text, name: "LB_THROTTLE_STORE") }
+        return config
     }
 }
 
@@ -187,10 +436,7 @@ extension LBServeCommandLine {
     /// ```
     public static func load(_ arguments: [String], environment: [String: String] = [:]) throws(CommandLineError) -> Setup {
         let first = try parse(arguments, environment: environment)
-        guard let path = first.configFile else {
-            try validate(first.balancer)
-            return Setup(options: first, healthPaths: [])
-        }
+        guard let path = first.configFile else { return Setup(options: first, healthPaths: []) }
         let base = try defaults(environment: environment)
         let loaded: LoadedConfiguration
         do throws(ConfigFileErrors) {
@@ -198,8 +444,31 @@ extension LBServeCommandLine {
         } catch {
             throw CommandLineError(lines: error.errors.map(\.description))
         }
-        let options = try parse(arguments, environment: environment, base: loaded.balancer)
-        try validate(options.balancer)
+        let options = try parse(arguments, environment: environment, base: loaded.balancer, baseSettings: loaded.settings)
         return Setup(options: options, healthPaths: options.backendsFromFlags ? [] : loaded.healthPaths)
+    }
+
+    /// Settings that have no effect as configured, one line each (lbserve logs them as
+    /// `[CONFIG] warning: ...`, `--check-config` prints them on stderr).
+    public static func warnings(_ setup: Setup) -> [String] {
+        let c = setup.options.balancer
+        var out: [String] = []
+        if c.strategy == .roundRobin, c.weights.contains(where: { $0 != 1 }) {
+            out.append("backend weights have no effect under strategy round-robin (use --strategy weighted, or \"strategy\": \"weighted\")")
+        }
+        if c.healthInterval == .zero {
+            var unused: [String] = []
+            if c.healthPathIsExplicit || setup.healthPaths.contains(where: { $0 != nil }) { unused.append("health path") }
+            if c.healthExpectStatus != nil { unused.append("--health-expect-status") }
+            if c.healthFall != LoadBalancerConfiguration().healthFall { unused.append("--health-fall") }
+            if c.healthRise != LoadBalancerConfiguration().healthRise { unused.append("--health-rise") }
+            if !unused.isEmpty {
+                out.append("active health checks are off (--health-interval-ms 0): \(unused.joined(separator: ", ")) have no effect")
+            }
+        }
+        if c.throttleStore != nil && c.rateLimit == nil {
+            out.append("--throttle-store has no effect without --rate-limit (there is no per-client limit to share)")
+        }
+        return out
     }
 }

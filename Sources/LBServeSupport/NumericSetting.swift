@@ -32,41 +32,48 @@ public struct NumericSetting: Sendable {
     public let flag: String
     /// The config file key: the flag in snake_case, e.g. `timeout_ms`.
     public let key: String
-    /// The environment variable that gives a default, if any (e.g. `LB_RATE_LIMIT`).
+    /// The environment variable that gives a default: `LB_` and the key in upper case
+    /// (`LB_RATE_LIMIT`, `LB_HEALTH_FALL`).
     public let environment: String?
+    /// The default, as `--help` and the README show it (`8000`, `off`, `= rate`).
+    public let defaultText: String
+    /// What it does, in one line (for `--help`).
+    public let meaning: String
     /// The accepted values.
     public let kind: Kind
     /// Whether the config file may say `null` for "unset" (off or automatic).
     public let nullable: Bool
     private let set: @Sendable (inout LoadBalancerConfiguration, Value?) -> Void
 
-    private init(_ flag: String, _ kind: Kind, environment: String? = nil, nullable: Bool,
+    private init(_ flag: String, _ kind: Kind, nullable: Bool, defaultText: String, meaning: String,
                  _ set: @escaping @Sendable (inout LoadBalancerConfiguration, Value?) -> Void) {
         self.flag = flag
         self.key = String(flag.dropFirst(2).map { $0 == "-" ? "_" : $0 })
-        self.environment = environment
+        self.environment = "LB_" + self.key.uppercased()
+        self.defaultText = defaultText
+        self.meaning = meaning
         self.kind = kind
         self.nullable = nullable
         self.set = set
     }
 
-    private static func integer(_ flag: String, _ range: ClosedRange<Int>, environment: String? = nil,
+    private static func integer(_ flag: String, _ range: ClosedRange<Int>, _ defaultText: String, _ meaning: String,
                                 _ set: @escaping @Sendable (inout LoadBalancerConfiguration, Int) -> Void) -> NumericSetting {
-        NumericSetting(flag, .integer(range), environment: environment, nullable: false) { c, v in
+        NumericSetting(flag, .integer(range), nullable: false, defaultText: defaultText, meaning: meaning) { c, v in
             if case .integer(let n) = v { set(&c, n) }
         }
     }
 
-    private static func optionalInteger(_ flag: String, _ range: ClosedRange<Int>, environment: String? = nil,
+    private static func optionalInteger(_ flag: String, _ range: ClosedRange<Int>, _ defaultText: String, _ meaning: String,
                                         _ set: @escaping @Sendable (inout LoadBalancerConfiguration, Int?) -> Void) -> NumericSetting {
-        NumericSetting(flag, .integer(range), environment: environment, nullable: true) { c, v in
+        NumericSetting(flag, .integer(range), nullable: true, defaultText: defaultText, meaning: meaning) { c, v in
             if case .integer(let n) = v { set(&c, n) } else { set(&c, nil) }
         }
     }
 
-    private static func optionalDecimal(_ flag: String, _ range: ClosedRange<Double>, environment: String? = nil,
+    private static func optionalDecimal(_ flag: String, _ range: ClosedRange<Double>, _ defaultText: String, _ meaning: String,
                                         _ set: @escaping @Sendable (inout LoadBalancerConfiguration, Double?) -> Void) -> NumericSetting {
-        NumericSetting(flag, .decimal(range), environment: environment, nullable: true) { c, v in
+        NumericSetting(flag, .decimal(range), nullable: true, defaultText: defaultText, meaning: meaning) { c, v in
             if case .decimal(let d) = v { set(&c, d) } else { set(&c, nil) }
         }
     }
@@ -78,28 +85,63 @@ public struct NumericSetting: Sendable {
 
     /// Every numeric setting, in the order of the README's flag table.
     public static let all: [NumericSetting] = [
-        .integer("--port", 0...65535) { $0.port = $1 },
-        .integer("--timeout-ms", 1...hourMs) { $0.attemptTimeout = .milliseconds($1) },
-        .optionalInteger("--request-timeout-ms", 1...hourMs) { $0.requestTimeout = $1.map { .milliseconds($0) } },
-        .integer("--connect-timeout-ms", 1...600_000) { $0.connectTimeout = .milliseconds($1) },
-        .integer("--max-attempts", 1...10) { $0.maxAttempts = $1 },
-        .optionalInteger("--hedge-after-ms", 0...hourMs) { $0.hedgeAfter = $1.map { .milliseconds($0) } },
-        .integer("--max-fails", 1...1000) { $0.maxFails = $1 },
-        .integer("--health-interval-ms", 0...hourMs) { $0.healthInterval = .milliseconds($1) },
-        .optionalInteger("--health-timeout-ms", 1...600_000) { $0.healthTimeout = $1.map { .milliseconds($0) } },
-        .optionalInteger("--max-delay-ms", 1...hourMs) { $0.maxDelay = $1.map { .milliseconds($0) } },
+        .integer("--port", 0...65535, "8000", "listen port (0 = any free port; the chosen one is printed)") { $0.port = $1 },
+        .integer("--timeout-ms", 1...hourMs, "3000", "deadline of one attempt (connect + request + whole response)") {
+            $0.attemptTimeout = .milliseconds($1)
+        },
+        .optionalInteger("--request-timeout-ms", 1...hourMs, "timeout x max-attempts", "one deadline shared by all attempts of a request") {
+            $0.requestTimeout = $1.map { .milliseconds($0) }
+        },
+        .integer("--connect-timeout-ms", 1...600_000, "1000", "TCP connect timeout per attempt") { $0.connectTimeout = .milliseconds($1) },
+        .integer("--max-attempts", 1...10, "3", "distinct backends tried per request") { $0.maxAttempts = $1 },
+        .optionalInteger("--hedge-after-ms", 0...hourMs, "auto with max-delay",
+                         "hedge a replayable request not answering after N ms (0 = never)") { $0.hedgeAfter = $1.map { .milliseconds($0) } },
+        .integer("--max-fails", 1...1000, "3", "consecutive failures that eject a backend") { $0.maxFails = $1 },
+        .integer("--health-interval-ms", 0...hourMs, "2000", "active GET health check period (0 = no active checks)") {
+            $0.healthInterval = .milliseconds($1)
+        },
+        .optionalInteger("--health-timeout-ms", 1...600_000, "min(interval, 2 s), at least 2 x max-delay", "timeout of one health check") {
+            $0.healthTimeout = $1.map { .milliseconds($0) }
+        },
+        .integer("--health-fall", 1...100, "3", "consecutive failed health checks that mark a backend down") { $0.healthFall = $1 },
+        .integer("--health-rise", 1...100, "2", "consecutive passing health checks that bring a backend back") { $0.healthRise = $1 },
+        .integer("--slow-start-ms", 0...hourMs, "10000", "a re-admitted backend's share ramps from 10% to 100% over N ms (0 = at once)") {
+            $0.slowStart = .milliseconds($1)
+        },
+        .integer("--ejection-base-ms", 1...hourMs, "5000", "first passive ejection; the n-th in a row lasts n times as long") {
+            $0.ejectionBase = .milliseconds($1)
+        },
+        .integer("--ejection-max-ms", 1...dayMs, "60000", "longest passive ejection (at least --ejection-base-ms)") {
+            $0.ejectionMax = .milliseconds($1)
+        },
+        .integer("--max-ejected-percent", 1...100, "50", "most backends passively ejected at once, in percent (at least one)") {
+            $0.maxEjectedPercent = $1
+        },
+        .optionalInteger("--max-delay-ms", 1...hourMs, "off", "latency above which a backend is excluded as slow") {
+            $0.maxDelay = $1.map { .milliseconds($0) }
+        },
         // The throttle's own limits (ThrottleConfiguration clamps to these; nothing is clamped silently).
-        .optionalDecimal("--rate-limit", 0.000001...1_000_000_000, environment: "LB_RATE_LIMIT") { $0.rateLimit = $1 },
-        .optionalInteger("--burst", 1...1_000_000, environment: "LB_BURST") { $0.burst = $1 },
-        .integer("--throttle-max-keys", 1...100_000_000) { $0.throttleMaxKeys = $1 },
-        .integer("--penalty-threshold", 0...1_000_000) { $0.penaltyThreshold = $1 },
-        .integer("--penalty-window-ms", 1...dayMs) { $0.penaltyWindow = .milliseconds($1) },
-        .integer("--penalty-duration-ms", 0...dayMs) { $0.penaltyDuration = .milliseconds($1) },
-        .integer("--penalty-factor", 1...1000) { $0.penaltyFactor = $1 },
-        .integer("--max-body-bytes", 0...(1 << 34)) { $0.maxBodyBytes = $1 },
-        .integer("--threads", 1...256) { $0.loopCount = $1 },
-        .integer("--throttle-sync-ms", 1...10_000) { $0.throttleSyncInterval = .milliseconds($1) },
-        .integer("--throttle-store-timeout-ms", 1...60_000) { $0.throttleStoreTimeout = .milliseconds($1) },
+        .optionalDecimal("--rate-limit", 0.000001...1_000_000_000, "off", "requests per second per client IP") { $0.rateLimit = $1 },
+        .optionalInteger("--burst", 1...1_000_000, "= rate", "burst per client IP") { $0.burst = $1 },
+        .integer("--throttle-max-keys", 1...100_000_000, "100000", "most client IPs tracked (least recently seen evicted)") {
+            $0.throttleMaxKeys = $1
+        },
+        .integer("--penalty-threshold", 0...1_000_000, "10", "429s within the penalty window that penalise a client (0 = off)") {
+            $0.penaltyThreshold = $1
+        },
+        .integer("--penalty-window-ms", 1...dayMs, "10000", "window for counting a client's 429s") { $0.penaltyWindow = .milliseconds($1) },
+        .integer("--penalty-duration-ms", 0...dayMs, "60000", "how long a penalised client stays penalised") {
+            $0.penaltyDuration = .milliseconds($1)
+        },
+        .integer("--penalty-factor", 1...1000, "4", "rate and burst are divided by this while penalised") { $0.penaltyFactor = $1 },
+        .integer("--max-body-bytes", 0...(1 << 34), "8388608", "larger request bodies get 413") { $0.maxBodyBytes = $1 },
+        .integer("--threads", 1...256, "cores", "event loops") { $0.loopCount = $1 },
+        .integer("--throttle-sync-ms", 1...10_000, "20", "how often each instance synchronises its throttle table with --throttle-store") {
+            $0.throttleSyncInterval = .milliseconds($1)
+        },
+        .integer("--throttle-store-timeout-ms", 1...60_000, "250", "a synchronisation slower than this counts as the store unavailable (local fallback)") {
+            $0.throttleStoreTimeout = .milliseconds($1)
+        },
     ]
 
     /// The per-backend `weight` of the config file (it has no flag).

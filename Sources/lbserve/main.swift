@@ -26,11 +26,23 @@ if options.showHelp {
     StandardOutput.line(LBServeCommandLine.usage)
     exit(0)
 }
+if options.showVersion {
+    StandardOutput.line(LBServeCommandLine.versionLine)
+    exit(0)
+}
+if options.checkConfig {
+    // Everything was validated by load(); print what would run, warnings on stderr.
+    for warning in LBServeCommandLine.warnings(setup) { StandardOutput.errorLine("lbserve: warning: \(warning)") }
+    StandardOutput.line(ConfigFile.render(options, healthPaths: setup.healthPaths))
+    exit(0)
+}
+let logOutput = LogOutput(level: options.serve.logLevel, format: options.serve.logFormat)
 
 // First, before any thread exists: SIGTERM/SIGINT are blocked and taken by a sigwait thread, so
 // a signal sent as soon as "Router running" is printed is never lost.
 let stop = SignalWaiter(signals: [SIGTERM, SIGINT, SIGHUP])
 signal(SIGPIPE, SIG_IGN)
+MemoryReclaimer.start()
 var config = options.balancer
 let group: LBEventLoopGroup
 do {
@@ -44,7 +56,7 @@ if options.demoBackends {
     let backend = EchoBackend(configuration: EchoBackendConfiguration(host: "127.0.0.1", ports: [5001, 5002, 5003]), group: group)
     do {
         for port in try backend.start() {
-            StandardOutput.line("Backend running on port \(port)")
+            logOutput.banner("Backend running on port \(port)")
             config.backends.append(try BackendURL(parsing: "http://127.0.0.1:\(port)"))
         }
     } catch {
@@ -55,50 +67,75 @@ if options.demoBackends {
 
 let balancer: LoadBalancer
 do {
+    let accessFormat = options.serve.logFormat
     balancer = try LoadBalancer(configuration: config, group: group, healthPaths: setup.healthPaths,
-                                log: { StandardOutput.line($0.line) },
-                                accessLog: { AccessLogWriter.shared.write(AccessLogFormat.line($0)) })
+                                log: logOutput.sink,
+                                accessLog: { AccessLogWriter.shared.write(AccessLogFormat.line($0, format: accessFormat)) })
 } catch {
     fail("--backend: \(error)")
 }
 var serverConfig = HTTP1ServerConfiguration(host: config.host, port: config.port)
 serverConfig.maxBodyBytes = config.maxBodyBytes
-// The chain: per-client throttle, then the /_lb/* admin endpoints, then the balancer.
-let server = HTTP1Server(configuration: serverConfig, group: group, handler: balancer.responder(admin: true))
+// The chain: router health path, per-client throttle, then the /_lb/* admin endpoints (unless
+// they have their own listener), then the balancer.
+let adminOnPublic = options.serve.adminListen == nil
+let server = HTTP1Server(configuration: serverConfig, group: group, handler: balancer.responder(admin: adminOnPublic))
 let address: IPSocketAddress
 do {
     address = try server.start()
 } catch {
     fail("--port: \(error)")
 }
-StandardOutput.line("Router running on port \(address.port)")
-for url in config.backends { StandardOutput.line("[CONFIG] backend \(url)") }
+var adminServer: HTTP1Server?
+if let listen = options.serve.adminListen {
+    let admin = HTTP1Server(configuration: HTTP1ServerConfiguration(host: listen.host, port: listen.port), group: group,
+                            handler: balancer.adminResponder())
+    do {
+        let adminAddress = try admin.start()
+        logOutput.banner("Admin running on port \(adminAddress.port)")
+    } catch {
+        fail("--admin-listen: \(error)")
+    }
+    adminServer = admin
+}
+logOutput.banner("Router running on port \(address.port)")
+for url in config.backends {
+    logOutput.write(LBLogEvent(level: .info, category: .config, message: "backend \(url)", metadata: ["backend": url.description]))
+}
+for warning in LBServeCommandLine.warnings(setup) {
+    logOutput.write(LBLogEvent(level: .warning, category: .config, message: "warning: \(warning)"))
+}
 
 /// SIGHUP: re-read the config file (flags still win); apply backend changes live, keep the old
 /// configuration when the file is invalid.
 @MainActor func reload() {
     guard options.configFile != nil else {
-        StandardOutput.line("[CONFIG] SIGHUP ignored: lbserve was started without --config")
+        logOutput.write(LBLogEvent(level: .notice, category: .config, message: "SIGHUP ignored: lbserve was started without --config"))
         return
     }
     let next: LBServeCommandLine.Setup
     do {
         next = try LBServeCommandLine.load(arguments, environment: environment)
     } catch {
-        StandardOutput.line("[CONFIG] reload failed, keeping the current configuration: \(error.message.split(separator: "\n").joined(separator: "; "))")
+        for line in error.message.split(separator: "\n") {
+            logOutput.write(LBLogEvent(level: .error, category: .config, message: "reload failed, keeping the current configuration: \(line)"))
+        }
         return
     }
     do {
         let cfg = next.options.balancer
         try balancer.reload(backends: cfg.backends, weights: cfg.weights, healthPaths: next.healthPaths)
+        for warning in LBServeCommandLine.warnings(next) {
+            logOutput.write(LBLogEvent(level: .warning, category: .config, message: "warning: \(warning)"))
+        }
         var rest = cfg
         rest.backends = config.backends
         rest.weights = config.weights
         if rest != config {
-            StandardOutput.line("[CONFIG] note: only backend changes (add, remove, weight, health path) apply on reload; restart lbserve for the other changed settings")
+            logOutput.write(LBLogEvent(level: .notice, category: .config, message: "note: only backend changes (add, remove, weight, health path) apply on reload; restart lbserve for the other changed settings"))
         }
     } catch {
-        StandardOutput.line("[CONFIG] reload failed, keeping the current configuration: \(error)")
+        logOutput.write(LBLogEvent(level: .error, category: .config, message: "reload failed, keeping the current configuration: \(error)"))
     }
 }
 
@@ -108,11 +145,12 @@ while received == SIGHUP {
     reload()
     received = await stop.wait()
 }
-StandardOutput.line("[SHUTDOWN] signal \(received): draining connections")
+logOutput.write(LBLogEvent(level: .notice, category: .lifecycle, message: "signal \(received): draining connections"))
 balancer.shutdown()
 await server.shutdown(timeout: .seconds(10))
+await adminServer?.shutdown(timeout: .seconds(1))
 _ = await background.result
 await demo?.shutdown(timeout: .seconds(2))
 AccessLogWriter.shared.flush()
-StandardOutput.line("[SHUTDOWN] done")
+logOutput.write(LBLogEvent(level: .notice, category: .lifecycle, message: "shutdown done"))
 exit(0)

@@ -113,7 +113,7 @@ struct EndToEndFailureTests {
         await lb.stop(); await good.stop(); await flaky.stop()
     }
 
-    @Test("all backends down: 503 JSON with Retry-After in under 100 ms, never a hang")
+    @Test("all backends down: 503 JSON with Retry-After at once (no connect or attempt timeout), never a hang")
     func allDown() async throws {
         let fleet = try EchoFleet.start(count: 2)
         let lb = try TestBalancer.start(backends: fleet.urls) { $0.healthInterval = .milliseconds(100) }
@@ -132,7 +132,8 @@ struct EndToEndFailureTests {
             #expect(r.status == 503)
             #expect(r.header("Retry-After").flatMap(Int.init) ?? 0 >= 1)
             #expect(r.bodyText.contains("no healthy backend"))
-            #expect(elapsed < .milliseconds(100), "503 took \(elapsed)")
+            // Fail fast, not after a connect or attempt timeout (1 s / 3 s): generous for a loaded CI.
+            #expect(elapsed < .milliseconds(800), "503 took \(elapsed)")
         }
         withExtendedLifetime(holds) {}
         await lb.stop()

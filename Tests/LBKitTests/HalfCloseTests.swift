@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Synchronization
 import Testing
 @testable import LBKit
 @testable import LBKitHTTP
@@ -62,5 +63,52 @@ struct PipeliningFairnessTests {
         }
         #expect(targets == (0..<200).map { "{\"t\":\"/\($0)\"}" })
         await server.shutdown(timeout: .milliseconds(200))
+    }
+}
+
+/// Socket waits: one waiter per direction, each with its own deadline.
+@Suite("Socket wait deadlines")
+struct SocketWaitDeadlineTests {
+    @Test("a read timing out does not time out a concurrent write on the same socket")
+    func separateDeadlines() async throws {
+        // A listener that never accepts: the kernel completes the handshake, nobody reads, so a
+        // large write soon waits for the send buffer to drain.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &addr) { p in p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        listen(fd, 4)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { p in p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        let loop = TestLoops.group.loops[0]
+        let socket = try await Socket.connect(to: try IPSocketAddress(host: "127.0.0.1", port: port), loop: loop,
+                                              deadline: UpstreamClient.deadline(after: .seconds(2)))
+        let writeEnded = Mutex<SocketError??>(nil)
+        let writer = Task(executorPreference: loop) {
+            let big = [UInt8](repeating: 1, count: 64 * 1024 * 1024)
+            do throws(SocketError) {
+                try await socket.write(big, deadline: UpstreamClient.deadline(after: .seconds(30)))
+                writeEnded.withLock { $0 = .some(nil) }
+            } catch {
+                writeEnded.withLock { $0 = .some(error) }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(100))   // the write is waiting for the send buffer
+        var buffer = InboundBuffer(capacity: 1024)
+        do throws(SocketError) {
+            _ = try await socket.read(into: &buffer, deadline: UpstreamClient.deadline(after: .milliseconds(50)))
+            Issue.record("expected the read to time out")
+        } catch {
+            #expect(error == .timedOut)
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        // The read's deadline must not have ended the write.
+        #expect(writeEnded.withLock { $0 } == nil)
+        socket.close()
+        _ = await writer.value
+        #expect(writeEnded.withLock { $0 } != nil)
     }
 }

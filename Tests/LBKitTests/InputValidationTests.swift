@@ -28,10 +28,10 @@ private let numericFlags: [String] = {
 }()
 
 /// Flags whose documented range includes 0 (0 is meaningful: any port, never hedge, no active
-/// checks, no penalty box, penalties last 0 ms, bodies must be empty).
+/// checks, no penalty box, penalties last 0 ms, bodies must be empty, no slow start).
 private let zeroAllowed: Set<String> = [
     "--port", "--hedge-after-ms", "--health-interval-ms", "--penalty-threshold", "--penalty-duration-ms",
-    "--max-body-bytes",
+    "--max-body-bytes", "--slow-start-ms",
 ]
 
 /// Values that are never meaningful for any numeric setting.

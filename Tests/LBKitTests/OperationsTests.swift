@@ -38,23 +38,61 @@ struct OperationsTests {
         await lb.stop(); await slow.stop(); await fast.stop()
     }
 
-    @Test("drain is refused from a non-loopback peer without the admin token, allowed with it")
+    @Test("drain from a non-loopback peer: proxied like any path without the admin token, allowed with it")
     func drainAuthorisation() async throws {
         let fleet = try EchoFleet.start(count: 2)
         let lb = try TestBalancer.start(backends: fleet.urls) { $0.adminToken = "s3cret-token" }
         let remote = LBRequestContext(peer: try IPSocketAddress(host: "192.0.2.10", port: 40000), localPort: lb.port,
                                     eventLoop: TestLoops.group.loops[0])
         var head = RequestHead(method: "POST", target: "/_lb/backends/drain?url=http://127.0.0.1:\(fleet.ports[0])", headers: ["Host": "x"])
+        // Not an admin client: the admin surface does not exist for it; the request is proxied.
         let refused = await lb.balancer.responder(admin: true).handle(LBRequest(head: head), context: remote)
-        #expect(refused.status == 403)
+        #expect(refused.head.headers.first(name: "X-Backend") != nil)
         head.headers.add(name: "X-Admin-Token", value: "wrong-token!")
-        #expect(await lb.balancer.responder(admin: true).handle(LBRequest(head: head), context: remote).status == 403)
+        #expect(await lb.balancer.responder(admin: true).handle(LBRequest(head: head), context: remote).head.headers.first(name: "X-Backend") != nil)
+        #expect(lb.balancer.cluster.snapshot().allSatisfy { !$0.draining })
         head.headers.replaceOrAdd(name: "X-Admin-Token", value: "s3cret-token")
         #expect(await lb.balancer.responder(admin: true).handle(LBRequest(head: head), context: remote).status == 200)
         let unknown = RequestHead(method: "POST", target: "/_lb/backends/drain?url=http://127.0.0.1:1", headers: ["Host": "x"])
         let local = LBRequestContext(peer: try IPSocketAddress(host: "127.0.0.1", port: 40000), localPort: lb.port, eventLoop: TestLoops.group.loops[0])
         #expect(await lb.balancer.responder(admin: true).handle(LBRequest(head: unknown), context: local).status == 404)
         await lb.stop(); await fleet.stop()
+    }
+
+    @Test("drain cannot be hijacked through a trusted local proxy: the forwarded client is judged, not the proxy")
+    func drainThroughTrustedProxy() async throws {
+        let fleet = try EchoFleet.start(count: 2)
+        let loopback = try #require(CIDRRange("127.0.0.1/32"))
+        let lb = try TestBalancer.start(backends: fleet.urls) { $0.trustedProxies = [loopback] }
+        let proxy = LBRequestContext(peer: try IPSocketAddress(host: "127.0.0.1", port: 40000), localPort: lb.port)
+        let relayed = RequestHead(method: "POST", target: "/_lb/backends/drain?url=http://127.0.0.1:\(fleet.ports[0])",
+                                  headers: ["Host": "x", "X-Forwarded-For": "203.0.113.9"])
+        // Not an admin client: the admin surface does not exist for it, the request is proxied.
+        let answer = await lb.balancer.responder(admin: true).handle(LBRequest(head: relayed), context: proxy)
+        #expect(answer.head.headers.first(name: "X-Backend") != nil)
+        #expect(lb.balancer.cluster.snapshot()[0].draining == false)
+        // The proxy's own request (no forwarded client) is a local one.
+        let own = RequestHead(method: "POST", target: "/_lb/backends/drain?url=http://127.0.0.1:\(fleet.ports[0])", headers: ["Host": "x"])
+        #expect(await lb.balancer.responder(admin: true).handle(LBRequest(head: own), context: proxy).status == 200)
+        await lb.stop(); await fleet.stop()
+    }
+
+    @Test("X-Forwarded-Proto is set from the connection; a client cannot claim https unless it is a trusted proxy")
+    func forwardedProto() {
+        let plain = ForwardingHeaders.upstreamHead(for: RequestHead(method: "GET", target: "/", headers: ["X-Forwarded-Proto": "https"]),
+                                                   client: ClientAddress("198.51.100.1"), peerIsTrustedProxy: false)
+        #expect(plain.headers["X-Forwarded-Proto"] == ["http"])
+        let trusted = ForwardingHeaders.upstreamHead(for: RequestHead(method: "GET", target: "/", headers: ["X-Forwarded-Proto": "https"]),
+                                                     client: ClientAddress("10.0.0.1"), peerIsTrustedProxy: true)
+        #expect(trusted.headers["X-Forwarded-Proto"] == ["https"])
+    }
+
+    @Test("more backends than a request can track are refused at configuration, not silently mis-tracked")
+    func tooManyBackends() throws {
+        var config = LoadBalancerConfiguration()
+        config.backends = try (0..<257).map { try BackendURL(parsing: "http://127.0.0.1:\(20000 + $0)") }
+        config.healthInterval = .zero
+        #expect(throws: LoadBalancerError.self) { try LoadBalancer(configuration: config, group: TestLoops.group) }
     }
 
     @Test("reload adds and removes a backend under concurrent load with zero failed requests")

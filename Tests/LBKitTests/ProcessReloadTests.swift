@@ -47,8 +47,9 @@ struct ProcessReloadTests {
 
         try write("{\"backends\": [\"ftp://nope\"], \"timeout\": 1}", to: path)
         lb.send(SIGHUP)
-        let failed = await lb.waitForLine(containing: "[CONFIG] reload failed", timeout: .seconds(5))
-        #expect(failed?.contains("backends[0].url") == true)
+        // One line per problem: the unknown key, then the bad URL.
+        let failed = await lb.waitForLines(containing: "[CONFIG] reload failed", count: 2, timeout: .seconds(5))
+        #expect(failed.count == 2 && failed[0].contains("unknown key 'timeout'") && failed[1].contains("backends[0].url"), "\(failed)")
         #expect(try await rawRequest(port: port, method: "POST", body: demo).status == 200)
         lb.send(SIGTERM)
         #expect(await lb.waitForExit(timeout: .seconds(5))?.status == 0)

@@ -55,6 +55,12 @@ struct StreamingTests {
             // Event 0 came at once; the backend was still 800 ms from its last event.
             #expect(arrivals[2] - arrivals[0] >= .milliseconds(600))
         }
+        // Both latencies are tracked: to the head (what health judges) and to the last byte.
+        let recorded = await eventually { lb.balancer.cluster.snapshot()[0].lastByteHistogram.count == 1 }
+        #expect(recorded)
+        let snap = lb.balancer.cluster.snapshot()[0]
+        #expect(snap.lastByteHistogram.sum >= 0.6)
+        #expect(snap.histogram.sum < snap.lastByteHistogram.sum)
         await lb.stop(); await fleet.stop()
     }
 

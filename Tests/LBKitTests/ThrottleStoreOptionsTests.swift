@@ -21,6 +21,29 @@ struct ThrottleStoreOptionsTests {
         #expect(withPassword.throttleStore == RedisURL(host: "redis.internal", port: 6379, password: "s3cret"))
     }
 
+    @Test("a store without a rate limit is a warning (it has no effect)")
+    func storeWithoutRateLimit() throws {
+        let setup = try LBServeCommandLine.load(["--throttle-store", "redis://h:1"])
+        #expect(LBServeCommandLine.warnings(setup).contains { $0.hasPrefix("--throttle-store has no effect without --rate-limit") })
+        #expect(LBServeCommandLine.warnings(try LBServeCommandLine.load(["--throttle-store", "redis://h:1", "--rate-limit", "1"])).isEmpty)
+    }
+
+    @Test("--check-config renders the store without its password, and reads back")
+    func rendered() throws {
+        let options = try LBServeCommandLine.parse(["--backend", "http://127.0.0.1:5001", "--rate-limit", "3",
+                                                    "--throttle-store", "redis://10.0.0.5:6380/2", "--throttle-key-prefix", "eu:",
+                                                    "--throttle-sync-ms", "40", "--throttle-store-timeout-ms", "500"])
+        let text = ConfigFile.render(options)
+        #expect(text.contains(#""throttle_store": "redis://10.0.0.5:6380/2""#))
+        let back = try ConfigFile.parse(Array(text.utf8), file: "effective.json")
+        #expect(back.balancer.throttleStore == options.balancer.throttleStore)
+        #expect(back.balancer.throttleKeyPrefix == "eu:" && back.balancer.throttleSyncInterval == .milliseconds(40)
+                && back.balancer.throttleStoreTimeout == .milliseconds(500))
+        let secret = try LBServeCommandLine.parse(["--rate-limit", "3", "--throttle-store", "redis://:hunter2@h:1"])
+        #expect(!ConfigFile.render(secret).contains("hunter2"))
+        #expect(ConfigFile.render(try LBServeCommandLine.parse([])).contains(#""throttle_store": null"#))
+    }
+
     @Test("LB_THROTTLE_STORE gives the default; the flag wins")
     func environment() throws {
         #expect(LBServeCommandLine.environmentVariables.contains("LB_THROTTLE_STORE"))
@@ -39,7 +62,6 @@ struct ThrottleStoreOptionsTests {
         (["--rate-limit", "5", "--throttle-store", "redis://:s3cret@h:99999"], "--throttle-store: port must be 1-65535"),
         (["--rate-limit", "5", "--throttle-store", "redis://:s3cret@h:1/x"], "--throttle-store: database must be"),
         (["--rate-limit", "5", "--throttle-store"], "--throttle-store: missing value"),
-        (["--throttle-store", "redis://h:1"], "--throttle-store: needs --rate-limit"),
         (["--rate-limit", "5", "--throttle-key-prefix", ""], "--throttle-key-prefix: '' is not"),
         (["--rate-limit", "5", "--throttle-key-prefix", "a b"], "--throttle-key-prefix: 'a b' is not"),
         (["--rate-limit", "5", "--throttle-sync-ms", "0"], "--throttle-sync-ms: '0' is not an integer in 1...10000"),

@@ -62,6 +62,13 @@ extern const int lbk_SHUT_WR;
 /// Async-signal-safe and independent of which thread receives the signal. Call once.
 int lbk_signal_pipe_install(const int *signals, int count);
 
+/// Gives freed heap memory back to the kernel (glibc `malloc_trim(0)`); returns 1 if some was.
+int lbk_malloc_trim(void);
+
+/// Keeps glibc's mmap threshold fixed at `bytes` (it otherwise grows after large frees, after
+/// which large buffers come from the heap and are not returned when freed).
+int lbk_set_mmap_threshold(int bytes);
+
 /// Names the calling thread (at most 15 characters are kept).
 int lbk_set_thread_name(const char *name);
 

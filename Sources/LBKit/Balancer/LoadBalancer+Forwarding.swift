@@ -76,7 +76,8 @@ extension LoadBalancer {
                 let name = up.names[used]
                 switch attempt.result {
                 case .success(let response):
-                    let proxied = clientResponse(response, backend: name, request: request.head)
+                    var proxied = clientResponse(response, backend: name, request: request.head)
+                    observeLastByte(&proxied, index: used, start: attempt.start, in: cluster)
                     if plan.retryAfterResponse(status: response.head.status) {
                         lastResponse?.0.bodyStream?.abandon()
                         lastResponse = (proxied, name)
@@ -96,6 +97,18 @@ extension LoadBalancer {
             }
         }
         return finish(lastResponse, lastFailure, plan.attempts)
+    }
+
+    /// Time to last byte: when the body is whole it is already here; a streamed body is
+    /// observed until its end (or until it breaks off or is abandoned).
+    func observeLastByte(_ response: inout LBResponse, index: Int, start: MonotonicInstant, in cluster: BackendCluster) {
+        guard let stream = response.bodyStream else {
+            cluster.bodyFinished(index, latency: clock.now() - start)
+            return
+        }
+        let clock = self.clock
+        let observed = ObservedBodySource(stream.source) { cluster.bodyFinished(index, latency: clock.now() - start) }
+        response.bodyStream = LBBodyStream(source: observed, length: stream.length)
     }
 
     /// One attempt: the backend, when it started and how it ended.
@@ -143,16 +156,19 @@ extension LoadBalancer {
 
     private func failureDescription(_ error: UpstreamError, backend name: String) -> (status: Int, message: String) {
         if case .requestBodyFailed(let why) = error.kind { return (400, "request body: \(why)") }
+        // Backends are named only where the response header names them too (--backend-header).
+        let who = configuration.backendHeader == nil ? "backend" : "backend \(name)"
         if error.kind == .timedOut {
-            return (504, "backend \(name): no response within \(Int(configuration.attemptTimeout.milliseconds)) ms")
+            return (504, "\(who): no response within \(Int(configuration.attemptTimeout.milliseconds)) ms")
         }
-        return (502, "backend \(name): \(error)")
+        return (502, "\(who): \(error)")
     }
 
     private func finish(_ response: (LBResponse, String)?, _ failure: (status: Int, message: String)?, _ attempts: Int) -> (LBResponse, String?, Int) {
         if let (r, i) = response { return (r, i, attempts) }
         let f = failure ?? (502, "no backend could be reached")
-        return (.jsonError(status: f.status, message: f.message + (attempts > 1 ? " (after \(attempts) attempts)" : "")), nil, attempts)
+        let prefix = f.status == 502 || f.status == 504 ? "All backends failed: " : ""
+        return (.jsonError(status: f.status, message: prefix + f.message + (attempts > 1 ? " (after \(attempts) attempts)" : "")), nil, attempts)
     }
 
     /// The response to send the client: hop-by-hop fields removed (RFC 9110 7.6.1), the body
@@ -163,7 +179,7 @@ extension LoadBalancer {
         let length = head.headers.first(name: "Content-Length")
         ForwardingHeaders.stripHopByHop(&head.headers)
         if request.method == "HEAD" || head.status == 304, let length { head.headers.add(name: "Content-Length", value: length) }
-        head.headers.add(name: "X-Backend", value: name)
+        if let header = configuration.backendHeader { head.headers.add(name: header, value: name) }
         var out: LBResponse
         if let stream = response.bodyStream {
             out = LBResponse(head: head, bodyStream: stream)
@@ -257,5 +273,43 @@ struct AttemptPlan {
         guard replayable else { return false }
         pendingRetry = timedOut ? .timeout : .reset
         return true
+    }
+}
+
+/// A body source that reports once when its body ends, breaks off or is abandoned.
+final class ObservedBodySource: BodySource, @unchecked Sendable {
+    // @unchecked: single consumer (BodySource); `reported` is touched only by that consumer
+    // (and by abandon(), which the same consumer calls).
+    private let inner: any BodySource
+    private let onEnd: @Sendable () -> Void
+    private var reported = false
+
+    init(_ inner: any BodySource, onEnd: @escaping @Sendable () -> Void) {
+        self.inner = inner
+        self.onEnd = onEnd
+    }
+
+    var hasStarted: Bool { inner.hasStarted }
+
+    func nextChunk() async throws(BodyStreamError) -> [UInt8]? {
+        do {
+            let chunk = try await inner.nextChunk()
+            if chunk == nil { report() }
+            return chunk
+        } catch {
+            report()
+            throw error
+        }
+    }
+
+    func abandon() {
+        inner.abandon()
+        report()
+    }
+
+    private func report() {
+        if reported { return }
+        reported = true
+        onEnd()
     }
 }

@@ -106,6 +106,12 @@ public final class LoadBalancer: HTTPHandler, Sendable {
         var clusterConfig = ClusterConfiguration()
         clusterConfig.strategy = configuration.strategy
         clusterConfig.maxFails = configuration.maxFails
+        clusterConfig.fall = configuration.healthFall
+        clusterConfig.rise = configuration.healthRise
+        clusterConfig.slowStart = configuration.slowStart
+        clusterConfig.baseEjection = configuration.ejectionBase
+        clusterConfig.maxEjection = configuration.ejectionMax
+        clusterConfig.maxEjectedPercent = configuration.maxEjectedPercent
         clusterConfig.activeChecks = configuration.healthInterval > .zero
         clusterConfig.maxDelay = configuration.maxDelay
         clusterConfig.hangDetection = configuration.hangDetection
@@ -121,7 +127,8 @@ public final class LoadBalancer: HTTPHandler, Sendable {
         do throws(LoadBalancerError) {
             initial = try UpstreamSet.make(
                 backends: configuration.backends, weights: configuration.weights, healthPaths: healthPaths,
-                defaultHealthPath: configuration.healthPath, previous: nil, group: self.group,
+                defaultHealthPath: configuration.healthPath, defaultPathIsExplicit: configuration.healthPathIsExplicit,
+                expectedStatuses: configuration.healthExpectStatus, previous: nil, group: self.group,
                 clusterConfiguration: clusterConfig, clock: clock, log: log)
         } catch {
             if ownsGroup { self.group.shutdown() }
@@ -158,10 +165,12 @@ public final class LoadBalancer: HTTPHandler, Sendable {
 
     // MARK: Handling
 
-    /// The standard chain in front of the balancer: the per-client throttle (when `rateLimit` is
-    /// set), then the `/_lb/*` admin endpoints when `admin` is true, then `middlewares`, then the
-    /// balancer. The admin endpoints come after the throttle, so they are rate limited like any
-    /// other path.
+    /// The standard chain in front of the balancer: the router health path (when
+    /// `routerHealthPath` is set, answered to everyone, never throttled), the per-client throttle
+    /// (when `rateLimit` is set), then the `/_lb/*` admin endpoints for admin clients when `admin`
+    /// is true, then `middlewares`, then the balancer. The admin endpoints come after the
+    /// throttle, so they are rate limited like any other path; other clients' `/_lb/*` requests
+    /// are proxied.
     ///
     /// ```swift
     /// func handler(for balancer: LoadBalancer) -> any HTTPHandler {
@@ -169,7 +178,9 @@ public final class LoadBalancer: HTTPHandler, Sendable {
     /// }
     /// ```
     public func responder(admin: Bool = false, middlewares: [any LBMiddleware] = []) -> any HTTPHandler {
-        var chain: [any LBMiddleware] = [RequestAccounting(balancer: self)]
+        var chain: [any LBMiddleware] = []
+        if let path = configuration.routerHealthPath { chain.append(RouterHealthMiddleware(balancer: self, path: path)) }
+        chain.append(RequestAccounting(balancer: self, adminInChain: admin))
         if let throttleMiddleware { chain.append(throttleMiddleware) }
         if admin { chain.append(adminEndpoints) }
         chain.append(contentsOf: middlewares)
@@ -206,13 +217,26 @@ public final class LoadBalancer: HTTPHandler, Sendable {
             if let backend {
                 metrics.increment(counter: "lb_backend_responses_total", by: 1,
                                   dimensions: [("backend", backend), ("status_class", statusClass)])
+            } else if response.status == 429 {
+                metrics.increment(counter: "lb_throttled_total", by: 1, dimensions: [])
+            } else if response.status == 503 && attempts == 0 {
+                metrics.increment(counter: "lb_no_backend_total", by: 1, dimensions: [])
+            }
+            if attempts > 1 {
+                metrics.increment(counter: "lb_retries_total", by: attempts - 1, dimensions: [])
             }
         }
         if let accessLog {
             let client = throttleMiddleware?.client(of: request, context: context) ?? context.clientAddress
+            func length(_ headers: HeaderFields, buffered: Int, streamed: Bool) -> Int? {
+                streamed ? headers.first(name: "Content-Length").flatMap { Int($0) } : buffered
+            }
             accessLog(AccessLogRecord(client: client?.description, method: request.method, target: request.target,
                                       status: response.status, backend: backend, attempts: attempts, duration: elapsed,
-                                      userAgent: request.headers.first(name: "User-Agent")))
+                                      userAgent: request.headers.first(name: "User-Agent"),
+                                      upstreamStatus: backend == nil ? nil : response.status,
+                                      bytesIn: length(request.headers, buffered: request.body.count, streamed: request.bodyStream != nil),
+                                      bytesOut: length(response.head.headers, buffered: response.body.count, streamed: response.bodyStream != nil)))
         }
     }
 
@@ -237,6 +261,7 @@ public final class LoadBalancer: HTTPHandler, Sendable {
             let old = upstreams
             let new = try UpstreamSet.make(
                 backends: backends, weights: weights, healthPaths: healthPaths, defaultHealthPath: configuration.healthPath,
+                defaultPathIsExplicit: configuration.healthPathIsExplicit, expectedStatuses: configuration.healthExpectStatus,
                 previous: old, group: group, clusterConfiguration: clusterConfiguration, clock: clock, log: log)
             upstreamSet.withLock { $0 = new }
             return (old, new)
@@ -383,22 +408,39 @@ public final class LoadBalancer: HTTPHandler, Sendable {
         head.headers.add(name: "Host", value: up.endpoints[index].authority)
         head.headers.add(name: "User-Agent", value: "lbserve-health-check")
         let start = clock.now()
-        var ok = false
+        let result: HealthCheckResult
         do {
             let response = try await client.execute(UpstreamRequest(head: head), to: up.endpoints[index], on: loop, timeout: timeout)
-            ok = (200..<300).contains(response.head.status)
+            result = up.healthExpectations[index].judge(status: response.head.status)
         } catch {
-            ok = false
+            result = healthCheckFailure(error, timeout: timeout)
         }
-        up.cluster.probeFinished(index, success: ok, latency: clock.now() - start)
+        up.cluster.probeFinished(index, result: result, latency: clock.now() - start, path: up.healthPaths[index])
+        metrics?.increment(counter: "lb_health_checks_total", by: 1,
+                           dimensions: [("backend", up.names[index]), ("result", result.resultLabel), ("cause", result.label)])
+    }
+
+    /// The cause of a health check that got no usable answer.
+    func healthCheckFailure(_ error: UpstreamError, timeout: Duration) -> HealthCheckResult {
+        switch error.kind {
+        case .connectRefused: .refused
+        case .connectTimeout: .timeout(min(configuration.connectTimeout, timeout))
+        case .timedOut: .timeout(timeout)
+        case .connectFailed(let why): .connectFailed(why)
+        case .connectionReset, .aborted: .reset
+        case .malformedResponse(let why): .malformed(why)
+        case .requestBodyFailed(let why): .malformed(why)  // a probe has no body: unreachable
+        }
     }
 
     private func reportGauges(_ up: UpstreamSet) {
         guard let metrics else { return }
         for b in up.cluster.snapshot() {
             metrics.record(gauge: "lb_backend_in_flight", value: Double(b.inFlight), dimensions: [("backend", b.url)])
-            for state in BackendHealthState.allCases {
-                metrics.record(gauge: "lb_backend_state", value: b.state == state ? 1 : 0,
+            metrics.record(gauge: "lb_backend_up", value: b.isEligible ? 1 : 0, dimensions: [("backend", b.url)])
+            let name = b.stateName
+            for state in BackendStateName.allCases {
+                metrics.record(gauge: "lb_backend_state", value: name == state ? 1 : 0,
                                dimensions: [("backend", b.url), ("state", state.rawValue)])
             }
         }
@@ -406,13 +448,15 @@ public final class LoadBalancer: HTTPHandler, Sendable {
 }
 
 /// The first step of ``LoadBalancer/responder(admin:middlewares:)``: counts every client
-/// response by status, feeds metrics and the access log. Admin paths (`/_lb/`) are not counted.
+/// response by status, feeds metrics and the access log. Requests the admin endpoints answer
+/// are not counted (other clients' `/_lb/` requests are proxied, and counted).
 struct RequestAccounting: LBMiddleware {
     let balancer: LoadBalancer
+    let adminInChain: Bool
 
     func handle(_ request: LBRequest, context: LBRequestContext,
                 next: (LBRequest, LBRequestContext) async -> LBResponse) async -> LBResponse {
-        if request.head.target.hasPrefix("/_lb/") { return await next(request, context) }
+        if adminInChain && balancer.answersAdmin(request, context: context) { return await next(request, context) }
         let start = balancer.clock.now()
         let response = await next(request, context)
         balancer.record(response, request: request, context: context, start: start)

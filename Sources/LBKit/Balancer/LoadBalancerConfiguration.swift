@@ -28,7 +28,7 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
     public var maxDelay: Duration?
     /// When to hedge a replayable request (`--hedge-after-ms`): if its attempt has not started
     /// answering after this long, a second attempt goes to another backend and the first good
-    /// answer wins. nil = automatic: on when `maxDelay` is set, after min(max-delay, max(10 ms,
+    /// answer wins. nil = automatic: on when `maxDelay` is set, after min(max-delay, max(2 ms,
     /// 2 x the backend's recent p99)); without `maxDelay`, at the backend's hung threshold
     /// (max(50 ms, 10 x its latency EWMA), see ``HangDetection``); `.zero` = never.
     public var hedgeAfter: Duration?
@@ -40,10 +40,36 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
     public var maxFails = 3
     /// Active health check period (`--health-interval-ms`); zero disables active checks.
     public var healthInterval: Duration = .milliseconds(2000)
-    /// Active health check path (`--health-path`).
-    public var healthPath = "/health"
+    /// Active health check path (`--health-path`). Setting it (to any value, `/health`
+    /// included) makes it explicit: see ``healthPathIsExplicit``.
+    public var healthPath = "/health" {
+        didSet { healthPathIsExplicit = true }
+    }
+    /// Whether ``healthPath`` was configured rather than left at its default. With the default
+    /// path, a probe answered 404, 405 or 501 means "the application has no health endpoint":
+    /// the backend is reachable and the check passes (logged once per backend). With an explicit
+    /// path, 2xx and 3xx pass and anything else fails. Set automatically when `healthPath` is
+    /// assigned; per-backend health paths are always explicit.
+    public var healthPathIsExplicit = false
+    /// The statuses an active health check accepts (`--health-expect-status 200-399`); nil =
+    /// automatic (see ``healthPathIsExplicit``).
+    public var healthExpectStatus: HTTPStatusSet?
     /// Active health check timeout (`--health-timeout-ms`); nil = min(interval, 2 s), at least max-delay x 2.
     public var healthTimeout: Duration?
+    /// Consecutive failed health checks that mark a backend down (`--health-fall`).
+    public var healthFall = 3
+    /// Consecutive passing health checks that bring a backend back (`--health-rise`).
+    public var healthRise = 2
+    /// After a re-admission the backend's share ramps from 10% to 100% over this time
+    /// (`--slow-start-ms`; `.zero` = at once).
+    public var slowStart: Duration = .seconds(10)
+    /// First passive ejection; the n-th in a row lasts n times as long (`--ejection-base-ms`).
+    public var ejectionBase: Duration = .seconds(5)
+    /// Longest passive ejection (`--ejection-max-ms`); at least ``ejectionBase``.
+    public var ejectionMax: Duration = .seconds(60)
+    /// At most this percentage of the backends (at least one) is passively excluded at once
+    /// (`--max-ejected-percent`); backends marked down by health checks are not capped.
+    public var maxEjectedPercent = 50
     /// Requests per second per client IP (`--rate-limit`); nil = no throttling.
     public var rateLimit: Double?
     /// Burst per client IP (`--burst`); nil = same as the rate (at least 1).
@@ -69,6 +95,17 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
     /// Token that authorises `/_lb/backends/drain|undrain` from non-loopback peers via the
     /// `X-Admin-Token` header (`--admin-token`); nil = loopback peers only.
     public var adminToken: String?
+    /// Clients (resolved as for throttling: behind a trusted proxy, the forwarded client) to
+    /// which the `/_lb/*` admin endpoints answer (`--admin-allow CIDR`, repeatable); empty =
+    /// loopback clients only. Other clients' requests to `/_lb/*` are proxied like any other path.
+    public var adminAllow: [CIDRRange] = []
+    /// The response header naming the backend that answered (`--backend-header`); nil = none
+    /// (then error bodies do not name backends either).
+    public var backendHeader: String? = "X-Backend"
+    /// A path the balancer answers itself, for everyone (`--router-health-path /health`):
+    /// `GET` gives 200 `{"status":"router ok","backends":N,"eligible":M}`, or 503 when no
+    /// backend is eligible. nil = none.
+    public var routerHealthPath: String?
     /// One line per request on stdout (`--access-log`).
     public var accessLog = false
     /// Event loops (`--threads`); default one per core.

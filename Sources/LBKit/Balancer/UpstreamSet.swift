@@ -7,19 +7,24 @@ final class UpstreamSet: Sendable {
     let names: [String]
     let endpoints: [UpstreamEndpoint]
     let healthPaths: [String]
+    /// Which answers pass each backend's health check (an explicit path is judged strictly).
+    let healthExpectations: [HealthCheckExpectation]
     let cluster: BackendCluster
 
-    private init(urls: [BackendURL], endpoints: [UpstreamEndpoint], healthPaths: [String], cluster: BackendCluster) {
+    private init(urls: [BackendURL], endpoints: [UpstreamEndpoint], healthPaths: [String],
+                 healthExpectations: [HealthCheckExpectation], cluster: BackendCluster) {
         self.urls = urls
         names = urls.map(\.description)
         self.endpoints = endpoints
         self.healthPaths = healthPaths
+        self.healthExpectations = healthExpectations
         self.cluster = cluster
     }
 
     /// Builds a set; endpoints (and so their pooled connections) and cluster state of backends that
     /// also exist in `previous` are carried over.
     static func make(backends: [BackendURL], weights: [Int], healthPaths: [String?], defaultHealthPath: String,
+                     defaultPathIsExplicit: Bool = true, expectedStatuses: HTTPStatusSet? = nil,
                      previous: UpstreamSet?, group: LBEventLoopGroup, clusterConfiguration: ClusterConfiguration,
                      clock: any MonotonicClock, log: @escaping LogSink) throws(LoadBalancerError) -> UpstreamSet {
         guard !backends.isEmpty else { throw LoadBalancerError("no backends configured") }
@@ -48,6 +53,10 @@ final class UpstreamSet: Sendable {
         }
         let cluster = BackendCluster(backends: descriptors, configuration: clusterConfiguration, clock: clock, log: log)
         if let previous { cluster.inheritState(from: previous.cluster) }
-        return UpstreamSet(urls: backends, endpoints: endpoints, healthPaths: paths, cluster: cluster)
+        let expectations = backends.indices.map { i in
+            HealthCheckExpectation(pathIsExplicit: (i < healthPaths.count && healthPaths[i] != nil) || defaultPathIsExplicit,
+                                   expectedStatuses: expectedStatuses)
+        }
+        return UpstreamSet(urls: backends, endpoints: endpoints, healthPaths: paths, healthExpectations: expectations, cluster: cluster)
     }
 }

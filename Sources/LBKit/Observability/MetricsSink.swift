@@ -18,8 +18,11 @@
 /// - `lb_requests_total` {`status_class`} per client request;
 /// - `lb_request_duration_seconds` histogram per client request;
 /// - `lb_backend_responses_total` {`backend`, `status_class`} per proxied response;
-/// - `lb_throttled_total`, `lb_retries_total` {`reason`}, `lb_no_backend_total`;
-/// - gauges every health round: `lb_backend_in_flight` {`backend`}, `lb_backend_state` {`backend`, `state`} (0/1).
+/// - `lb_throttled_total` (429s), `lb_no_backend_total` (503s with no backend eligible),
+///   `lb_retries_total` (attempts beyond the first);
+/// - `lb_health_checks_total` {`backend`, `result`, `cause`} per active health check;
+/// - gauges every health round: `lb_backend_in_flight` {`backend`}, `lb_backend_up` {`backend`} (0/1),
+///   `lb_backend_state` {`backend`, `state`} (0/1, one series per ``BackendStateName``).
 public protocol MetricsSink: Sendable {
     /// Adds `amount` to the counter `name` with `dimensions`.
     func increment(counter name: String, by amount: Int, dimensions: [(String, String)])
@@ -53,10 +56,20 @@ public struct AccessLogRecord: Sendable {
     public var duration: Duration
     /// The `User-Agent` field, if any.
     public var userAgent: String?
+    /// The status the backend answered (nil when no backend answered: the balancer, the throttle
+    /// or a middleware produced the response).
+    public var upstreamStatus: Int?
+    /// Request body bytes: the buffered body's size, or its `Content-Length` when streamed (nil
+    /// when a streamed body has no length).
+    public var bytesIn: Int?
+    /// Response body bytes: the buffered body's size, or its `Content-Length` when streamed (nil
+    /// when a streamed body has no length).
+    public var bytesOut: Int?
 
     /// Creates a record (for tests of access-log sinks).
     public init(client: String?, method: String, target: String, status: Int, backend: String?, attempts: Int,
-                duration: Duration, userAgent: String?) {
+                duration: Duration, userAgent: String?, upstreamStatus: Int? = nil, bytesIn: Int? = nil,
+                bytesOut: Int? = nil) {
         self.client = client
         self.method = method
         self.target = target
@@ -65,5 +78,8 @@ public struct AccessLogRecord: Sendable {
         self.attempts = attempts
         self.duration = duration
         self.userAgent = userAgent
+        self.upstreamStatus = upstreamStatus
+        self.bytesIn = bytesIn
+        self.bytesOut = bytesOut
     }
 }

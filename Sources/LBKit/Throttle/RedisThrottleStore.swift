@@ -85,7 +85,7 @@ public final class RedisThrottleStore: Sendable {
     /// The local table this store keeps in step with the shared state.
     public let table: ThrottleTable
     /// The Redis client (one pipelined connection per event loop, made on first use).
-    public let client: RedisClient
+    package let client: RedisClient
 
     private let log: LogSink
     private let metrics: (any MetricsSink)?

@@ -267,6 +267,8 @@ public final class UpstreamClient: Sendable {
         HTTPSerializer.appendRequestHead(head, to: &wire)
         wire.append(contentsOf: request.body)
         let upgrade = request.asksUpgrade
+        let startNs = lbk_monotonic_ns()
+        let attemptSpan = deadline > startNs ? deadline - startNs : 0
 
         // A stale pooled connection may be retried once, and only for a replayable request.
         var allowStaleRetry = request.mayReplay && stream == nil
@@ -281,7 +283,14 @@ public final class UpstreamClient: Sendable {
             }
             do throws(ExchangeFailure) {
                 try await write(wire, on: connection, deadline: deadline)
-                if let stream { try await writeBody(stream, chunked: chunkedBody, on: connection) }
+                var deadline = deadline
+                if let stream {
+                    // A streamed body takes as long as the client takes to send it (each part
+                    // under the stall timeout); the backend then gets the full attempt time to
+                    // answer, as if the body had been there at once.
+                    try await writeBody(stream, chunked: chunkedBody, on: connection)
+                    deadline = max(deadline, Self.deadline(after: .nanoseconds(Int64(clamping: attemptSpan))))
+                }
                 var started = false
                 let parsed = try await readHead(connection, method: head.method, deadline: deadline,
                                                 answerBy: answerBy, upgrade: upgrade, started: &started)

@@ -32,16 +32,19 @@ package final class Socket: Sendable, CustomStringConvertible {
         var peerClosed = false
         var readWaiter: UnsafeContinuation<WaitResult, Never>?
         var writeWaiter: UnsafeContinuation<WaitResult, Never>?
-        /// Deadline (monotonic ns) of the current wait; .max = none.
-        var deadline: UInt64 = .max
+        /// Deadline (monotonic ns) of the current read wait; .max = none. Separate from the
+        /// write deadline: a tunnel reads and writes one socket from two tasks at once.
+        var readDeadline: UInt64 = .max
+        /// Deadline of the current write wait; .max = none.
+        var writeDeadline: UInt64 = .max
         /// Deadline of the heap entry currently armed for this socket; .max = none.
         var armedAt: UInt64 = .max
         /// Whether the current read wait is an idle wait that shutdown may interrupt.
         var idleWait = false
         var shutdownRequested = false
         var closed = false
-        /// Upper bound on the deadline of every wait until ``clearDeadlineCap()`` (.max = none).
-        var deadlineCap: UInt64 = .max
+        /// Upper bound on the deadline of every read wait until ``clearReadDeadlineCap()`` (.max = none).
+        var readDeadlineCap: UInt64 = .max
     }
 
     init(fd: Int32, loop: LBEventLoop, writable: Bool = true) {
@@ -300,11 +303,12 @@ package final class Socket: Sendable, CustomStringConvertible {
     func wait(forRead: Bool, deadline: UInt64, idle: Bool) async -> WaitResult {
         await withUnsafeContinuation { (continuation: UnsafeContinuation<WaitResult, Never>) in
             var arm: UInt64? = nil
+            var displaced: UnsafeContinuation<WaitResult, Never>? = nil
             let immediate: WaitResult? = state.withLock { s in
                 if s.closed { return .closed }
                 if forRead ? (s.readable || s.peerClosed) : s.writable { return .ready }
                 if idle && s.shutdownRequested { return .shutdown }
-                let effective = min(deadline, s.deadlineCap)
+                let effective = forRead ? min(deadline, s.readDeadlineCap) : deadline
                 if effective != .max {
                     if lbk_monotonic_ns() >= effective { return .timedOut }
                     if s.armedAt > effective {
@@ -312,15 +316,24 @@ package final class Socket: Sendable, CustomStringConvertible {
                         arm = effective
                     }
                 }
-                s.deadline = effective
+                // One waiter per direction: a second one would silently replace the first,
+                // which would then never resume. A bug in the caller; in release builds the
+                // displaced waiter is at least woken (as if the socket had closed).
                 if forRead {
+                    assert(s.readWaiter == nil, "two tasks waiting to read \(fd)")
+                    displaced = s.readWaiter
                     s.readWaiter = continuation
+                    s.readDeadline = effective
                     s.idleWait = idle
                 } else {
+                    assert(s.writeWaiter == nil, "two tasks waiting to write \(fd)")
+                    displaced = s.writeWaiter
                     s.writeWaiter = continuation
+                    s.writeDeadline = deadline
                 }
                 return nil
             }
+            displaced?.resume(returning: .closed)
             if let immediate {
                 continuation.resume(returning: immediate)
             } else if let arm {
@@ -358,34 +371,40 @@ package final class Socket: Sendable, CustomStringConvertible {
         var rearm: UInt64? = nil
         let (r, w) = state.withLock { s -> (UnsafeContinuation<WaitResult, Never>?, UnsafeContinuation<WaitResult, Never>?) in
             s.armedAt = .max
-            guard s.readWaiter != nil || s.writeWaiter != nil else { return (nil, nil) }
-            if s.deadline <= now {
-                let r = s.readWaiter, w = s.writeWaiter
+            var r: UnsafeContinuation<WaitResult, Never>? = nil
+            var w: UnsafeContinuation<WaitResult, Never>? = nil
+            if s.readWaiter != nil && s.readDeadline <= now {
+                r = s.readWaiter
                 s.readWaiter = nil
+                s.readDeadline = .max
+            }
+            if s.writeWaiter != nil && s.writeDeadline <= now {
+                w = s.writeWaiter
                 s.writeWaiter = nil
-                return (r, w)
+                s.writeDeadline = .max
             }
-            if s.deadline != .max {
-                s.armedAt = s.deadline
-                rearm = s.deadline
+            let next = min(s.readWaiter != nil ? s.readDeadline : .max, s.writeWaiter != nil ? s.writeDeadline : .max)
+            if next != .max {
+                s.armedAt = next
+                rearm = next
             }
-            return (nil, nil)
+            return (r, w)
         }
         r?.resume(returning: .timedOut)
         w?.resume(returning: .timedOut)
         if let rearm { loop.armTimer(for: self, at: rearm) }
     }
 
-    /// Caps the deadline of the wait in progress (if any) and of every later wait at `deadline`,
-    /// until ``clearDeadlineCap()``: for a connection whose reader waits while other tasks add
-    /// requests with earlier deadlines (the Redis client). A wait that ends because of the cap
-    /// reports ``SocketError/timedOut``.
-    package func capDeadline(_ deadline: UInt64) {
+    /// Caps the deadline of the read wait in progress (if any) and of every later read wait at
+    /// `deadline`, until ``clearReadDeadlineCap()``: for a connection whose reader waits while
+    /// other tasks add requests with earlier deadlines (the Redis client). A wait that ends
+    /// because of the cap reports ``SocketError/timedOut``.
+    package func capReadDeadline(_ deadline: UInt64) {
         var arm: UInt64? = nil
         state.withLock { s in
-            if deadline < s.deadlineCap { s.deadlineCap = deadline }
-            if (s.readWaiter != nil || s.writeWaiter != nil) && deadline < s.deadline {
-                s.deadline = deadline
+            if deadline < s.readDeadlineCap { s.readDeadlineCap = deadline }
+            if s.readWaiter != nil && deadline < s.readDeadline {
+                s.readDeadline = deadline
                 if s.armedAt > deadline {
                     s.armedAt = deadline
                     arm = deadline
@@ -395,9 +414,9 @@ package final class Socket: Sendable, CustomStringConvertible {
         if let arm { loop.armTimer(for: self, at: arm) }
     }
 
-    /// Removes the cap set by ``capDeadline(_:)``.
-    package func clearDeadlineCap() {
-        state.withLock { $0.deadlineCap = .max }
+    /// Removes the cap set by ``capReadDeadline(_:)``.
+    package func clearReadDeadlineCap() {
+        state.withLock { $0.readDeadlineCap = .max }
     }
 
     /// Graceful shutdown: an idle read wait (now or later) ends with ``SocketError/shutdown``.

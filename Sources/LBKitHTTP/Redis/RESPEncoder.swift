@@ -6,9 +6,9 @@
 /// RESPEncoder.appendCommand(["SET", "k", "v", "PX", "1000"], to: &wire)
 /// // *5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nPX\r\n$4\r\n1000\r\n
 /// ```
-public enum RESPEncoder {
+package enum RESPEncoder {
     /// Appends one command (an array of bulk strings) made of UTF-8 arguments.
-    public static func appendCommand(_ arguments: [String], to out: inout [UInt8]) {
+    package static func appendCommand(_ arguments: [String], to out: inout [UInt8]) {
         appendHeader(UInt8(ascii: "*"), arguments.count, to: &out)
         for argument in arguments {
             var a = argument
@@ -17,13 +17,13 @@ public enum RESPEncoder {
     }
 
     /// Appends one command made of binary-safe arguments.
-    public static func appendCommand(bytes arguments: [[UInt8]], to out: inout [UInt8]) {
+    package static func appendCommand(bytes arguments: [[UInt8]], to out: inout [UInt8]) {
         appendHeader(UInt8(ascii: "*"), arguments.count, to: &out)
         for argument in arguments { argument.withUnsafeBufferPointer { appendBulk($0, to: &out) } }
     }
 
     /// The wire form of one command.
-    public static func command(_ arguments: [String]) -> [UInt8] {
+    package static func command(_ arguments: [String]) -> [UInt8] {
         var out: [UInt8] = []
         appendCommand(arguments, to: &out)
         return out
@@ -31,7 +31,7 @@ public enum RESPEncoder {
 
     /// Appends `value` in RESP2. Simple strings and errors must not contain CR or LF (they are
     /// replaced by spaces so the output is always well formed).
-    public static func append(_ value: RESPValue, to out: inout [UInt8]) {
+    package static func append(_ value: RESPValue, to out: inout [UInt8]) {
         switch value {
         case .simpleString(let s): appendLine(UInt8(ascii: "+"), s, to: &out)
         case .error(let e): appendLine(UInt8(ascii: "-"), e, to: &out)

@@ -1,6 +1,6 @@
 /// Why a RESP2 reply was rejected. After any of these the connection is out of step with the
 /// server and must be closed.
-public enum RESPParseError: Error, Sendable, Equatable, CustomStringConvertible {
+package enum RESPParseError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The first byte of a value is not one of `+ - : $ *` (RESP3 types are refused too).
     case badTypeByte(UInt8)
     /// An integer reply, bulk length or array count that is not a canonical base-10 integer
@@ -20,7 +20,7 @@ public enum RESPParseError: Error, Sendable, Equatable, CustomStringConvertible 
     /// One reply with more than ``RESPParser/Limits/maxReplyElements`` values in all.
     case tooManyElements(limit: Int)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .badTypeByte(let b): "unexpected RESP type byte 0x\(String(b, radix: 16, uppercase: true))"
         case .badInteger(let text): "not a RESP integer: '\(text)'"

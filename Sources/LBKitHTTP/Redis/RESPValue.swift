@@ -12,7 +12,7 @@
 /// let list: RESPValue = .array([n, v])                   // *2\r\n:42\r\n$2\r\nhi\r\n
 /// let none: RESPValue = .array(nil)                      // *-1\r\n
 /// ```
-public enum RESPValue: Sendable, Hashable, CustomStringConvertible {
+package enum RESPValue: Sendable, Hashable, CustomStringConvertible {
     /// `+text\r\n`: a short status reply such as `OK` or `PONG` (never contains CR or LF).
     case simpleString(String)
     /// `-text\r\n`: an error reply; the first word is its kind (`ERR`, `NOSCRIPT`, `WRONGTYPE`...).
@@ -25,10 +25,10 @@ public enum RESPValue: Sendable, Hashable, CustomStringConvertible {
     case array([RESPValue]?)
 
     /// A bulk string made of the UTF-8 bytes of `text`.
-    public static func bulk(_ text: String) -> RESPValue { .bulkString(Array(text.utf8)) }
+    package static func bulk(_ text: String) -> RESPValue { .bulkString(Array(text.utf8)) }
 
     /// The text of a simple string or a (non-null) bulk string decoded as UTF-8; nil otherwise.
-    public var string: String? {
+    package var string: String? {
         switch self {
         case .simpleString(let s): s
         case .bulkString(let b?): String(decoding: b, as: UTF8.self)
@@ -37,7 +37,7 @@ public enum RESPValue: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The value of an integer reply, or of a bulk/simple string holding a base-10 integer.
-    public var int64: Int64? {
+    package var int64: Int64? {
         switch self {
         case .integer(let n): n
         case .bulkString(let b?): Int64(String(decoding: b, as: UTF8.self))
@@ -47,19 +47,19 @@ public enum RESPValue: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The elements of a non-null array.
-    public var elements: [RESPValue]? {
+    package var elements: [RESPValue]? {
         if case .array(let a?) = self { return a }
         return nil
     }
 
     /// The message of an error reply.
-    public var errorMessage: String? {
+    package var errorMessage: String? {
         if case .error(let e) = self { return e }
         return nil
     }
 
     /// Whether this is a null bulk string or a null array.
-    public var isNull: Bool {
+    package var isNull: Bool {
         switch self {
         case .bulkString(nil), .array(nil): true
         default: false
@@ -67,7 +67,7 @@ public enum RESPValue: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// The wire form of this value (RESP2).
-    public var encoded: [UInt8] {
+    package var encoded: [UInt8] {
         var out: [UInt8] = []
         RESPEncoder.append(self, to: &out)
         return out
@@ -75,7 +75,7 @@ public enum RESPValue: Sendable, Hashable, CustomStringConvertible {
 
     /// Readable form for logs and test failures: `"PONG"`, `(error) ERR ...`, `(integer) 3`,
     /// `(nil)`, `[...]`.
-    public var description: String {
+    package var description: String {
         switch self {
         case .simpleString(let s): return s
         case .error(let e): return "(error) \(e)"

@@ -5,22 +5,22 @@ import LBKitPolicy
 import Synchronization
 
 /// Settings of a ``RedisClient``.
-public struct RedisClientConfiguration: Sendable {
+package struct RedisClientConfiguration: Sendable {
     /// How long a TCP connect plus `AUTH`/`SELECT` may take.
-    public var connectTimeout: Duration = .seconds(1)
+    package var connectTimeout: Duration = .seconds(1)
     /// Default deadline of a command (or of a whole pipeline), from the call to its reply.
-    public var commandTimeout: Duration = .seconds(1)
+    package var commandTimeout: Duration = .seconds(1)
     /// Delay before the first reconnect attempt after a failed one; it doubles with each further
     /// failure (with ±20% jitter) up to ``maxReconnectDelay``. A connection that was working and
     /// broke is replaced at once, without a delay.
-    public var reconnectDelay: Duration = .milliseconds(100)
+    package var reconnectDelay: Duration = .milliseconds(100)
     /// Longest delay between reconnect attempts.
-    public var maxReconnectDelay: Duration = .seconds(1)
+    package var maxReconnectDelay: Duration = .seconds(1)
     /// Bounds on replies.
     package var limits = RESPParser.Limits()
 
     /// Defaults as documented per property.
-    public init() {}
+    package init() {}
 }
 
 /// A Redis (RESP2) client on LBKit's event loops, with no dependencies: one pipelined connection
@@ -43,11 +43,11 @@ public struct RedisClientConfiguration: Sendable {
 /// are returned as ``RESPValue/error(_:)`` values; failures to get a reply at all throw
 /// ``RedisError``. While reconnecting backs off, commands fail at once with
 /// ``RedisError/unavailable(retryIn:)`` instead of waiting.
-public final class RedisClient: Sendable {
+package final class RedisClient: Sendable {
     /// Where the server is (the password is never printed by its description).
-    public let url: RedisURL
+    package let url: RedisURL
     /// The client's settings.
-    public let configuration: RedisClientConfiguration
+    package let configuration: RedisClientConfiguration
     private let slots: [Slot]
     private let cursor = Atomic<Int>(0)
     private let counters = Counters()
@@ -83,12 +83,12 @@ public final class RedisClient: Sendable {
     /// Creates a client; no connection is made until the first command. The host name is
     /// resolved at each connection attempt, off the event loops (getaddrinfo blocks), so a name
     /// that does not resolve yet, or moves, is handled like a server that is down.
-    public convenience init(url: RedisURL, group: LBEventLoopGroup, configuration: RedisClientConfiguration = RedisClientConfiguration()) {
+    package convenience init(url: RedisURL, group: LBEventLoopGroup, configuration: RedisClientConfiguration = RedisClientConfiguration()) {
         self.init(url: url, loops: group.loops, configuration: configuration)
     }
 
     /// Creates a client with one connection slot per loop in `loops` (at least one).
-    public init(url: RedisURL, loops: [LBEventLoop], configuration: RedisClientConfiguration = RedisClientConfiguration()) {
+    package init(url: RedisURL, loops: [LBEventLoop], configuration: RedisClientConfiguration = RedisClientConfiguration()) {
         precondition(!loops.isEmpty, "RedisClient needs at least one event loop")
         self.url = url
         self.configuration = configuration
@@ -96,13 +96,13 @@ public final class RedisClient: Sendable {
     }
 
     /// Connections made so far (successful handshakes).
-    public var connectionsOpened: Int { counters.connects.load(ordering: .relaxed) }
+    package var connectionsOpened: Int { counters.connects.load(ordering: .relaxed) }
     /// Failed connection attempts so far.
-    public var connectFailures: Int { counters.connectFailures.load(ordering: .relaxed) }
+    package var connectFailures: Int { counters.connectFailures.load(ordering: .relaxed) }
     /// `SCRIPT LOAD`s sent after a `NOSCRIPT` reply.
-    public var scriptLoads: Int { counters.scriptLoads.load(ordering: .relaxed) }
+    package var scriptLoads: Int { counters.scriptLoads.load(ordering: .relaxed) }
     /// Whether at least one connection is open now.
-    public var isConnected: Bool {
+    package var isConnected: Bool {
         slots.contains { slot in slot.state.withLock { s in s.connection.map { !$0.isClosed } ?? false } }
     }
 
@@ -111,14 +111,14 @@ public final class RedisClient: Sendable {
     /// Sends one command and returns its reply. Fails with ``RedisError`` when no reply arrives
     /// within `timeout` (default ``RedisClientConfiguration/commandTimeout``), the connection
     /// breaks, or reconnection is backing off.
-    public func send(_ arguments: [String], timeout: Duration? = nil) async throws(RedisError) -> RESPValue {
+    package func send(_ arguments: [String], timeout: Duration? = nil) async throws(RedisError) -> RESPValue {
         var wire: [UInt8] = []
         RESPEncoder.appendCommand(arguments, to: &wire)
         return try await execute(wire, count: 1, timeout: timeout)[0]
     }
 
     /// Sends one command made of binary-safe arguments.
-    public func send(bytes arguments: [[UInt8]], timeout: Duration? = nil) async throws(RedisError) -> RESPValue {
+    package func send(bytes arguments: [[UInt8]], timeout: Duration? = nil) async throws(RedisError) -> RESPValue {
         var wire: [UInt8] = []
         RESPEncoder.appendCommand(bytes: arguments, to: &wire)
         return try await execute(wire, count: 1, timeout: timeout)[0]
@@ -126,7 +126,7 @@ public final class RedisClient: Sendable {
 
     /// Sends several commands in one write on one connection and returns their replies in order
     /// (one round trip); `timeout` applies to the whole pipeline.
-    public func pipeline(_ commands: [[String]], timeout: Duration? = nil) async throws(RedisError) -> [RESPValue] {
+    package func pipeline(_ commands: [[String]], timeout: Duration? = nil) async throws(RedisError) -> [RESPValue] {
         var wire: [UInt8] = []
         for command in commands { RESPEncoder.appendCommand(command, to: &wire) }
         return try await execute(wire, count: commands.count, timeout: timeout)
@@ -134,7 +134,7 @@ public final class RedisClient: Sendable {
 
     /// Runs `script` with `EVALSHA`; on a `NOSCRIPT` reply sends `SCRIPT LOAD` and the `EVALSHA`
     /// again in one pipeline. Returns the script's reply (an error reply if the script failed).
-    public func evalScript(_ script: RedisScript, keys: [String], arguments: [String], timeout: Duration? = nil) async throws(RedisError) -> RESPValue {
+    package func evalScript(_ script: RedisScript, keys: [String], arguments: [String], timeout: Duration? = nil) async throws(RedisError) -> RESPValue {
         let deadline = Self.deadline(after: timeout ?? configuration.commandTimeout)
         let eval = ["EVALSHA", script.sha1, String(keys.count)] + keys + arguments
         var wire: [UInt8] = []
@@ -152,7 +152,7 @@ public final class RedisClient: Sendable {
 
     /// Closes every connection; commands waiting fail with ``RedisError/shutdown`` and later
     /// ones are refused.
-    public func close() {
+    package func close() {
         for slot in slots {
             let (connection, waiters) = slot.state.withLock { s in
                 s.closed = true

@@ -3,7 +3,7 @@ import Synchronization
 
 /// Why a Redis command failed. After ``timedOut`` and ``connectionClosed`` the command may or
 /// may not have run on the server.
-public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
+package enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
     /// No connection could be made (refused, timed out, unreachable).
     case connectFailed(String)
     /// `AUTH` or `SELECT` was refused after connecting.
@@ -20,7 +20,7 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The client was closed.
     case shutdown
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .connectFailed(let why): "connect failed: \(why)"
         case .handshakeFailed(let why): "handshake failed: \(why)"
@@ -40,7 +40,7 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
 /// A reader task pinned to the socket's loop reads and parses replies continuously (so a server
 /// that closes an idle connection is noticed at once) with the earliest deadline of the
 /// commands waiting as its read deadline; a submitter with an earlier deadline caps the wait in
-/// progress (``Socket/capDeadline(_:)``). A writer task on the same loop runs only while there
+/// progress (``Socket/capReadDeadline(_:)``). A writer task on the same loop runs only while there
 /// are bytes to send. When a command's deadline passes, the connection is closed: the late
 /// reply could never be told apart from the next one. Every failure closes the connection and
 /// fails everything waiting on it.
@@ -108,7 +108,7 @@ package final class RedisConnection: Sendable {
                 continuation.resume(returning: .failure(refusal))
                 return
             }
-            socket.capDeadline(deadline)
+            socket.capReadDeadline(deadline)
             if startWriter {
                 Task(executorPreference: socket.loop) { [self] in await self.writeLoop() }
             }
@@ -151,7 +151,7 @@ package final class RedisConnection: Sendable {
             do {
                 try await socket.write(bytes, deadline: deadline)
             } catch {
-                // A write wait only ends early at a deadline that belongs to a waiting command.
+                // The write deadline is the earliest of the waiting commands': it has passed.
                 close(error == .timedOut ? .timedOut : .connectionClosed("write failed: \(error)"))
                 return
             }
@@ -175,7 +175,7 @@ package final class RedisConnection: Sendable {
             }
             // Clear the cap before reading the deadlines: a cap set after this point is kept
             // (it belongs to a command that may not be in the list read below).
-            socket.clearDeadlineCap()
+            socket.clearReadDeadlineCap()
             let deadline = state.withLock { $0.earliestDeadline }
             let n: Int
             do {

@@ -6,14 +6,14 @@
 /// let script = RedisScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")
 /// script.sha1   // 40 lowercase hex digits, as SCRIPT LOAD returns them
 /// ```
-public struct RedisScript: Sendable, Hashable {
+package struct RedisScript: Sendable, Hashable {
     /// The Lua source.
-    public let source: String
+    package let source: String
     /// The SHA-1 of the source in lowercase hex (the script's name for `EVALSHA`).
-    public let sha1: String
+    package let sha1: String
 
     /// Wraps `source`.
-    public init(_ source: String) {
+    package init(_ source: String) {
         self.source = source
         self.sha1 = SHA1Digest.hex(Array(source.utf8))
     }

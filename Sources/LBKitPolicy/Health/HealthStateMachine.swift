@@ -13,7 +13,10 @@ public enum BackendHealthState: String, Sendable, CaseIterable, Hashable {
     /// success re-admits it, failure excludes it again for longer.
     case probing
 
-    /// The word used in `[HEALTH]` log lines: `HEALTHY`, `UNHEALTHY`, `SLOW` or `PROBING`.
+    /// The word used in `[HEALTH]` log lines when a healthy backend enters this state:
+    /// `HEALTHY`, `UNHEALTHY` (ejected or down), `SLOW` or `PROBING`. A transition between two
+    /// excluded states uses the state's own name instead (see ``HealthTransition/logWord``), so
+    /// one outage logs one `UNHEALTHY` line.
     public var logLabel: String {
         switch self {
         case .healthy: "HEALTHY"
@@ -79,12 +82,25 @@ public struct HealthTransition: Sendable, Equatable {
     /// `[HEALTH] Marking http://127.0.0.1:5002 as UNHEALTHY (3 consecutive connection failures)`.
     public func logLine(url: String) -> String { logEvent(url: url).line }
 
+    /// The word of the log line. Leaving service for `ejected` or `down` is `UNHEALTHY` (once
+    /// per outage); a later move between excluded states names the state entered (`DOWN` when
+    /// an ejected backend also fails its checks, `EJECTED` when a trial request fails), so one
+    /// outage never logs two `UNHEALTHY` lines. Otherwise the state's name: `HEALTHY`, `SLOW`,
+    /// `PROBING`.
+    public var logWord: String {
+        switch to {
+        case .ejected where from != .healthy, .down where from != .healthy: to.rawValue.uppercased()
+        default: to.logLabel
+        }
+    }
+
     /// The transition as a log event: `warning` when the backend leaves rotation, `info` when it
-    /// comes back; metadata `backend`, `state`, `reason`.
+    /// comes back; metadata `backend`, `state` (the state entered, as in `/_lb/stats`),
+    /// `from` and `reason`.
     public func logEvent(url: String) -> LBLogEvent {
         let level: LogLevel = (to == .healthy || to == .probing) ? .info : .warning
-        return LBLogEvent(level: level, category: .health, message: "Marking \(url) as \(to.logLabel) (\(reason))",
-                        metadata: ["backend": url, "state": to.rawValue, "reason": reason])
+        return LBLogEvent(level: level, category: .health, message: "Marking \(url) as \(logWord) (\(reason))",
+                        metadata: ["backend": url, "state": to.rawValue, "from": from.rawValue, "reason": reason])
     }
 }
 
@@ -380,8 +396,12 @@ public struct HealthStateMachine: Sendable {
     ///   - sample: the latency sample just recorded for the backend, if one was.
     ///   - recentLatency: the backend's ``LatencyTracker/recentLatency`` (including `sample`).
     ///   - allowExclusion: whether the max-ejected cap allows excluding one more backend.
+    ///   - failureCause: why a failing check failed (`status 500`, `refused`, `timeout after
+    ///     2000 ms`), named in the reason when the backend is marked down:
+    ///     `3 failed checks: status 500`.
     public mutating func probeFinished(
-        success: Bool, sample: Duration?, recentLatency: Duration?, at now: MonotonicInstant, allowExclusion: Bool
+        success: Bool, sample: Duration?, recentLatency: Duration?, at now: MonotonicInstant, allowExclusion: Bool,
+        failureCause: String? = nil
     ) -> HealthTransition? {
         if success {
             probeSuccesses += 1
@@ -393,7 +413,7 @@ public struct HealthStateMachine: Sendable {
             fastSamples = 0
         }
         if state != .down && probeFailures >= policy.fall {
-            return markDown(at: now)
+            return markDown(at: now, cause: failureCause)
         }
         switch state {
         case .healthy:
@@ -477,13 +497,14 @@ public struct HealthStateMachine: Sendable {
         return move(to: .probing, reason: "\(what) time \(formatDuration(exclusionDuration)) elapsed, sending a trial request", at: now)
     }
 
-    private mutating func markDown(at now: MonotonicInstant) -> HealthTransition {
+    private mutating func markDown(at now: MonotonicInstant, cause: String?) -> HealthTransition {
         excludedUntil = nil
         probingForLatency = false
         resetEvidence()
         probeSuccesses = 0
         fastSamples = 0
-        return move(to: .down, reason: "\(probeFailures) failed checks", at: now)
+        let reason = "\(probeFailures) failed checks" + (cause.map { ": \($0)" } ?? "")
+        return move(to: .down, reason: reason, at: now)
     }
 
     private mutating func recover(

@@ -146,6 +146,16 @@ public final class BackendCluster: Sendable {
         return max(rule.floor, Duration.nanoseconds(Int64(min(ewma, 9e18))) * rule.factor)
     }
 
+    /// Reports that a proxied response body reached its end (or broke off) `latency` after the
+    /// attempt started: recorded for time-to-last-byte statistics only (health and slowness are
+    /// judged on time to the response head).
+    public func bodyFinished(_ index: Int, latency: Duration) {
+        state.withLock { s in
+            guard s.stats.indices.contains(index) else { return }
+            s.stats[index].lastByteHistogram.record(latency)
+        }
+    }
+
     /// Undoes a ``choose(excluding:)`` whose attempt was never sent (refused by the retry budget
     /// or the request deadline): a half-open trial it started is released.
     public func choiceAbandoned(_ index: Int) {
@@ -210,19 +220,52 @@ public final class BackendCluster: Sendable {
     /// Latency samples: passing checks always; failing ones only when they took at least
     /// ``probeTimeout(for:)`` or more than `maxDelay` (a timeout is evidence of slowness).
     public func probeFinished(_ index: Int, success: Bool, latency: Duration) {
+        probeFinished(index, success: success, result: nil, latency: latency, path: nil)
+    }
+
+    /// Reports an active health check of backend `index` with its result: recorded as the
+    /// backend's ``BackendSnapshot/lastCheck``, counted in ``BackendSnapshot/healthChecks``, and
+    /// a failure's cause is named when the backend is marked down
+    /// (`[HEALTH] Marking ... as UNHEALTHY (3 failed checks: status 500)`). The first
+    /// ``HealthCheckResult/noHealthEndpoint(status:)`` of a backend is logged once, with the advice
+    /// to configure a health path; `path` (the probed path) is named in that line.
+    public func probeFinished(_ index: Int, result: HealthCheckResult, latency: Duration, path: String? = nil) {
+        probeFinished(index, success: result.passed, result: result, latency: latency, path: path)
+    }
+
+    private func probeFinished(_ index: Int, success: Bool, result: HealthCheckResult?, latency: Duration, path: String?) {
         let now = clock.now()
         let maxDelay = configuration.maxDelay
         let timeout = probeTimeout(for: index)
-        let transition = state.withLock { s -> HealthTransition? in
-            guard s.health.indices.contains(index) else { return nil }
+        let (transition, firstNoEndpoint) = state.withLock { s -> (HealthTransition?, Bool) in
+            guard s.health.indices.contains(index) else { return (nil, false) }
+            var firstNoEndpoint = false
+            if let result {
+                s.stats[index].lastCheck = HealthCheckRecord(result: result, at: now, latency: latency)
+                s.stats[index].healthChecks.add(result)
+                if case .noHealthEndpoint = result, !s.stats[index].noHealthEndpointNoticed {
+                    s.stats[index].noHealthEndpointNoticed = true
+                    firstNoEndpoint = true
+                }
+            }
             var sample: Duration?
             if success || latency >= timeout || (maxDelay.map { latency > $0 } ?? false) { sample = latency }
             if let sample { s.latency[index].record(sample, at: now) }
             let transition = s.health[index].probeFinished(
                 success: success, sample: sample, recentLatency: s.latency[index].recentLatency,
-                at: now, allowExclusion: s.passivelyExcluded < maxPassivelyExcluded)
+                at: now, allowExclusion: s.passivelyExcluded < maxPassivelyExcluded,
+                failureCause: success ? nil : result?.description)
             if let transition { s.apply(transition, to: index) }
-            return transition
+            return (transition, firstNoEndpoint)
+        }
+        if firstNoEndpoint, let result, let status = result.status {
+            let url = backends[index].url
+            let probed = path.map { "GET \($0)" } ?? "the health check"
+            log(LBLogEvent(
+                level: .notice, category: .health,
+                message: "\(url) answers \(probed) with \(status): no health endpoint, so the check only shows it is reachable "
+                    + "(counted as passing); set --health-path (config health_path) to a path that checks the application",
+                metadata: ["backend": url, "status": String(status), "reason": "no health endpoint"]))
         }
         if let transition { log(transition.logEvent(url: backends[index].url)) }
     }
@@ -303,7 +346,10 @@ public final class BackendCluster: Sendable {
                     ejectionCount: health.ejectionCount,
                     slowStartFactor: health.slowStartFactor(at: now),
                     draining: s.draining[i],
-                    histogram: stats.histogram))
+                    histogram: stats.histogram,
+                    lastByteHistogram: stats.lastByteHistogram,
+                    lastCheck: stats.lastCheck,
+                    healthChecks: stats.healthChecks))
             }
             return result
         }
@@ -317,13 +363,19 @@ public final class BackendCluster: Sendable {
     /// its health state: in-flight requests finish, probes continue. Returns false for a bad index.
     @discardableResult
     public func setDraining(_ index: Int, _ draining: Bool) -> Bool {
-        let changed = state.withLock { s -> Bool in
-            guard s.draining.indices.contains(index) else { return false }
+        let health = state.withLock { s -> BackendHealthState? in
+            guard s.draining.indices.contains(index) else { return nil }
             s.draining[index] = draining
-            return true
+            return s.health[index].state
         }
-        if changed { log(LBLogEvent(level: .notice, category: .admin, message: "\(draining ? "Draining" : "Undraining") \(backends[index].url)", metadata: ["backend": backends[index].url])) }
-        return changed
+        guard let health else { return false }
+        // The state names of /_lb/stats: DRAINING, and on undrain the state it returns to.
+        let url = backends[index].url
+        let word = draining ? BackendStateName.draining.rawValue.uppercased() : health.rawValue.uppercased()
+        let reason = draining ? "drained by an operator" : "undrained by an operator"
+        log(LBLogEvent(level: .notice, category: .admin, message: "Marking \(url) as \(word) (\(reason))",
+                       metadata: ["backend": url, "state": draining ? BackendStateName.draining.rawValue : health.rawValue, "reason": reason]))
+        return true
     }
 
     /// The index of the backend whose URL is `url`, if any.
@@ -366,6 +418,11 @@ struct BackendStats: Sendable {
     var retries = 0
     var inFlight = 0
     var histogram = LatencyHistogram()
+    var lastByteHistogram = LatencyHistogram()
+    var lastCheck: HealthCheckRecord?
+    var healthChecks = HealthCheckTally()
+    /// Whether the "no health endpoint" advice was logged for this backend.
+    var noHealthEndpointNoticed = false
 }
 
 struct ClusterState: Sendable {

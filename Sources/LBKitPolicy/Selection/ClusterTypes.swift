@@ -27,9 +27,10 @@ public struct HangDetection: Sendable, Equatable {
     /// How many times its usual latency a backend may stall before it counts as hung (0 = off).
     public var factor: Int
 
-    /// Creates the rule; the defaults catch a paused backend within about 50 ms when it usually
-    /// answers within 5 ms.
-    public init(floor: Duration = .milliseconds(50), factor: Int = 10) {
+    /// Creates the rule; the defaults catch a paused backend within about 20 ms when it usually
+    /// answers within 2 ms. Fast matters: with a fixed number of client connections, each one
+    /// that sends a request to a stalled backend before it is caught stays stuck with it.
+    public init(floor: Duration = .milliseconds(20), factor: Int = 10) {
         self.floor = max(floor, .milliseconds(1))
         self.factor = max(0, factor)
     }
@@ -286,7 +287,61 @@ public struct BackendSnapshot: Sendable, Equatable {
     /// requests; in-flight ones finish.
     public var draining = false
     /// Attempt latencies (proxied requests only, not probes) in fixed buckets, for Prometheus.
+    /// Time to the response head: what health and slowness are judged on.
     public var histogram = LatencyHistogram()
+    /// Time to the last byte of each proxied response body (streamed bodies end when the client
+    /// has taken them): for dashboards, not for ejection, since it grows with body size and the
+    /// client's own speed.
+    public var lastByteHistogram = LatencyHistogram()
+    /// The last active health check, if any ran.
+    public var lastCheck: HealthCheckRecord?
+    /// Active health checks by result and cause.
+    public var healthChecks = HealthCheckTally()
+
+    /// The one state name shown everywhere (`/_lb/stats`, `/_lb/metrics`, `/_lb/health`):
+    /// `draining` when an operator drained it, `warming` while a re-admitted backend's slow-start
+    /// share ramps up, else its health state.
+    public var stateName: BackendStateName {
+        if draining { return .draining }
+        switch state {
+        case .healthy: return slowStartFactor < 1 ? .warming : .healthy
+        case .probing: return .probing
+        case .slow: return .slow
+        case .ejected: return .ejected
+        case .down: return .down
+        }
+    }
+
+    /// Whether the backend takes new requests: not draining, and healthy (warming included) or
+    /// probing.
+    public var isEligible: Bool { !draining && (state == .healthy || state == .probing) }
+}
+
+/// The state names of a backend as operators see them, in logs (upper case), `/_lb/stats`,
+/// `/_lb/metrics` (`lb_backend_state{state=...}`, one series per name) and `/_lb/health`.
+public enum BackendStateName: String, Sendable, CaseIterable, Hashable {
+    /// In service with its full share.
+    case healthy
+    /// In service, re-admitted recently: its share ramps up over the slow-start time.
+    case warming
+    /// Half-open: gets one trial request at a time.
+    case probing
+    /// Excluded because its latency exceeds max-delay.
+    case slow
+    /// Passively ejected by failing real requests.
+    case ejected
+    /// Marked down by failing active health checks.
+    case down
+    /// Taken out of rotation by an operator (drain) or a reload; in-flight requests finish.
+    case draining
+
+    /// Whether a backend in this state takes new requests (`probing` one trial at a time).
+    public var isEligible: Bool {
+        switch self {
+        case .healthy, .warming, .probing: true
+        case .slow, .ejected, .down, .draining: false
+        }
+    }
 }
 
 /// Cumulative attempt latencies in fixed buckets (Prometheus histogram semantics: counts only grow).

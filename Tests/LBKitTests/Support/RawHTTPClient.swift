@@ -23,11 +23,22 @@ final class RawHTTPClient {
 
     enum Failure: Error { case connect(Int32), timeout, closed, malformed(String) }
 
-    init(port: Int, timeoutMs: Int = 5000) throws {
+    /// Connects to 127.0.0.1:`port`, from `source` (another loopback address such as 127.0.0.2)
+    /// when given.
+    init(port: Int, timeoutMs: Int = 5000, source: String? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var tv = timeval(tv_sec: timeoutMs / 1000, tv_usec: Int((timeoutMs % 1000) * 1000))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            local.sin_addr.s_addr = inet_addr(source)
+            let bound = withUnsafePointer(to: &local) { p in
+                p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            if bound != 0 { throw Failure.connect(errno) }
+        }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -186,8 +197,8 @@ final class RawHTTPClient {
 
     /// One request on a fresh connection.
     static func request(port: Int, method: String = "GET", path: String = "/", headers: [(String, String)] = [],
-                        body: [UInt8] = [], timeoutMs: Int = 5000) throws -> Response {
-        let client = try RawHTTPClient(port: port, timeoutMs: timeoutMs)
+                        body: [UInt8] = [], timeoutMs: Int = 5000, source: String? = nil) throws -> Response {
+        let client = try RawHTTPClient(port: port, timeoutMs: timeoutMs, source: source)
         try client.send(Self.format(method: method, path: path, headers: headers, body: body))
         return try client.readResponse(headRequest: method == "HEAD")
     }

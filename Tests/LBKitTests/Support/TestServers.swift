@@ -90,8 +90,10 @@ func eventually(timeout: Duration = .seconds(5), _ condition: () async throws ->
 
 /// Runs a blocking raw-socket request off the cooperative pool.
 func rawRequest(port: Int, method: String = "GET", path: String = "/", headers: [(String, String)] = [],
-                body: [UInt8] = [], timeoutMs: Int = 5000) async throws -> RawHTTPClient.Response {
-    try await offload { try RawHTTPClient.request(port: port, method: method, path: path, headers: headers, body: body, timeoutMs: timeoutMs) }
+                body: [UInt8] = [], timeoutMs: Int = 5000, source: String? = nil) async throws -> RawHTTPClient.Response {
+    try await offload {
+        try RawHTTPClient.request(port: port, method: method, path: path, headers: headers, body: body, timeoutMs: timeoutMs, source: source)
+    }
 }
 
 /// Runs blocking test I/O on a dedicated thread so it never starves the Swift cooperative pool.

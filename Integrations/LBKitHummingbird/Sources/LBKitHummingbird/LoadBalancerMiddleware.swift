@@ -69,7 +69,8 @@ public struct LoadBalancerMiddleware<Context: RequestContext>: RouterMiddleware 
     ///   - pathPrefix: balance only this path and those under it (nil: everything reaching it).
     ///   - stripPathPrefix: remove `pathPrefix` from the target sent to backends.
     ///   - exposeBackendHeader: keep LBKit's `X-Backend` response field (default: removed).
-    ///   - admin: also answer LBKit's `/_lb/*` admin endpoints (after the prefix is stripped).
+    ///   - admin: also answer LBKit's `/_lb/*` admin endpoints (after the prefix is stripped) for admin
+    ///     clients (loopback, or `LoadBalancerConfiguration.adminAllow`); others' requests are proxied.
     ///   - middlewares: your LBKit middlewares, run after the throttle, before the balancer.
     ///
     /// ```swift

@@ -1,9 +1,8 @@
 // Coexistence check: LBKit next to Hummingbird, swift-http-types and SwiftNIO in one file, every
 // LBKit name unqualified. This file only has to compile.
 //
-// Two LBKit names do need `LBKit.` when these modules are imported (not used unqualified below):
-// - `LBLogEvent`: swift-log (1.16) declares `Logging.LBLogEvent` (only when `import Logging` is present);
-// - `SocketAddressError`: NIOCore declares one too.
+// The two collisions found here first (swift-log 1.16's `LogEvent`, NIOCore's `SocketAddressError`)
+// were fixed in LBKit by renaming its types to `LBLogEvent` and `IPSocketAddressError`.
 import HTTPTypes
 import Hummingbird
 import LBKit

@@ -2,8 +2,8 @@
 // name unqualified. This file compiling is the check; the test also runs the two stacks against
 // each other (an LBKit server answering AsyncHTTPClient).
 //
-// Known collision (see LBLogEvent): swift-log 1.16's `Logging.LBLogEvent` (re-exported by Vapor)
-// and LBKit's `LBLogEvent`; a bare `LBLogEvent` is ambiguous here, so this file uses `LBLogEvent`.
+// The two collisions found here first (swift-log 1.16's `LogEvent`, NIOCore's `SocketAddressError`)
+// were fixed in LBKit by renaming its types to `LBLogEvent` and `IPSocketAddressError`.
 import AsyncHTTPClient
 import Dispatch
 import HTTPTypes

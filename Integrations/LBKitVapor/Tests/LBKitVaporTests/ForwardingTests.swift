@@ -28,11 +28,11 @@ final class InspectingBackend: Sendable {
         group = try LBEventLoopGroup(loopCount: 1, namePrefix: "inspect")
         server = HTTP1Server(configuration: HTTP1ServerConfiguration(host: "127.0.0.1", port: 0), group: group,
                              handler: ClosureHandler { request, _ in
-            let custom = request.headers["X-Custom"].map { JSON.quote($0) }.joined(separator: ",")
+            let custom = request.headers["X-Custom"].map { jsonQuote($0) }.joined(separator: ",")
             let body = """
-                {"method":\(JSON.quote(request.method)),"target":\(JSON.quote(request.target)),\
-                "host":\(request.headers.first(name: "Host").map(JSON.quote) ?? "null"),\
-                "forwardedFor":\(request.headers.first(name: "X-Forwarded-For").map(JSON.quote) ?? "null"),\
+                {"method":\(jsonQuote(request.method)),"target":\(jsonQuote(request.target)),\
+                "host":\(request.headers.first(name: "Host").map(jsonQuote) ?? "null"),\
+                "forwardedFor":\(request.headers.first(name: "X-Forwarded-For").map(jsonQuote) ?? "null"),\
                 "custom":[\(custom)],"bodyLength":\(request.body.count)}
                 """
             return .json(status: 201, body, headers: ["X-Upstream": "inspect"])
@@ -132,7 +132,7 @@ struct ForwardingTests {
             let tester = try app.testing()   // in memory is enough: no balancing involved
             let health = try await tester.sendRequest(.GET, "/admin/lb/health")
             #expect(health.status == .ok)
-            #expect(health.body.string == #"{"status":"ok","backends":2,"eligible":2}"#)
+            #expect(health.body.string == #"{"status":"ok","backends":2,"eligible":2,"states":{"healthy":2,"warming":0,"probing":0,"slow":0,"ejected":0,"down":0,"draining":0}}"#)
             #expect(health.headers.first(name: .contentType) == "application/json")
             let healthz = try await tester.sendRequest(.GET, "/healthz")
             #expect(healthz.status == .ok)
@@ -250,3 +250,21 @@ struct ForwardingTests {
     }
 }
 
+
+/// `text` as a JSON string literal (test helper; LBKit's own is internal to the package).
+func jsonQuote(_ text: String) -> String {
+    var out = "\""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if scalar.value < 0x20 { out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count) + String(scalar.value, radix: 16) }
+            else { out.unicodeScalars.append(scalar) }
+        }
+    }
+    return out + "\""
+}

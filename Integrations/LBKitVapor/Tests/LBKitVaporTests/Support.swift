@@ -222,7 +222,7 @@ struct CapturingLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(event: Logging.LBLogEvent) {
+    func log(event: Logging.LogEvent) {
         store.entries.withLock {
             $0.append(Entry(level: event.level, message: event.message.description, metadata: event.metadata ?? [:], source: event.source))
         }
