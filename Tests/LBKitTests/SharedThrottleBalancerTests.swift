@@ -93,7 +93,7 @@ private struct TrafficResult: Sendable {
 /// (each pinned to one of the Redis tests' own loops, so a saturated global pool cannot starve
 /// the traffic), each pausing `pause` between requests, for `duration` or until `until` holds.
 private func drive(_ handlers: [any HTTPHandler], client: ClientAddress, for duration: Duration, senders: Int = 3,
-                   pause: Duration = .milliseconds(6), until: @escaping @Sendable () -> Bool = { false }) async -> TrafficResult {
+                   pause: Duration = .milliseconds(12), until: @escaping @Sendable () -> Bool = { false }) async -> TrafficResult {
     let end = ContinuousClock.now + duration
     let body = Array(#"{"n":1}"#.utf8)
     let clock = SystemClock()
