@@ -9,6 +9,7 @@
 #   request_head   HTTPRequestHeadParser as HTTPServerConnection drives it (+ body framing)
 #   response_head  HTTPResponseHeadParser as HTTPClient drives it (1xx, keep-alive, bodies)
 #   chunked        ChunkedDecoder
+#   resp           RESPParser (the Redis client's reply parser)
 # Each one checks invariants (split/resume independence, a reference model, serialize-then-parse
 # round trips), not only crashes.
 #
@@ -24,7 +25,7 @@
 # invariant, timed out or did not build. Non-interactive (stdin unused), fit for CI (CI=true, 2 cores:
 # one fuzzer process at a time).
 #
-# Knobs: TARGETS [request_head response_head chunked], BUILD_DIR [.build-fuzz], MAX_LEN [8192],
+# Knobs: TARGETS [request_head response_head chunked resp], BUILD_DIR [.build-fuzz], MAX_LEN [8192],
 #        UNIT_TIMEOUT [10] (seconds per input), RSS_LIMIT_MB [2048], OPT [-O], FUZZ_ARGS (extra
 #        libFuzzer flags, e.g. "-seed=1"), LBKIT_FUZZ_TINY_LIMITS [unset] (see Fuzz/README.md).
 set -Eeuo pipefail
@@ -35,7 +36,7 @@ cd "$ROOT"
 SECONDS_PER_TARGET="${1:-20}"
 [[ "$SECONDS_PER_TARGET" =~ ^[0-9]+$ ]] && ((SECONDS_PER_TARGET > 0)) \
   || { echo "usage: $0 [seconds-per-target]   (got '$SECONDS_PER_TARGET')" >&2; exit 2; }
-TARGETS="${TARGETS:-request_head response_head chunked}"
+TARGETS="${TARGETS:-request_head response_head chunked resp}"
 BUILD_DIR="${BUILD_DIR:-$ROOT/.build-fuzz}"
 MAX_LEN="${MAX_LEN:-8192}"
 UNIT_TIMEOUT="${UNIT_TIMEOUT:-10}"
@@ -61,6 +62,13 @@ HTTP_SOURCES=(
   Sources/LBKitHTTP/HTTP/InboundBuffer+HTTP.swift
   Sources/LBKitHTTP/IO/InboundBuffer.swift
 )
+# The resp target: only the buffer and the RESP files (with its own copy of the generic helpers).
+RESP_SOURCES=(
+  Sources/LBKitHTTP/IO/InboundBuffer.swift
+  Sources/LBKitHTTP/Redis/RESPParser.swift
+  Sources/LBKitHTTP/Redis/RESPValue.swift
+  Sources/LBKitHTTP/Redis/RESPEncoder.swift
+)
 SUPPORT_SOURCES=(Fuzz/Support/FuzzSupport.swift Fuzz/Support/Reference.swift)
 
 entry_file() {
@@ -68,12 +76,13 @@ entry_file() {
     request_head) echo Fuzz/Targets/RequestHeadFuzz.swift ;;
     response_head) echo Fuzz/Targets/ResponseHeadFuzz.swift ;;
     chunked) echo Fuzz/Targets/ChunkedFuzz.swift ;;
+    resp) echo Fuzz/Targets/RESPFuzz.swift ;;
     *) return 1 ;;
   esac
 }
 
 for t in $TARGETS; do
-  entry_file "$t" >/dev/null || { echo "unknown target '$t' (known: request_head response_head chunked)" >&2; exit 2; }
+  entry_file "$t" >/dev/null || { echo "unknown target '$t' (known: request_head response_head chunked resp)" >&2; exit 2; }
 done
 
 mkdir -p "$BUILD_DIR"
@@ -84,6 +93,7 @@ build() {
   local t=$1 out="$BUILD_DIR/$1" entry
   entry="$(entry_file "$t")"
   local sources=("${HTTP_SOURCES[@]}" "${SUPPORT_SOURCES[@]}" "$entry")
+  [ "$t" = resp ] && sources=("${RESP_SOURCES[@]}" Fuzz/RESPSupport/RESPFuzzSupport.swift "$entry")
   local newer=0 f
   if [ -x "$out" ] && [ "$out.flags" -nt "$0" ] && [ "$(cat "$out.flags")" = "$OPT" ]; then
     for f in "${sources[@]}"; do [ "$f" -nt "$out" ] && newer=1; done
@@ -93,7 +103,7 @@ build() {
   # -use-ld=lld: gold prints hundreds of harmless "cannot export local symbol __asan_*" warnings.
   local ld=()
   [ -x "$TOOLCHAIN_BIN/ld.lld" ] && ld=(-use-ld=lld)
-  swiftc -sanitize=fuzzer,address -parse-as-library -swift-version 6 -module-name LBKitHTTPFuzz \
+  swiftc -sanitize=fuzzer,address -parse-as-library -swift-version 6 -module-name LBKitHTTPFuzz -package-name LBKit \
     $OPT -g "${ld[@]}" "${sources[@]}" -o "$out.tmp" >"$BUILD_DIR/$t.build.log" 2>&1 \
     || { cat "$BUILD_DIR/$t.build.log" >&2; rm -f "$out.tmp"; return 1; }
   mv "$out.tmp" "$out"

@@ -64,7 +64,7 @@ package struct RESPParser: Sendable {
         package var maxBulkBytes = 64 * 1024 * 1024
         /// Most elements of one array.
         package var maxArrayCount = 1 << 20
-        /// Deepest nesting of arrays.
+        /// Deepest nesting of arrays with elements (an empty or null array opens no level).
         package var maxDepth = 32
         /// Most values (at every level) in one reply.
         package var maxReplyElements = 1 << 22
