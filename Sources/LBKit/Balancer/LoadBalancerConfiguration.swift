@@ -111,7 +111,8 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
     /// Event loops (`--threads`); default one per core.
     public var loopCount = LBEventLoopGroup.coreCount
     /// Shared per-client throttle state in Redis (`--throttle-store redis://[:password@]host:port[/db]`);
-    /// nil = each instance limits clients on its own. Needs `rateLimit`.
+    /// nil = each instance limits clients on its own. Needs `rateLimit`; the store synchronises
+    /// while ``LoadBalancer/run()`` runs (see ``RedisThrottleStore``).
     public var throttleStore: RedisURL?
     /// Prefix of the throttle store's Redis keys (`--throttle-key-prefix`).
     public var throttleKeyPrefix = "lbkit:"
