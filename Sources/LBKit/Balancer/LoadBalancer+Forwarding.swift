@@ -102,10 +102,8 @@ extension LoadBalancer {
     /// Time to last byte: when the body is whole it is already here; a streamed body is
     /// observed until its end (or until it breaks off or is abandoned).
     func observeLastByte(_ response: inout LBResponse, index: Int, start: MonotonicInstant, in cluster: BackendCluster) {
-        guard let stream = response.bodyStream else {
-            cluster.bodyFinished(index, latency: clock.now() - start)
-            return
-        }
+        // A whole body's last byte came with the head: recorded with the attempt (record(_:in:)).
+        guard let stream = response.bodyStream else { return }
         let clock = self.clock
         let observed = ObservedBodySource(stream.source) { cluster.bodyFinished(index, latency: clock.now() - start) }
         response.bodyStream = LBBodyStream(source: observed, length: stream.length)
@@ -151,7 +149,9 @@ extension LoadBalancer {
             case .requestBodyFailed: outcome = .success
             }
         }
-        cluster.attemptFinished(attempt.index, outcome: outcome, latency: elapsed)
+        var wholeBody = false
+        if case .success(let response) = attempt.result { wholeBody = response.bodyStream == nil }
+        cluster.attemptFinished(attempt.index, outcome: outcome, latency: elapsed, bodyComplete: wholeBody)
     }
 
     private func failureDescription(_ error: UpstreamError, backend name: String) -> (status: Int, message: String) {

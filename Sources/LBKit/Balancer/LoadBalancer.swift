@@ -457,7 +457,9 @@ struct RequestAccounting: LBMiddleware {
     func handle(_ request: LBRequest, context: LBRequestContext,
                 next: (LBRequest, LBRequestContext) async -> LBResponse) async -> LBResponse {
         if adminInChain && balancer.answersAdmin(request, context: context) { return await next(request, context) }
-        let start = balancer.clock.now()
+        // The clock is read only when a duration is reported (metrics or access log).
+        let timed = balancer.metrics != nil || balancer.accessLog != nil
+        let start = timed ? balancer.clock.now() : .zero
         let response = await next(request, context)
         balancer.record(response, request: request, context: context, start: start)
         return response

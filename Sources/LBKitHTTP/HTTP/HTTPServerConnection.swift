@@ -181,11 +181,23 @@ struct HTTP1ServerConnection {
             }
             let waitingIdle = input.buffer.isEmpty
             do {
-                if waitingIdle && !socket.mightBeReadable {
-                    // Going idle: hold no buffers while waiting for the next request.
-                    input.buffer = InboundBuffer(capacity: 0)
-                    out = []
-                    try await socket.waitUntilReadable(deadline: idleDeadline, idle: true)
+                if waitingIdle && !socket.mightBeReadable && input.buffer.capacity > 64 {
+                    // A busy keep-alive client sends its next request within moments: keep the
+                    // buffers for it. One that stays quiet for a second is idle: it waits
+                    // holding no read or write buffer.
+                    let brief = min(idleDeadline, deadlineNs(after: .seconds(1)))
+                    var quiet = false
+                    do throws(SocketError) {
+                        try await socket.waitUntilReadable(deadline: brief, idle: true)
+                    } catch {
+                        guard error == .timedOut && brief < idleDeadline else { throw error }
+                        quiet = true
+                    }
+                    if quiet {
+                        input.buffer = InboundBuffer(capacity: 0)
+                        out = []
+                        try await socket.waitUntilReadable(deadline: idleDeadline, idle: true)
+                    }
                 }
                 let n = try await socket.read(into: &input.buffer, deadline: waitingIdle ? idleDeadline : headDeadline,
                                               idle: waitingIdle)

@@ -19,6 +19,9 @@ package struct InboundBuffer: Sendable {
         storage = [UInt8](repeating: 0, count: max(capacity, 64))
     }
 
+    /// The bytes of storage held (read or not).
+    package var capacity: Int { storage.count }
+
     /// The number of unread bytes.
     @inlinable package var readableCount: Int { writerIndex - readerIndex }
 

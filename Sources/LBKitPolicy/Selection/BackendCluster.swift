@@ -167,10 +167,9 @@ public final class BackendCluster: Sendable {
 
     /// Notes that an attempt was sent to backend `index` (counts it as in flight).
     public func attemptStarted(_ index: Int) {
-        let now = clock.now()
         state.withLock { s in
             guard s.stats.indices.contains(index) else { return }
-            if s.stats[index].inFlight == 0 { s.stats[index].busySince = now }
+            if s.stats[index].inFlight == 0 { s.stats[index].busySince = clock.now() }
             s.stats[index].inFlight += 1
             s.stats[index].requests += 1
         }
@@ -181,7 +180,9 @@ public final class BackendCluster: Sendable {
     ///
     /// Latency samples: successes, 5xx answers and timeouts always; connection failures and
     /// resets only when slower than `maxDelay` (a fast refusal says nothing about speed).
-    public func attemptFinished(_ index: Int, outcome: AttemptOutcome, latency: Duration) {
+    /// `bodyComplete`: the response body arrived whole with its head, so this latency is also
+    /// its time to last byte (saves a second report through ``bodyFinished(_:latency:)``).
+    public func attemptFinished(_ index: Int, outcome: AttemptOutcome, latency: Duration, bodyComplete: Bool = false) {
         let now = clock.now()
         let maxDelay = configuration.maxDelay
         let transition = state.withLock { s -> HealthTransition? in
@@ -206,6 +207,7 @@ public final class BackendCluster: Sendable {
             }
             if let sample { s.latency[index].record(sample, at: now) }
             s.stats[index].histogram.record(latency)
+            if bodyComplete { s.stats[index].lastByteHistogram.record(latency) }
             let transition = s.health[index].attemptFinished(
                 failure: failure, sample: sample, recentLatency: s.latency[index].recentLatency,
                 at: now, allowExclusion: s.passivelyExcluded < maxPassivelyExcluded)
