@@ -60,7 +60,9 @@ HTTP_SOURCES=(
   Sources/LBKitHTTP/HTTP/HTTPTypes.swift
   Sources/LBKitHTTP/HTTP/HTTPSerializer.swift
   Sources/LBKitHTTP/HTTP/InboundBuffer+HTTP.swift
+  Sources/LBKitHTTP/HTTP/HTTP1Syntax.swift
   Sources/LBKitHTTP/IO/InboundBuffer.swift
+  Sources/LBKitPolicy/Throttling/ClientAddress.swift
 )
 # The resp target: only the buffer and the RESP files (with its own copy of the generic helpers).
 RESP_SOURCES=(
@@ -92,11 +94,20 @@ log "swiftc: $(swiftc --version 2>&1 | head -n 1)"
 build() {
   local t=$1 out="$BUILD_DIR/$1" entry
   entry="$(entry_file "$t")"
-  local sources=("${HTTP_SOURCES[@]}" "${SUPPORT_SOURCES[@]}" "$entry")
+  # One module: the LBKitPolicy file the parser uses (ClientAddress, for Host validation) is
+  # compiled in, so its `import LBKitPolicy` lines are dropped from copies of the sources.
+  local staged="$BUILD_DIR/src-$t" f
+  rm -rf "$staged"; mkdir -p "$staged"
+  local http=()
+  for f in "${HTTP_SOURCES[@]}"; do
+    sed -E '/^(@_exported |internal |public )?import LBKitPolicy$/d' "$f" >"$staged/$(basename "$f")"
+    http+=("$staged/$(basename "$f")")
+  done
+  local sources=("${http[@]}" "${SUPPORT_SOURCES[@]}" "$entry")
   [ "$t" = resp ] && sources=("${RESP_SOURCES[@]}" Fuzz/RESPSupport/RESPFuzzSupport.swift "$entry")
   local newer=0 f
   if [ -x "$out" ] && [ "$out.flags" -nt "$0" ] && [ "$(cat "$out.flags")" = "$OPT" ]; then
-    for f in "${sources[@]}"; do [ "$f" -nt "$out" ] && newer=1; done
+    for f in "${HTTP_SOURCES[@]}" "${SUPPORT_SOURCES[@]}" "$entry"; do [ "$f" -nt "$out" ] && newer=1; done
     ((newer == 0)) && { log "$t: up to date"; return 0; }
   fi
   log "$t: building ($OPT)"

@@ -65,6 +65,8 @@ enum Ref {
     /// Framing facts of a field section, collected field by field.
     struct Facts {
         var hostCount = 0
+        /// The first Host value (requests judge it after all fields, as limits come first).
+        var hostValue: ArraySlice<UInt8>?
         var contentLength: Int?
         var codings: [String] = []  // every transfer coding, lowercased, in order
         var hasTransferEncoding = false
@@ -72,9 +74,53 @@ enum Ref {
         var keepAlive = false
         var expectContinue = false
 
+        /// RFC 3986 authority as the parser accepts it: empty; `[IPv6]`; or a reg-name/IPv4 of
+        /// unreserved, sub-delim (no comma) and %XX bytes; then optionally `:` and 1-5 digits
+        /// of at most 65535. Written separately from the parser's, from the same rules.
+        static func validHost(_ v: [UInt8]) -> Bool {
+            if v.isEmpty { return true }
+            var rest: ArraySlice<UInt8>
+            if v[0] == 0x5B {   // [
+                guard let close = v.firstIndex(of: 0x5D), close >= 3 else { return false }
+                let inside = v[1..<close]
+                let allowed = inside.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) || ($0 >= 65 && $0 <= 70) || $0 == 58 || $0 == 46 }
+                guard allowed, inside.contains(58) else { return false }
+                guard ClientAddress(String(decoding: inside, as: UTF8.self)) != nil else { return false }
+                rest = v[(close + 1)...]
+            } else {
+                let colon = v.firstIndex(of: 58) ?? v.count
+                let name = v[0..<colon]
+                if name.isEmpty { return false }
+                var i = name.startIndex
+                while i < name.endIndex {
+                    let b = name[i]
+                    if b == 37 {   // %
+                        guard name.endIndex - i >= 3, isHex(name[i + 1]), isHex(name[i + 2]) else { return false }
+                        i += 3
+                        continue
+                    }
+                    let unreserved = (b >= 48 && b <= 57) || (b >= 65 && b <= 90) || (b >= 97 && b <= 122) || b == 45 || b == 46 || b == 95 || b == 126
+                    let subDelim = [33, 36, 38, 39, 40, 41, 42, 43, 59, 61].contains(b)
+                    guard unreserved || subDelim else { return false }
+                    i += 1
+                }
+                rest = v[colon...]
+            }
+            if rest.isEmpty { return true }
+            guard rest.first == 58 else { return false }
+            let digits = rest.dropFirst()
+            guard (1...5).contains(digits.count), digits.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return false }
+            return digits.reduce(0) { $0 * 10 + Int($1 - 48) } <= 65535
+        }
+
+        static func isHex(_ b: UInt8) -> Bool { (b >= 48 && b <= 57) || (b >= 97 && b <= 102) || (b >= 65 && b <= 70) }
+
         /// Records one accepted field; returns a status when the field itself is invalid.
         mutating func add(name: ArraySlice<UInt8>, value: ArraySlice<UInt8>) -> Int? {
-            if isCI(name, "host") { hostCount += 1 }
+            if isCI(name, "host") {
+                hostCount += 1
+                if hostValue == nil { hostValue = value }
+            }
             if isCI(name, "expect") && isCI(value, "100-continue") { expectContinue = true }
             if isCI(name, "connection") {
                 for part in value.split(separator: comma, omittingEmptySubsequences: false) {
@@ -215,6 +261,7 @@ enum Ref {
 
         if facts.hostCount == 0 && minor == 1 { return .reject(status: 400) }
         if facts.hostCount > 1 { return .reject(status: 400) }
+        if facts.hostCount == 1, let host = facts.hostValue, !Facts.validHost(Array(host)) { return .reject(status: 400) }
         let framing: HTTPBodyFraming
         if facts.hasTransferEncoding {
             if facts.contentLength != nil || minor == 0 { return .reject(status: 400) }
