@@ -17,8 +17,6 @@ import PackageDescription
 //   LBServeSupport  lbserve's own code: command line, config file (its own strict JSON reader),
 //                 signals, stdout and access-log writers.
 let swift6: [SwiftSetting] = [.swiftLanguageMode(.v6)]
-// Hot-path async code runs on its caller's executor (SE-0461): no executor switch per call level.
-let engine: [SwiftSetting] = swift6 + [.enableUpcomingFeature("NonisolatedNonsendingByDefault")]
 
 let package = Package(
     name: "LBKit",
@@ -31,8 +29,8 @@ let package = Package(
     targets: [
         .target(name: "CLBKitShim"),
         .target(name: "LBKitPolicy", swiftSettings: swift6),
-        .target(name: "LBKitHTTP", dependencies: ["CLBKitShim", "LBKitPolicy"], swiftSettings: engine),
-        .target(name: "LBKit", dependencies: ["CLBKitShim", "LBKitHTTP", "LBKitPolicy"], swiftSettings: engine),
+        .target(name: "LBKitHTTP", dependencies: ["CLBKitShim", "LBKitPolicy"], swiftSettings: swift6),
+        .target(name: "LBKit", dependencies: ["CLBKitShim", "LBKitHTTP", "LBKitPolicy"], swiftSettings: swift6),
         .target(name: "LBKitTesting", dependencies: ["LBKit"], swiftSettings: swift6),
         .target(name: "LBServeSupport", dependencies: ["CLBKitShim", "LBKit"], swiftSettings: swift6),
         .executableTarget(name: "lbserve", dependencies: ["LBServeSupport", "LBKit", "LBKitTesting"], swiftSettings: swift6),

@@ -106,7 +106,7 @@ final class HedgeRace: Sendable {
     }
 
     /// Suspends until the race is decided.
-    func winner() async -> LoadBalancer.AttemptRecord {
+    nonisolated(nonsending) func winner() async -> LoadBalancer.AttemptRecord {
         await withCheckedContinuation { (c: CheckedContinuation<LoadBalancer.AttemptRecord, Never>) in
             let ready = state.withLock { s -> LoadBalancer.AttemptRecord? in
                 if let d = s.decided { return d }

@@ -3,7 +3,7 @@
 extension LoadBalancer {
     /// Tries up to `maxAttempts` distinct backends within the request deadline.
     /// Returns the response, the backend that produced it (if any) and the attempts made.
-    func forward(_ request: LBRequest, context: LBRequestContext) async -> (LBResponse, String?, Int) {
+    nonisolated(nonsending) func forward(_ request: LBRequest, context: LBRequestContext) async -> (LBResponse, String?, Int) {
         // One snapshot of the backends for the whole request: a reload mid-request does not mix sets.
         let up = upstreams
         let cluster = up.cluster
@@ -291,7 +291,7 @@ final class ObservedBodySource: BodySource, @unchecked Sendable {
 
     var hasStarted: Bool { inner.hasStarted }
 
-    func nextChunk() async throws(BodyStreamError) -> [UInt8]? {
+    nonisolated(nonsending) func nextChunk() async throws(BodyStreamError) -> [UInt8]? {
         do {
             let chunk = try await inner.nextChunk()
             if chunk == nil { report() }

@@ -303,7 +303,7 @@ public final class LoadBalancer: HTTPHandler, Sendable {
     ///     }
     /// }
     /// ```
-    public func run() async throws {
+    nonisolated(nonsending) public func run() async throws {
         log(LBLogEvent(level: .info, category: .lifecycle, message: "balancer started with \(upstreams.urls.count) backends"))
         await withTaskGroup(of: Void.self) { tasks in
             tasks.addTask { await self.waitForShutdownRequest() }
@@ -336,7 +336,7 @@ public final class LoadBalancer: HTTPHandler, Sendable {
         waiter?.resume()
     }
 
-    private func waitForShutdownRequest() async {
+    nonisolated(nonsending) private func waitForShutdownRequest() async {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                 let done = lifecycle.withLock { s -> Bool in
@@ -352,7 +352,7 @@ public final class LoadBalancer: HTTPHandler, Sendable {
     }
 
     /// Waits for requests in flight (bounded by the request timeout), then releases resources.
-    private func drain() async {
+    nonisolated(nonsending) private func drain() async {
         // Polls in 5 ms sleeps for at most the request timeout (counted in sleeps, so no clock
         // is read here: the balancer's only time source stays its injected clock).
         let step = Duration.milliseconds(5)
@@ -379,7 +379,7 @@ public final class LoadBalancer: HTTPHandler, Sendable {
     /// Probes every backend with `GET healthPath` every `healthInterval` until the task is cancelled.
     /// Probes of one round run concurrently (one per backend); a round waits for the previous one,
     /// so a slow backend never accumulates probes.
-    public func runHealthChecks() async {
+    nonisolated(nonsending) public func runHealthChecks() async {
         let interval = configuration.healthInterval
         guard interval > .zero else { return }
         while !Task.isCancelled {
@@ -403,7 +403,7 @@ public final class LoadBalancer: HTTPHandler, Sendable {
     }
 
     /// One active check of backend `index`.
-    func probe(_ index: Int, in up: UpstreamSet, loop: LBEventLoop, timeout: Duration) async {
+    nonisolated(nonsending) func probe(_ index: Int, in up: UpstreamSet, loop: LBEventLoop, timeout: Duration) async {
         var head = RequestHead(method: "GET", target: up.healthPaths[index])
         head.headers.add(name: "Host", value: up.endpoints[index].authority)
         head.headers.add(name: "User-Agent", value: "lbserve-health-check")

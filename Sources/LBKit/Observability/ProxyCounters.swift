@@ -50,7 +50,7 @@ struct CountedTunnel: ConnectionTunnel {
         self.counters = counters
     }
 
-    func run(client: Socket, pending: [UInt8], idleTimeout: Duration) async {
+    nonisolated(nonsending) func run(client: Socket, pending: [UInt8], idleTimeout: Duration) async {
         counters.tunnelsOpened.add(1, ordering: .relaxed)
         counters.tunnelsOpen.add(1, ordering: .relaxed)
         await inner.run(client: client, pending: pending, idleTimeout: idleTimeout)

@@ -178,7 +178,7 @@ public final class RedisThrottleStore: Sendable {
 
     /// Synchronises every ``RedisThrottleStoreConfiguration/syncInterval`` until the task is
     /// cancelled, then closes the Redis connections.
-    public func run() async {
+    nonisolated(nonsending) public func run() async {
         while !Task.isCancelled {
             let start = table.timeSource.now()
             await syncOnce()
@@ -195,7 +195,7 @@ public final class RedisThrottleStore: Sendable {
     /// One round: sends the pending charges and merges the shared state back (or, with nothing to
     /// send, checks that the store answers when due). Returns whether the store answered.
     @discardableResult
-    public func syncOnce() async -> Bool {
+    nonisolated(nonsending) public func syncOnce() async -> Bool {
         let batch = takePending()
         let started = table.timeSource.now()
         if batch.isEmpty {

@@ -4,7 +4,7 @@
 /// Single consumer: ``nextChunk()`` is called by one task at a time, in order.
 package protocol BodySource: AnyObject, Sendable {
     /// The next part of the body; nil at its end.
-    func nextChunk() async throws(BodyStreamError) -> [UInt8]?
+    nonisolated(nonsending) func nextChunk() async throws(BodyStreamError) -> [UInt8]?
     /// The consumer stops reading: release what backs the stream (a connection that cannot be
     /// reused with unread body bytes is closed). Idempotent; a no-op after the end was read.
     func abandon()
@@ -45,10 +45,10 @@ public struct LBBodyStream: Sendable {
     }
 
     /// The next part of the body; nil at its end.
-    public func next() async throws(BodyStreamError) -> [UInt8]? { try await source.nextChunk() }
+    nonisolated(nonsending) public func next() async throws(BodyStreamError) -> [UInt8]? { try await source.nextChunk() }
 
     /// Reads the rest of the body into memory; throws ``BodyStreamError`` beyond `limit` bytes.
-    public func collect(upTo limit: Int) async throws(BodyStreamError) -> [UInt8] {
+    nonisolated(nonsending) public func collect(upTo limit: Int) async throws(BodyStreamError) -> [UInt8] {
         var all: [UInt8] = []
         while let chunk = try await next() {
             guard all.count + chunk.count <= limit else {
@@ -84,7 +84,7 @@ final class ClosureBodySource: BodySource, @unchecked Sendable {
 
     init(_ produce: @escaping @Sendable () async throws -> [UInt8]?) { self.produce = produce }
 
-    func nextChunk() async throws(BodyStreamError) -> [UInt8]? {
+    nonisolated(nonsending) func nextChunk() async throws(BodyStreamError) -> [UInt8]? {
         if finished { return nil }
         do {
             guard let chunk = try await produce() else {
@@ -108,7 +108,7 @@ final class ClosureBodySource: BodySource, @unchecked Sendable {
 /// either side closes or the tunnel stays idle too long.
 package protocol ConnectionTunnel: Sendable {
     /// Relays between `client` (whose already-read bytes are `pending`) and the upstream side.
-    func run(client: Socket, pending: [UInt8], idleTimeout: Duration) async
+    nonisolated(nonsending) func run(client: Socket, pending: [UInt8], idleTimeout: Duration) async
     /// Closes the upstream side without relaying (the client went away first).
     func cancel()
 }

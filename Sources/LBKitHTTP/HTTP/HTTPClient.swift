@@ -183,7 +183,7 @@ public final class UpstreamClient: Sendable {
 
     /// `response` with a streamed body read whole (for callers that asked for the complete
     /// response): at most ``UpstreamClientConfiguration/maxCollectedResponseBytes``.
-    private func collected(_ response: UpstreamResponse) async throws(UpstreamError) -> UpstreamResponse {
+    nonisolated(nonsending) private func collected(_ response: UpstreamResponse) async throws(UpstreamError) -> UpstreamResponse {
         guard let stream = response.bodyStream else { return response }
         var whole = response
         whole.bodyStream = nil
@@ -322,7 +322,7 @@ public final class UpstreamClient: Sendable {
 
     /// Continues a ``ExchangeProgress/pending(_:)`` exchange until its response is complete.
     /// Cancelling the calling task aborts it.
-    package func finish(_ pending: PendingExchange, deadline: UInt64) async throws(UpstreamError) -> UpstreamResponse {
+    nonisolated(nonsending) package func finish(_ pending: PendingExchange, deadline: UInt64) async throws(UpstreamError) -> UpstreamResponse {
         let result: Result<UpstreamResponse, UpstreamError> = await withTaskCancellationHandler {
             do throws(UpstreamError) {
                 return .success(try await finishUncancellable(pending, deadline: deadline))
@@ -335,7 +335,7 @@ public final class UpstreamClient: Sendable {
         return try result.get()
     }
 
-    private func finishUncancellable(_ pending: PendingExchange, deadline: UInt64) async throws(UpstreamError) -> UpstreamResponse {
+    nonisolated(nonsending) private func finishUncancellable(_ pending: PendingExchange, deadline: UInt64) async throws(UpstreamError) -> UpstreamResponse {
         let connection = pending.connection
         do throws(ExchangeFailure) {
             var started = false
@@ -439,7 +439,7 @@ public final class UpstreamClient: Sendable {
     }
 
     /// Streams a request body after its head: each part is written before the next is read.
-    private func writeBody(_ stream: LBBodyStream, chunked: Bool, on connection: PooledConnection) async throws(ExchangeFailure) {
+    nonisolated(nonsending) private func writeBody(_ stream: LBBodyStream, chunked: Bool, on connection: PooledConnection) async throws(ExchangeFailure) {
         var sent = 0
         while true {
             let chunk: [UInt8]?
@@ -529,7 +529,7 @@ public final class UpstreamClient: Sendable {
         var isStaleConnectionSymptom: Bool
     }
 
-    private func write(_ wire: [UInt8], on connection: PooledConnection, deadline: UInt64) async throws(ExchangeFailure) {
+    nonisolated(nonsending) private func write(_ wire: [UInt8], on connection: PooledConnection, deadline: UInt64) async throws(ExchangeFailure) {
         do {
             try await connection.socket.write(wire, deadline: deadline)
         } catch {
@@ -600,7 +600,7 @@ public final class UpstreamClient: Sendable {
 
     /// Reads more bytes; returns false at EOF when `eofIsError` is false.
     @discardableResult
-    private func readMore(_ connection: PooledConnection, deadline: UInt64, eofIsError: Bool) async throws(ExchangeFailure) -> Bool {
+    nonisolated(nonsending) private func readMore(_ connection: PooledConnection, deadline: UInt64, eofIsError: Bool) async throws(ExchangeFailure) -> Bool {
         let n: Int
         do {
             n = try await connection.socket.read(into: &connection.buffer, deadline: deadline)

@@ -32,7 +32,7 @@ public struct LBRequest: Sendable {
     }
 
     /// The whole body, buffered or streamed, up to `limit` bytes.
-    public func collectBody(upTo limit: Int) async throws(BodyStreamError) -> [UInt8] {
+    nonisolated(nonsending) public func collectBody(upTo limit: Int) async throws(BodyStreamError) -> [UInt8] {
         if let bodyStream { return try await bodyStream.collect(upTo: limit) }
         guard body.count <= limit else { throw BodyStreamError("body exceeds \(limit) bytes") }
         return body
@@ -85,7 +85,7 @@ public struct LBResponse: Sendable {
     }
 
     /// The whole body, buffered or streamed, up to `limit` bytes.
-    public func collectBody(upTo limit: Int) async throws(BodyStreamError) -> [UInt8] {
+    nonisolated(nonsending) public func collectBody(upTo limit: Int) async throws(BodyStreamError) -> [UInt8] {
         if let bodyStream { return try await bodyStream.collect(upTo: limit) }
         guard body.count <= limit else { throw BodyStreamError("body exceeds \(limit) bytes") }
         return body

@@ -94,7 +94,7 @@ public final class HTTP1Server: Sendable {
 
     /// Graceful shutdown: stop accepting, close idle keep-alive connections, let in-flight requests
     /// finish (their responses carry `Connection: close`), and force-close what is left after `timeout`.
-    public func shutdown(timeout: Duration = .seconds(10)) async {
+    nonisolated(nonsending) public func shutdown(timeout: Duration = .seconds(10)) async {
         draining.store(true, ordering: .relaxed)
         if let socket = listener.withLock({ $0 }) {
             socket.interruptIdle()
@@ -109,7 +109,7 @@ public final class HTTP1Server: Sendable {
         for socket in connections.withLock({ $0.all }) { socket.close() }
     }
 
-    private func acceptLoop(_ socket: Socket) async {
+    nonisolated(nonsending) private func acceptLoop(_ socket: Socket) async {
         var acceptBackoff = Duration.zero
         while !draining.load(ordering: .relaxed) {
             let accepted: (fd: Int32, peer: IPSocketAddress?)

@@ -14,7 +14,7 @@ final class ConnectionInput: @unchecked Sendable {
     init(socket: Socket) { self.socket = socket }
 
     /// Reads more bytes with a deadline `stall` from now. EOF and errors map to `failure`.
-    func readMore(stall: Duration) async throws(SocketError) -> Int {
+    nonisolated(nonsending) func readMore(stall: Duration) async throws(SocketError) -> Int {
         try await socket.read(into: &buffer, deadline: deadlineNs(after: stall))
     }
 }
@@ -61,7 +61,7 @@ struct HTTP1ServerConnection {
         case streamed(ServerBodyReader)
     }
 
-    func run() async {
+    nonisolated(nonsending) func run() async {
         let input = ConnectionInput(socket: socket)
         var out: [UInt8] = []
         var served = 0
@@ -148,7 +148,7 @@ struct HTTP1ServerConnection {
     /// After a final response: half-close, then read and discard what the client still sends (up
     /// to a short deadline) so that closing with unread bytes does not reset the connection before
     /// the client has read our response (RFC 9112 9.6).
-    private func lingeringClose(_ input: ConnectionInput) async {
+    nonisolated(nonsending) private func lingeringClose(_ input: ConnectionInput) async {
         socket.shutdownWrite()
         let until = deadlineNs(after: .milliseconds(500))
         var discarded = 0
@@ -161,7 +161,7 @@ struct HTTP1ServerConnection {
 
     // MARK: Head
 
-    private func readHead(_ input: ConnectionInput, out: inout [UInt8]) async throws(Failure) -> ParsedRequestHead {
+    nonisolated(nonsending) private func readHead(_ input: ConnectionInput, out: inout [UInt8]) async throws(Failure) -> ParsedRequestHead {
         let idleDeadline = deadlineNs(after: config.idleTimeout)
         var headDeadline: UInt64 = .max
         var scanFrom = 0
@@ -215,7 +215,7 @@ struct HTTP1ServerConnection {
 
     // MARK: Body
 
-    private func readBody(_ parsed: ParsedRequestHead, _ input: ConnectionInput) async throws(Failure) -> ReadBody {
+    nonisolated(nonsending) private func readBody(_ parsed: ParsedRequestHead, _ input: ConnectionInput) async throws(Failure) -> ReadBody {
         // RFC 9110 10.1.1: an HTTP/1.0 client cannot understand 100 Continue; ignore its Expect.
         let wantsContinue = parsed.expectsContinue && parsed.head.version != .http1_0
         switch parsed.framing {
@@ -294,7 +294,7 @@ struct HTTP1ServerConnection {
                    headers: ["Retry-After": "1"])
     }
 
-    private func readMore(_ input: ConnectionInput) async throws(Failure) {
+    nonisolated(nonsending) private func readMore(_ input: ConnectionInput) async throws(Failure) {
         do {
             let n = try await input.readMore(stall: config.bodyTimeout)
             if n == 0 { throw Failure.close }
@@ -308,7 +308,7 @@ struct HTTP1ServerConnection {
         }
     }
 
-    private func sendContinue() async throws(Failure) {
+    nonisolated(nonsending) private func sendContinue() async throws(Failure) {
         do {
             try await socket.write(HTTP1ServerConnection.continueBytes, deadline: deadlineNs(after: config.writeTimeout))
         } catch {
@@ -392,7 +392,7 @@ struct HTTP1ServerConnection {
 
     /// Copies a streamed body to the client, one part at a time: the next part is read only when
     /// the client has taken the previous one (backpressure end to end).
-    private func pump(_ stream: LBBodyStream, framing: ResponseFraming, into out: inout [UInt8]) async -> Bool {
+    nonisolated(nonsending) private func pump(_ stream: LBBodyStream, framing: ResponseFraming, into out: inout [UInt8]) async -> Bool {
         let chunked = framing == .chunked
         var sent = 0
         while true {
@@ -446,7 +446,7 @@ struct HTTP1ServerConnection {
 
     /// Writes a `101 Switching Protocols` head as the handler built it (its `Connection` and
     /// `Upgrade` fields are the upgrade itself, RFC 9110 7.8).
-    private func writeUpgrade(_ head: ResponseHead, into out: inout [UInt8]) async -> Bool {
+    nonisolated(nonsending) private func writeUpgrade(_ head: ResponseHead, into out: inout [UInt8]) async -> Bool {
         var head = head
         head.version = .http1_1
         out.removeAll(keepingCapacity: true)
@@ -507,7 +507,7 @@ final class ServerBodyReader: BodySource, @unchecked Sendable {
         }
     }
 
-    func nextChunk() async throws(BodyStreamError) -> [UInt8]? {
+    nonisolated(nonsending) func nextChunk() async throws(BodyStreamError) -> [UInt8]? {
         if !prefix.isEmpty {
             started = true
             defer { prefix = [] }

@@ -49,7 +49,7 @@ final class UpstreamBodyReader: BodySource, @unchecked Sendable {
         connection.socket.close()
     }
 
-    func nextChunk() async throws(BodyStreamError) -> [UInt8]? {
+    nonisolated(nonsending) func nextChunk() async throws(BodyStreamError) -> [UInt8]? {
         if !prefix.isEmpty {
             started = true
             defer { prefix = [] }
@@ -146,7 +146,7 @@ package final class UpstreamTunnel: ConnectionTunnel, @unchecked Sendable {
 
     package func cancel() { connection.socket.close() }
 
-    package func run(client: Socket, pending: [UInt8], idleTimeout: Duration) async {
+    nonisolated(nonsending) package func run(client: Socket, pending: [UInt8], idleTimeout: Duration) async {
         let upstream = connection.socket
         let lastActivity = ActivityClock()
         let leftover = connection.buffer.take(connection.buffer.readableCount)
@@ -164,7 +164,7 @@ package final class UpstreamTunnel: ConnectionTunnel, @unchecked Sendable {
 
     /// Copies `from` to `to` until EOF (then half-closes `to`) or failure or idleness (then closes
     /// both, which also ends the other direction).
-    private static func relay(from: Socket, to: Socket, first: [UInt8], idleNs: UInt64, activity: ActivityClock) async {
+    nonisolated(nonsending) private static func relay(from: Socket, to: Socket, first: [UInt8], idleNs: UInt64, activity: ActivityClock) async {
         if !first.isEmpty {
             do { try await to.write(first, deadline: lbk_monotonic_ns() &+ idleNs) } catch {
                 from.close(); to.close()

@@ -97,7 +97,7 @@ package final class Socket: Sendable, CustomStringConvertible {
     }
 
     /// Connects to `address`, suspending until connected or `deadline` (monotonic ns) passes.
-    package static func connect(to address: IPSocketAddress, loop: LBEventLoop, deadline: UInt64) async throws(SocketError) -> Socket {
+    nonisolated(nonsending) package static func connect(to address: IPSocketAddress, loop: LBEventLoop, deadline: UInt64) async throws(SocketError) -> Socket {
         let fd = lbk_socket_stream(address.family)
         guard fd >= 0 else { throw SocketError.fromErrno("socket") }
         _ = lbk_setsockopt_int(fd, lbk_IPPROTO_TCP, lbk_TCP_NODELAY, 1)
@@ -149,7 +149,7 @@ package final class Socket: Sendable, CustomStringConvertible {
 
     /// Accepts one connection: the new connected fd (non-blocking) and the peer's address.
     /// Suspends while none is pending. Throws ``SocketError/shutdown`` after ``interrupt()``.
-    package func accept() async throws(SocketError) -> (fd: Int32, peer: IPSocketAddress?) {
+    nonisolated(nonsending) package func accept() async throws(SocketError) -> (fd: Int32, peer: IPSocketAddress?) {
         while true {
             if prepareRead() {
                 var storage = sockaddr_storage()
@@ -189,7 +189,7 @@ package final class Socket: Sendable, CustomStringConvertible {
     ///   - idle: marks the wait as an idle keep-alive wait that graceful shutdown may interrupt
     ///     (then it throws ``SocketError/shutdown``).
     /// - Returns: the number of bytes read; 0 means the peer closed its side (EOF).
-    package func read(into buffer: inout InboundBuffer, deadline: UInt64, idle: Bool = false, chunk: Int = 16 * 1024) async throws(SocketError) -> Int {
+    nonisolated(nonsending) package func read(into buffer: inout InboundBuffer, deadline: UInt64, idle: Bool = false, chunk: Int = 16 * 1024) async throws(SocketError) -> Int {
         while true {
             if prepareRead() {
                 var code: Int32 = 0
@@ -222,7 +222,7 @@ package final class Socket: Sendable, CustomStringConvertible {
 
     /// Suspends until the socket may have bytes to read (or EOF), without reading and without
     /// needing a buffer: an idle connection waits here holding no read buffer.
-    package func waitUntilReadable(deadline: UInt64, idle: Bool) async throws(SocketError) {
+    nonisolated(nonsending) package func waitUntilReadable(deadline: UInt64, idle: Bool) async throws(SocketError) {
         let mayRead = state.withLock { s in !(s.drained && !s.readable && !s.peerClosed) }
         if mayRead { return }
         switch await wait(forRead: true, deadline: deadline, idle: idle) {
@@ -264,7 +264,7 @@ package final class Socket: Sendable, CustomStringConvertible {
     /// Writes all of `bytes`, suspending while the socket's send buffer is full.
     ///
     /// The bytes are borrowed only for each synchronous `send` attempt, never across a suspension.
-    package func write(_ bytes: [UInt8], deadline: UInt64) async throws(SocketError) {
+    nonisolated(nonsending) package func write(_ bytes: [UInt8], deadline: UInt64) async throws(SocketError) {
         var offset = 0
         var retryAfterClear = false
         while offset < bytes.count {
@@ -300,7 +300,7 @@ package final class Socket: Sendable, CustomStringConvertible {
 
     // MARK: Waiting
 
-    func wait(forRead: Bool, deadline: UInt64, idle: Bool) async -> WaitResult {
+    nonisolated(nonsending) func wait(forRead: Bool, deadline: UInt64, idle: Bool) async -> WaitResult {
         await withUnsafeContinuation { (continuation: UnsafeContinuation<WaitResult, Never>) in
             var arm: UInt64? = nil
             var displaced: UnsafeContinuation<WaitResult, Never>? = nil

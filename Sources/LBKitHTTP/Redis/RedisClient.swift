@@ -111,14 +111,14 @@ package final class RedisClient: Sendable {
     /// Sends one command and returns its reply. Fails with ``RedisError`` when no reply arrives
     /// within `timeout` (default ``RedisClientConfiguration/commandTimeout``), the connection
     /// breaks, or reconnection is backing off.
-    package func send(_ arguments: [String], timeout: Duration? = nil) async throws(RedisError) -> RESPValue {
+    nonisolated(nonsending) package func send(_ arguments: [String], timeout: Duration? = nil) async throws(RedisError) -> RESPValue {
         var wire: [UInt8] = []
         RESPEncoder.appendCommand(arguments, to: &wire)
         return try await execute(wire, count: 1, timeout: timeout)[0]
     }
 
     /// Sends one command made of binary-safe arguments.
-    package func send(bytes arguments: [[UInt8]], timeout: Duration? = nil) async throws(RedisError) -> RESPValue {
+    nonisolated(nonsending) package func send(bytes arguments: [[UInt8]], timeout: Duration? = nil) async throws(RedisError) -> RESPValue {
         var wire: [UInt8] = []
         RESPEncoder.appendCommand(bytes: arguments, to: &wire)
         return try await execute(wire, count: 1, timeout: timeout)[0]
@@ -126,7 +126,7 @@ package final class RedisClient: Sendable {
 
     /// Sends several commands in one write on one connection and returns their replies in order
     /// (one round trip); `timeout` applies to the whole pipeline.
-    package func pipeline(_ commands: [[String]], timeout: Duration? = nil) async throws(RedisError) -> [RESPValue] {
+    nonisolated(nonsending) package func pipeline(_ commands: [[String]], timeout: Duration? = nil) async throws(RedisError) -> [RESPValue] {
         var wire: [UInt8] = []
         for command in commands { RESPEncoder.appendCommand(command, to: &wire) }
         return try await execute(wire, count: commands.count, timeout: timeout)
@@ -134,7 +134,7 @@ package final class RedisClient: Sendable {
 
     /// Runs `script` with `EVALSHA`; on a `NOSCRIPT` reply sends `SCRIPT LOAD` and the `EVALSHA`
     /// again in one pipeline. Returns the script's reply (an error reply if the script failed).
-    package func evalScript(_ script: RedisScript, keys: [String], arguments: [String], timeout: Duration? = nil) async throws(RedisError) -> RESPValue {
+    nonisolated(nonsending) package func evalScript(_ script: RedisScript, keys: [String], arguments: [String], timeout: Duration? = nil) async throws(RedisError) -> RESPValue {
         let deadline = Self.deadline(after: timeout ?? configuration.commandTimeout)
         let eval = ["EVALSHA", script.sha1, String(keys.count)] + keys + arguments
         var wire: [UInt8] = []
@@ -173,11 +173,11 @@ package final class RedisClient: Sendable {
         return overflow ? .max : sum
     }
 
-    private func execute(_ wire: [UInt8], count: Int, timeout: Duration?) async throws(RedisError) -> [RESPValue] {
+    nonisolated(nonsending) private func execute(_ wire: [UInt8], count: Int, timeout: Duration?) async throws(RedisError) -> [RESPValue] {
         try await execute(wire, count: count, deadline: Self.deadline(after: timeout ?? configuration.commandTimeout))
     }
 
-    private func execute(_ wire: [UInt8], count: Int, deadline: UInt64) async throws(RedisError) -> [RESPValue] {
+    nonisolated(nonsending) private func execute(_ wire: [UInt8], count: Int, deadline: UInt64) async throws(RedisError) -> [RESPValue] {
         let connection = try await connection(on: pickSlot())
         return try await connection.execute(wire, count: count, deadline: deadline).get()
     }
@@ -196,7 +196,7 @@ package final class RedisClient: Sendable {
     }
 
     /// The slot's open connection; connects (or waits for the connect in progress) if there is none.
-    private func connection(on slot: Slot) async throws(RedisError) -> RedisConnection {
+    nonisolated(nonsending) private func connection(on slot: Slot) async throws(RedisError) -> RedisConnection {
         let result = await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<RedisConnection, RedisError>, Never>) in
             let now = lbk_monotonic_ns()
             let retryAt = backoff.withLock { $0.retryAt }
@@ -228,7 +228,7 @@ package final class RedisClient: Sendable {
     }
 
     /// Makes a connection for `slot` and hands it (or the failure) to every command waiting for it.
-    private func connect(_ slot: Slot) async -> Result<RedisConnection, RedisError> {
+    nonisolated(nonsending) private func connect(_ slot: Slot) async -> Result<RedisConnection, RedisError> {
         let result = await handshake(on: slot.loop)
         let (waiters, closedMeanwhile) = slot.state.withLock { s -> ([UnsafeContinuation<Result<RedisConnection, RedisError>, Never>], Bool) in
             s.connecting = false
@@ -263,7 +263,7 @@ package final class RedisClient: Sendable {
     }
 
     /// TCP connect, then `AUTH` and `SELECT` (pipelined) when the URL asks for them.
-    private func handshake(on loop: LBEventLoop) async -> Result<RedisConnection, RedisError> {
+    nonisolated(nonsending) private func handshake(on loop: LBEventLoop) async -> Result<RedisConnection, RedisError> {
         let deadline = Self.deadline(after: configuration.connectTimeout)
         let address: IPSocketAddress
         switch await resolve() {
@@ -301,7 +301,7 @@ package final class RedisClient: Sendable {
     }
 
     /// The server's address: IP literals at once, names with getaddrinfo on a Dispatch thread.
-    private func resolve() async -> Result<IPSocketAddress, RedisError> {
+    nonisolated(nonsending) private func resolve() async -> Result<IPSocketAddress, RedisError> {
         let host = url.host, port = url.port
         if let literal = IPSocketAddress(literal: host, port: port) { return .success(literal) }
         return await withCheckedContinuation { (c: CheckedContinuation<Result<IPSocketAddress, RedisError>, Never>) in

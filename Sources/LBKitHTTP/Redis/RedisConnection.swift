@@ -91,7 +91,7 @@ package final class RedisConnection: Sendable {
 
     /// Sends `wire` (the encoding of `count` commands) and returns their `count` replies, or fails
     /// at `deadline` (monotonic ns). Error replies are values (``RESPValue/error(_:)``), not failures.
-    package func execute(_ wire: [UInt8], count: Int, deadline: UInt64) async -> Result<[RESPValue], RedisError> {
+    nonisolated(nonsending) package func execute(_ wire: [UInt8], count: Int, deadline: UInt64) async -> Result<[RESPValue], RedisError> {
         guard count > 0 else { return .success([]) }
         return await withUnsafeContinuation { (continuation: UnsafeContinuation<Result<[RESPValue], RedisError>, Never>) in
             let (refusal, startWriter) = state.withLock { s -> (RedisError?, Bool) in
@@ -136,7 +136,7 @@ package final class RedisConnection: Sendable {
 
     // MARK: Tasks
 
-    private func writeLoop() async {
+    nonisolated(nonsending) private func writeLoop() async {
         while true {
             let next = state.withLock { s -> ([UInt8], UInt64)? in
                 if s.outgoing.isEmpty || s.closedBecause != nil {
@@ -158,7 +158,7 @@ package final class RedisConnection: Sendable {
         }
     }
 
-    private func readLoop(limits: RESPParser.Limits) async {
+    nonisolated(nonsending) private func readLoop(limits: RESPParser.Limits) async {
         var buffer = InboundBuffer(capacity: 16 * 1024)
         var parser = RESPParser(limits: limits)
         while true {
