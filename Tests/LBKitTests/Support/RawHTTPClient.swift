@@ -129,25 +129,8 @@ final class RawHTTPClient {
 
     /// Reads one response (Content-Length, chunked, or until close). `headRequest`: no body.
     func readResponse(headRequest: Bool = false) throws -> Response {
-        var headEnd: Int?
-        while headEnd == nil {
-            headEnd = findCRLFCRLF()
-            if headEnd == nil {
-                let more = try fill()
-                if !more { throw Failure.closed }
-            }
-        }
-        let headBytes = Array(pending[0..<headEnd!])
-        pending.removeFirst(headEnd! + 4)
-        let lines = String(decoding: headBytes, as: UTF8.self).components(separatedBy: "\r\n")
-        let statusParts = lines[0].split(separator: " ")
-        guard statusParts.count >= 2, let status = Int(statusParts[1]) else { throw Failure.malformed(lines[0]) }
-        var headers: [(String, String)] = []
-        for line in lines.dropFirst() {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            headers.append((String(line[..<colon]), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)))
-        }
-        var response = Response(status: status, headers: headers, body: [])
+        var response = try readHeadOnly()
+        let status = response.status
         if status < 200 { return try readResponse(headRequest: headRequest) }  // skip interim
         if headRequest || status == 204 || status == 304 { return response }
         if let te = response.header("Transfer-Encoding"), te.lowercased().contains("chunked") {
