@@ -1,0 +1,16 @@
+import Hummingbird
+import LBKitHummingbird
+
+// Bench only. usage: PORT=8491 HummingbirdEmbedded http://127.0.0.1:5001 http://127.0.0.1:5002 ...
+// GET /hello: a trivial Hummingbird route. /api/*: balanced by LBKit (prefix stripped, no rate
+// limit, defaults otherwise: health checks, failover, ejection), as the HummingbirdGateway example
+// does minus its per-client limit.
+let backends = Array(CommandLine.arguments.dropFirst())
+let port = Environment().get("PORT").flatMap { Int($0) } ?? 8491
+
+let router = Router(context: BalancerRequestContext.self)
+router.get("/hello") { _, _ in "hello from hummingbird\n" }
+let lb = try router.balance("/api", across: backends)
+var app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)))
+app.addServices(lb)
+try await app.runService()
