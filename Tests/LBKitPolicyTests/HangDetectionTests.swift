@@ -19,13 +19,13 @@ struct HangDetectionTests {
         let (cluster, clock, logs) = makeCluster(count: 3)
         warmUp(cluster, clock)
         cluster.attemptStarted(0)                       // goes to the backend that hangs
-        clock.advance(by: .milliseconds(10))
+        clock.advance(by: .milliseconds(20))
         cluster.attemptStarted(1)
         cluster.attemptFinished(1, outcome: .success, latency: .milliseconds(1))
-        // 10 ms: under the 20 ms floor, still eligible.
+        // 20 ms: under the 50 ms floor, still eligible.
         _ = cluster.choose()
         #expect(cluster.snapshot()[0].state == .healthy)
-        clock.advance(by: .milliseconds(20))             // 30 ms stalled
+        clock.advance(by: .milliseconds(40))             // 60 ms stalled
         cluster.attemptStarted(2)
         cluster.attemptFinished(2, outcome: .success, latency: .milliseconds(1))   // others answer
         clock.advance(by: .milliseconds(1))
@@ -56,12 +56,12 @@ struct HangDetectionTests {
         for _ in 0..<10 {
             cluster.attemptStarted(0)
             cluster.attemptStarted(0)
-            clock.advance(by: .milliseconds(15))
-            cluster.attemptFinished(0, outcome: .success, latency: .milliseconds(15))
+            clock.advance(by: .milliseconds(40))
+            cluster.attemptFinished(0, outcome: .success, latency: .milliseconds(40))
             cluster.attemptStarted(1)
             cluster.attemptFinished(1, outcome: .success, latency: .milliseconds(1))
             _ = cluster.choose()
-            cluster.attemptFinished(0, outcome: .success, latency: .milliseconds(15))
+            cluster.attemptFinished(0, outcome: .success, latency: .milliseconds(40))
         }
         #expect(cluster.snapshot()[0].state == .healthy)
     }

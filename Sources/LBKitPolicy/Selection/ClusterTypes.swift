@@ -27,10 +27,11 @@ public struct HangDetection: Sendable, Equatable {
     /// How many times its usual latency a backend may stall before it counts as hung (0 = off).
     public var factor: Int
 
-    /// Creates the rule; the defaults catch a paused backend within about 20 ms when it usually
-    /// answers within 2 ms. Fast matters: with a fixed number of client connections, each one
-    /// that sends a request to a stalled backend before it is caught stays stuck with it.
-    public init(floor: Duration = .milliseconds(20), factor: Int = 10) {
+    /// Creates the rule; the defaults catch a paused backend within about 50 ms when it usually
+    /// answers within 5 ms. Faster would keep more client connections from getting stuck on a
+    /// stalled backend, but a scheduling hiccup of a few tens of milliseconds on a busy host
+    /// must not eject a healthy backend for the whole ejection time.
+    public init(floor: Duration = .milliseconds(50), factor: Int = 10) {
         self.floor = max(floor, .milliseconds(1))
         self.factor = max(0, factor)
     }

@@ -61,6 +61,10 @@ struct TestBalancer {
         config.port = 0
         config.backends = backends
         config.healthInterval = .zero
+        // In-process backends share their threads with the whole parallel suite, so a stall of
+        // tens of milliseconds is the test machine, not the backend: hang detection is off here
+        // unless a test turns it on (HangDetectionTests and Scripts/fault-scenario.sh cover it).
+        config.hangDetection = HangDetection(factor: 0)
         configure(&config)
         let balancer = try LoadBalancer(configuration: config, group: TestLoops.group, log: log.sink)
         var serverConfig = HTTP1ServerConfiguration(host: "127.0.0.1", port: 0)
