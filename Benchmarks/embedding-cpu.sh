@@ -34,6 +34,8 @@ HB_PORT=$((BASE_PORT + 1)); LB_PORT=$((BASE_PORT + 2)); AHC_PORT=$((BASE_PORT + 
 BPORTS=($((BACKEND_BASE + 1)) $((BACKEND_BASE + 2)) $((BACKEND_BASE + 3)))
 BURLS=(); for p in "${BPORTS[@]}"; do BURLS+=("http://127.0.0.1:$p"); done
 HZ=$(getconf CLK_TCK); NCPU=$(nproc)
+GITDESC="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"   # before any build or report is written
+[ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null)" ] && GITDESC+=" (+ uncommitted changes)"
 say() { echo "[embedding-cpu] $*"; }
 die() { say "error: $*"; exit 1; }
 for tool in wrk curl timeout setsid; do command -v $tool >/dev/null || die "$tool not found"; done
@@ -216,7 +218,7 @@ mkdir -p "$(dirname "$RESULTS")"
 cat >"$RESULTS" <<EOF
 # Embedded LBKit vs standalone lbserve vs AsyncHTTPClient forwarding — server CPU per request
 
-$(date '+%Y-%m-%d %H:%M %Z'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null)" ] && echo ' (+ uncommitted changes)'), $NCPU cores, $(uname -r), $(swift --version 2>/dev/null | head -1)
+$(date '+%Y-%m-%d %H:%M %Z'), commit $GITDESC, $NCPU cores, $(uname -r), $(swift --version 2>/dev/null | head -1)
 
 Command: \`BUILD=$BUILD ROUNDS=$ROUNDS DUR=$DUR WARMUP=$WARMUP CONNS=$CONNS THREADS=$THREADS BACKEND=$BACKEND VAPOR=$VAPOR_ASKED bash Benchmarks/embedding-cpu.sh\`
 
