@@ -277,7 +277,9 @@ enum Ref {
         let keepAlive = minor == 1 ? !facts.close : facts.keepAlive && !facts.close
         return .accept(Request(
             method: method, target: target, minor: minor, fields: parsedFields, framing: framing,
-            keepAlive: keepAlive, expectsContinue: facts.expectContinue, headLength: end))
+            keepAlive: keepAlive,
+            // RFC 9110 10.1.1: a server MUST ignore a 100-continue expectation in an HTTP/1.0 request.
+            expectsContinue: facts.expectContinue && minor == 1, headLength: end))
     }
 
     // MARK: Response head
