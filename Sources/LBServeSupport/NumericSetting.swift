@@ -136,6 +136,9 @@ public struct NumericSetting: Sendable {
         .integer("--penalty-factor", 1...1000, "4", "rate and burst are divided by this while penalised") { $0.penaltyFactor = $1 },
         .integer("--max-body-bytes", 0...(1 << 34), "8388608", "larger request bodies get 413") { $0.maxBodyBytes = $1 },
         .integer("--threads", 1...256, "cores", "event loops") { $0.loopCount = $1 },
+        .integer("--resolve-interval-ms", 0...hourMs, "5000", "re-resolve backend host names every N ms: one backend per address (0 = once at start)") {
+            $0.resolveInterval = .milliseconds($1)
+        },
         .integer("--throttle-sync-ms", 1...10_000, "20", "how often each instance synchronises its throttle table with --throttle-store") {
             $0.throttleSyncInterval = .milliseconds($1)
         },
@@ -145,7 +148,7 @@ public struct NumericSetting: Sendable {
     ]
 
     /// The per-backend `weight` of the config file (it has no flag).
-    public static let weightRange = 1...1000
+    public static let weightRange = LoadBalancerConfiguration.weightRange
 
     private static let byFlag: [String: NumericSetting] = Dictionary(uniqueKeysWithValues: all.map { ($0.flag, $0) })
     private static let byKey: [String: NumericSetting] = Dictionary(uniqueKeysWithValues: all.map { ($0.key, $0) })
