@@ -55,7 +55,7 @@ extension LoadBalancer {
             throw BackendChangeError(.invalid, "weight: \(weight) is not an integer in \(LoadBalancerConfiguration.weightRange.lowerBound)...\(LoadBalancerConfiguration.weightRange.upperBound)")
         }
         if let healthPath, let problem = HTTP1Syntax.originFormProblem(healthPath) {
-            throw BackendChangeError(.invalid, "health_path: \(healthPath.debugDescription) \(problem)")
+            throw BackendChangeError(.invalid, "health_path: '\(healthPath)' \(problem)")
         }
         let name = url.description
         if membership.withLock({ $0.declaration(name) != nil }) {

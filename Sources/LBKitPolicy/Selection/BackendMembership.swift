@@ -60,8 +60,13 @@ public struct ResolutionStatus: Sendable, Equatable {
     /// Why the last resolution failed (kept until one succeeds).
     public var lastError: String?
 
-    /// Nothing known yet.
-    public init() {}
+    /// A status; the defaults mean "nothing known yet".
+    public init(addresses: [String]? = nil, failures: Int = 0, failingSince: MonotonicInstant? = nil, lastError: String? = nil) {
+        self.addresses = addresses
+        self.failures = failures
+        self.failingSince = failingSince
+        self.lastError = lastError
+    }
 
     /// `resolved`, `failing` (last known addresses kept) or `pending` (never resolved).
     public var stateName: String {
