@@ -44,6 +44,8 @@ public struct SystemBackendResolver: BackendResolver {
     /// Creates the resolver.
     public init() {}
 
+    /// The addresses of `host`: all IPv4 ones, or all IPv6 ones when it has no IPv4 address
+    /// (blocking: getaddrinfo).
     public func resolve(host: String, port: Int) throws(BackendResolutionError) -> [IPSocketAddress] {
         guard (1...65535).contains(port) else { throw BackendResolutionError("invalid port \(port)") }
         var hints = addrinfo()
