@@ -27,7 +27,10 @@ struct EndToEndSlownessTests {
             #expect(r.status == 200)
             #expect(handledBy(r) != slow.ports[0])
         }
-        #expect(lb.balancer.cluster.snapshot()[1].state == .slow)
+        // Excluded: as slow by real traffic, or as down when its 300 ms probes time out first
+        // (on a loaded machine the 20 requests can outlast three 200 ms probe rounds).
+        let excludedState = lb.balancer.cluster.snapshot()[1].state
+        #expect(excludedState == .slow || excludedState == .down, "state \(excludedState)")
         let slowLogged = await eventually(timeout: .seconds(2)) { log.count(containing: "as SLOW") >= 1 }
         #expect(slowLogged)
         #expect(log.count(containing: "as SLOW") == 1)
@@ -83,13 +86,13 @@ struct EndToEndSlownessTests {
 
     @Test("a timed-out attempt without a safe retry answers 504 JSON")
     func timeoutWithoutRetry() async throws {
-        let slow = try EchoFleet.start(count: 1, mode: .slow, delay: .milliseconds(1000))
+        let slow = try EchoFleet.start(count: 1, mode: .slow, delay: .seconds(5))
         let lb = try TestBalancer.start(backends: slow.urls) { $0.attemptTimeout = .milliseconds(200) }
         let start = ContinuousClock.now
         let r = try await rawRequest(port: lb.port, method: "POST", body: body)
         #expect(r.status == 504)
         #expect(r.bodyText.contains("no response within 200 ms"))
-        #expect(ContinuousClock.now - start < .milliseconds(900))
+        #expect(ContinuousClock.now - start < .seconds(3))   // well before the backend's 5 s answer
         await lb.stop(); await slow.stop()
     }
 }
@@ -100,8 +103,11 @@ struct EndToEndThrottleTests {
     @Test("over the burst: 429 JSON with Retry-After and RateLimit headers, then success after Retry-After")
     func throttleThenRecover() async throws {
         let fleet = try EchoFleet.start(count: 1)
-        let lb = try TestBalancer.start(backends: fleet.urls) {
-            $0.rateLimit = 1   // one token per second: the checks below run well within it
+        // The throttle reads the balancer's clock: a manual one stands still while the requests
+        // run (however loaded the machine), and moves by exactly Retry-After below.
+        let clock = ManualClock()
+        let lb = try TestBalancer.start(backends: fleet.urls, clock: clock) {
+            $0.rateLimit = 1
             $0.burst = 3
         }
         for _ in 0..<3 { #expect(try await rawRequest(port: lb.port).status == 200) }
@@ -114,10 +120,11 @@ struct EndToEndThrottleTests {
         #expect(limited.header("RateLimit-Remaining") == "0")
         // Admin endpoints are rate limited like every other path (they come after the throttle).
         #expect(try await rawRequest(port: lb.port, path: "/_lb/health").status == 429)
-        try await Task.sleep(for: .seconds(retryAfter))
+        clock.advance(by: .seconds(retryAfter))
         #expect(try await rawRequest(port: lb.port).status == 200)
+        #expect(try await rawRequest(port: lb.port).status == 429)   // that token was the only one
         // Read directly: over HTTP the stats request itself would be throttled now.
-        #expect(lb.balancer.statsJSON().contains("\"throttled\":2"))
+        #expect(lb.balancer.statsJSON().contains("\"throttled\":3"))
         await lb.stop(); await fleet.stop()
     }
 }
