@@ -11,15 +11,17 @@ import LBServeSupport
 struct EndToEndSlownessTests {
     let body = Array(#"{"msg":"demo"}"#.utf8)
 
-    @Test("a 2 s backend behind --timeout-ms 300 --max-delay-ms 200: every GET and opted-in POST gets 200")
+    @Test("a 6 s backend behind --timeout-ms 1500 --max-delay-ms 1000: every GET and opted-in POST gets 200")
     func slowBackendNeverSurfaces() async throws {
         let fast = try EchoFleet.start(count: 2)
-        let slow = try EchoFleet.start(count: 1, mode: .slow, delay: .milliseconds(2000))
+        // Timeouts of a second or more: a fast backend on a loaded 2-core test machine can take
+        // a few hundred milliseconds, which must not count as slow (at 300 ms it did).
+        let slow = try EchoFleet.start(count: 1, mode: .slow, delay: .seconds(6))
         let log = LogCapture()
         let lb = try TestBalancer.start(backends: [fast.urls[0], slow.urls[0], fast.urls[1]], log: log) {
-            $0.attemptTimeout = .milliseconds(300)
-            $0.maxDelay = .milliseconds(200)
-            $0.healthInterval = .milliseconds(200)
+            $0.attemptTimeout = .milliseconds(1500)
+            $0.maxDelay = .milliseconds(1000)
+            $0.healthInterval = .milliseconds(500)
             $0.retryNonIdempotent = true
         }
         for i in 0..<20 {
@@ -27,8 +29,8 @@ struct EndToEndSlownessTests {
             #expect(r.status == 200)
             #expect(handledBy(r) != slow.ports[0])
         }
-        // Excluded: as slow by real traffic, or as down when its 300 ms probes time out first
-        // (on a loaded machine the 20 requests can outlast three 200 ms probe rounds).
+        // Excluded: as slow by real traffic, or as down when its probes time out first (on a
+        // loaded machine the 20 requests can outlast three probe rounds).
         let excludedState = lb.balancer.cluster.snapshot()[1].state
         #expect(excludedState == .slow || excludedState == .down, "state \(excludedState)")
         let slowLogged = await eventually(timeout: .seconds(2)) { log.count(containing: "as SLOW") >= 1 }
