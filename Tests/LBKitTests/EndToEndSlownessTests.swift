@@ -21,7 +21,7 @@ struct EndToEndSlownessTests {
         let lb = try TestBalancer.start(backends: [fast.urls[0], slow.urls[0], fast.urls[1]], log: log) {
             $0.attemptTimeout = .milliseconds(1500)
             $0.maxDelay = .milliseconds(1000)
-            $0.healthInterval = .milliseconds(500)
+            $0.healthInterval = .zero   // real traffic alone decides (probes are the next test's subject)
             $0.retryNonIdempotent = true
         }
         for i in 0..<20 {
@@ -29,10 +29,7 @@ struct EndToEndSlownessTests {
             #expect(r.status == 200)
             #expect(handledBy(r) != slow.ports[0])
         }
-        // Excluded: as slow by real traffic, or as down when its probes time out first (on a
-        // loaded machine the 20 requests can outlast three probe rounds).
-        let excludedState = lb.balancer.cluster.snapshot()[1].state
-        #expect(excludedState == .slow || excludedState == .down, "state \(excludedState)")
+        #expect(lb.balancer.cluster.snapshot()[1].state == .slow)
         let slowLogged = await eventually(timeout: .seconds(2)) { log.count(containing: "as SLOW") >= 1 }
         #expect(slowLogged)
         #expect(log.count(containing: "as SLOW") == 1)
@@ -67,7 +64,7 @@ struct EndToEndSlownessTests {
         let slowPort = fleet.ports[2]
         let set = try await rawRequest(port: slowPort, method: "POST", path: "/_echo/delay?ms=500")
         #expect(set.status == 200)
-        let excluded = await eventually(timeout: .seconds(5)) { lb.balancer.cluster.snapshot()[2].state == .slow }
+        let excluded = await eventually(timeout: .seconds(15)) { lb.balancer.cluster.snapshot()[2].state == .slow }
         #expect(excluded)
         #expect(lb.balancer.cluster.snapshot()[2].requests == 0)  // no client request paid for it
         for _ in 0..<6 {
@@ -77,7 +74,7 @@ struct EndToEndSlownessTests {
         }
         // Fast again -> probes re-admit it (hysteresis: two checks under 0.8 x max-delay).
         _ = try await rawRequest(port: slowPort, method: "POST", path: "/_echo/delay?ms=0")
-        let back = await eventually(timeout: .seconds(5)) { lb.balancer.cluster.snapshot()[2].state == .healthy }
+        let back = await eventually(timeout: .seconds(15)) { lb.balancer.cluster.snapshot()[2].state == .healthy }
         #expect(back)
         let logged = await eventually(timeout: .seconds(2)) {
             log.all.contains { $0.contains("HEALTHY") && !$0.contains("UNHEALTHY") && $0.contains(":\(slowPort)") }
