@@ -57,8 +57,11 @@ struct EndToEndBalancingTests {
             return statuses
         }
         #expect(statuses == Array(repeating: 200, count: 20))
-        // 20 sequential requests over 2 backends: each backend saw one upstream connection.
-        #expect(lb.balancer.endpoints.map(\.connectionsOpened) == [1, 1])
+        // 20 sequential requests over 2 backends: each backend saw one upstream connection, or
+        // two when the client's next request arrived before the first connection was back in
+        // the pool (the response is relayed before the exchange releases its connection).
+        let opened = lb.balancer.endpoints.map(\.connectionsOpened)
+        #expect(opened.allSatisfy { $0 >= 1 && $0 <= 2 }, "\(opened)")
         await lb.stop(); await fleet.stop()
     }
 

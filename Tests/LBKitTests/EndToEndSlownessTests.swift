@@ -60,12 +60,15 @@ struct EndToEndSlownessTests {
             $0.attemptTimeout = .milliseconds(1000)
             $0.maxDelay = .milliseconds(200)
             $0.healthInterval = .milliseconds(100)
+            // The automatic probe timeout is 2 x max-delay = 400 ms: a 500 ms probe would time
+            // out and mark the backend down, not slow. Here probes must see the latency.
+            $0.healthTimeout = .seconds(5)
         }
         let slowPort = fleet.ports[2]
         let set = try await rawRequest(port: slowPort, method: "POST", path: "/_echo/delay?ms=500")
         #expect(set.status == 200)
         let excluded = await eventually(timeout: .seconds(15)) { lb.balancer.cluster.snapshot()[2].state == .slow }
-        #expect(excluded)
+        #expect(excluded, "\(lb.balancer.cluster.snapshot()[2])")
         #expect(lb.balancer.cluster.snapshot()[2].requests == 0)  // no client request paid for it
         for _ in 0..<6 {
             let r = try await rawRequest(port: lb.port, method: "POST", body: body)
