@@ -219,6 +219,25 @@ struct DynamicBackendsTests {
         await lb.stop(); await fleet.stop()
     }
 
+    @Test("lbserve --backend http://localhost:PORT: the address in /_lb/stats and /_lb/backends, the name in resolved_from")
+    func lbserveLocalhost() async throws {
+        let harness = ProcessHarness()
+        defer { harness.killAll() }
+        let (_, ports) = try await harness.startEcho()
+        let name = "http://localhost:\(ports[0])"
+        let (lb, port) = try await harness.startLBServe(["--host", "127.0.0.1", "--port", "0", "--backend", name,
+                                                         "--health-interval-ms", "0", "--resolve-interval-ms", "100"])
+        let r = try await rawRequest(port: port, method: "POST", body: body)
+        #expect(r.status == 200)
+        #expect(r.header("X-Backend") == "http://127.0.0.1:\(ports[0])")
+        let stats = try await rawRequest(port: port, path: "/_lb/stats").bodyText
+        #expect(stats.contains("\"url\":\"http://127.0.0.1:\(ports[0])\",\"address\":\"127.0.0.1:\(ports[0])\",\"resolved_from\":\"\(name)\""))
+        let listing = try await rawRequest(port: port, path: "/_lb/backends").bodyText
+        #expect(listing.hasPrefix("{\"resolve_interval_ms\":100,\"backends\":[{\"url\":\"\(name)\""))
+        lb.send(SIGTERM)
+        #expect(await lb.waitForExit(timeout: .seconds(5))?.status == 0)
+    }
+
     @Test("run() re-resolves every resolve interval")
     func periodicResolution() async throws {
         let fleet = try await SamePortFleet.start(count: 2)
