@@ -86,6 +86,9 @@ public struct NumericSetting: Sendable {
     /// Every numeric setting, in the order of the README's flag table.
     public static let all: [NumericSetting] = [
         .integer("--port", 0...65535, "8000", "listen port (0 = any free port; the chosen one is printed)") { $0.port = $1 },
+        .integer("--resolve-interval-ms", 0...hourMs, "5000", "re-resolve backend host names every N ms: one backend per address (0 = once at start)") {
+            $0.resolveInterval = .milliseconds($1)
+        },
         .integer("--timeout-ms", 1...hourMs, "3000", "deadline of one attempt (connect + request + whole response)") {
             $0.attemptTimeout = .milliseconds($1)
         },
@@ -136,9 +139,6 @@ public struct NumericSetting: Sendable {
         .integer("--penalty-factor", 1...1000, "4", "rate and burst are divided by this while penalised") { $0.penaltyFactor = $1 },
         .integer("--max-body-bytes", 0...(1 << 34), "8388608", "larger request bodies get 413") { $0.maxBodyBytes = $1 },
         .integer("--threads", 1...256, "cores", "event loops") { $0.loopCount = $1 },
-        .integer("--resolve-interval-ms", 0...hourMs, "5000", "re-resolve backend host names every N ms: one backend per address (0 = once at start)") {
-            $0.resolveInterval = .milliseconds($1)
-        },
         .integer("--throttle-sync-ms", 1...10_000, "20", "how often each instance synchronises its throttle table with --throttle-store") {
             $0.throttleSyncInterval = .milliseconds($1)
         },
