@@ -11,7 +11,7 @@ import LBKitPolicy
 /// struct FixedResolver: BackendResolver {
 ///     func resolve(host: String, port: Int) throws(BackendResolutionError) -> [IPSocketAddress] {
 ///         guard host == "api.test" else { throw BackendResolutionError("unknown host \(host)") }
-///         return [try IPSocketAddress(host: "127.0.0.2", port: port), try IPSocketAddress(host: "127.0.0.3", port: port)]
+///         return ["127.0.0.2", "127.0.0.3"].compactMap { IPSocketAddress(ipLiteral: $0, port: port) }
 ///     }
 /// }
 /// ```
