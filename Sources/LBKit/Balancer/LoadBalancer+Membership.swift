@@ -169,7 +169,10 @@ extension LoadBalancer {
     /// Notes the end of an attempt; the last attempt of a retiring backend removes it.
     func attemptEnded(_ index: Int, in up: UpstreamSet) {
         let left = up.activity[index].value.subtract(1, ordering: .relaxed).newValue
-        if left <= 0 && retiringCount.load(ordering: .relaxed) > 0 { sweepRetired() }
+        guard left <= 0 && retiringCount.load(ordering: .relaxed) > 0 else { return }
+        // The request's set may predate the retirement: ask the set in effect now.
+        let current = upstreams
+        if let i = current.names.firstIndex(of: up.names[index]), current.retiring[i] { sweepRetired() }
     }
 
     /// Removes retiring backends that have no attempt in flight.
