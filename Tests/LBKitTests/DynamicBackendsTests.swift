@@ -348,6 +348,22 @@ struct BackendsAdminTests {
         await lb.stop(); await fleet.stop()
     }
 
+    @Test("a backend added at run time joins in slow start; a name added resolves to its addresses")
+    func addedBackendWarms() async throws {
+        let fleet = try await SamePortFleet.start(count: 2)
+        let resolver = ScriptedResolver()
+        resolver.answer("svc.test", fleet.ips)
+        let lb = try ResolvingBalancer.start(backends: ["http://127.0.0.1:1"], resolver: resolver) { $0.slowStart = .seconds(60) }
+        let added = try await rawRequest(port: lb.port, method: "POST", path: "/_lb/backends",
+                                         body: Array(#"{"url":"http://svc.test:\#(fleet.port)","weight":2}"#.utf8))
+        #expect(added.status == 201)
+        #expect(added.bodyText.contains("\"addresses\":[{\"url\":\"\(fleet.url(0))\",\"address\":\"127.0.0.1:\(fleet.port)\",\"state\":\"warming\",\"weight\":2"))
+        let backends = try await lb.statsBackends()
+        #expect(backends.map { $0["state"] as? String } == ["healthy", "warming", "warming"])
+        #expect(backends.dropFirst().allSatisfy { $0["resolved_from"] as? String == "http://svc.test:\(fleet.port)" })
+        await lb.stop(); await fleet.stop()
+    }
+
     @Test("bad input: one-line JSON errors with 400, 404, 405 and 409", arguments: [
         ("POST", "/_lb/backends", #"{"url":"ftp://x"}"#, 400, "url: 'ftp://x' is not an http URL (expected http://host:port)"),
         ("POST", "/_lb/backends", #"{"url":"http://127.0.0.1:5001/path"}"#, 400, "url: 'http://127.0.0.1:5001/path': a backend URL cannot have a path or query"),
