@@ -259,10 +259,13 @@ public final class LoadBalancer: HTTPHandler, Sendable {
 
     // MARK: Reload
 
-    /// Replaces the backend set without dropping in-flight requests. Backends that stay keep their
-    /// health, latency, counters, drain flag and pooled connections; new ones start healthy;
-    /// removed ones drain (requests already using them finish; their idle connections are closed).
-    /// Returns the summary it also logs. Concurrent reloads are applied one after the other.
+    /// Replaces the declared backends without dropping in-flight requests. Backends that stay keep
+    /// their health, latency, counters, drain flag and pooled connections (and a name its known
+    /// addresses); new ones start healthy in slow start (a new name is resolved now, blocking);
+    /// removed ones drain (no new requests; they stay, `draining`, until their requests in flight
+    /// finish). Backends added, removed or re-weighted at run time (``addBackend(_:weight:healthPath:)``...)
+    /// are replaced too. Returns the summary it also logs. Reloads, resolutions and run-time
+    /// changes are applied one after the other.
     ///
     /// ```swift
     /// func addFourth(to balancer: LoadBalancer) throws {
