@@ -12,7 +12,10 @@
 # echo on 3 ports (one process), or with BACKEND=nginx one nginx worker on 3 ports, as
 # ../shared/bench/conf/backend-nginx.conf (nginx must be installed).
 # Per run: 2 s wrk warm-up, then `wrk -t1 -c32 -d8s` GET (wrapped in timeout); the server process's CPU time
-# (utime+stime, all threads, /proc/PID/stat) before/after, divided by the requests wrk completed. Rounds are
+# (utime+stime, all threads, /proc/PID/stat) before/after, divided by the requests wrk completed; likewise the
+# server's context switches (voluntary + involuntary, summed over its threads in /proc/PID/task/*/status; a thread
+# that exits during the run takes its count with it), which say how often a request's work moves between
+# threads and depend less on the machine's load than CPU time does. Rounds are
 # interleaved (a b c d e f, a b c d e f, ...) and the table gives medians. Each run also records the CPU used by
 # processes this script did not start ("other CPU", % of one core, 200 % = both cores) and the 1-min load
 # average; before each round the script waits up to QUIET_WAIT s for other CPU to drop under FOREIGN_MAX %.
@@ -129,6 +132,8 @@ done
 say "all targets answer; proxies reach all 3 backends"
 
 # ---- CPU accounting ----
+pswitches() { local t n s=0; for t in /proc/$1/task/*/status; do
+    n=$(awk '/ctxt_switches/ {a += $2} END {print a + 0}' "$t" 2>/dev/null) && s=$((s + ${n:-0})); done; echo $s; }
 pticks() { local l; { read -r l <"/proc/$1/stat"; } 2>/dev/null || { echo 0; return; }; set -- ${l##*) }; echo $(( ${12} + ${13} )); }
 mine() { # CPU ticks of everything this script started: the process groups in PIDS (servers, backends; with
   # their reaped children) plus this shell and its reaped children (wrk, curl)
@@ -166,16 +171,17 @@ for r in $(seq "$ROUNDS"); do
     IFS=: read -r name pid port path what <<<"$t"
     url="http://127.0.0.1:$port$path"
     timeout $((WARMUP + 20)) wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null 2>&1
-    s0=$(snapshot); c0=$(pticks "$pid")
+    s0=$(snapshot); c0=$(pticks "$pid"); w0=$(pswitches "$pid")
     out=$(timeout $((DUR + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" "$url" 2>&1)
-    c1=$(pticks "$pid"); s1=$(snapshot)
+    c1=$(pticks "$pid"); w1=$(pswitches "$pid"); s1=$(snapshot)
     n=$(awk '/requests in/ {print $1}' <<<"$out"); rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out"); sockerr=$(awk -F'[ ,]+' '/Socket errors/ {print $4+$6+$8+$10}' <<<"$out")
     [ -n "$n" ] && [ "$n" -gt 0 ] || { say "$name: wrk failed: $out"; n=0; rps=0; }
     us=$(awk -v c=$((c1 - c0)) -v hz="$HZ" -v n="$n" 'BEGIN{if (n>0) printf "%.1f", c/hz*1e6/n; else print "nan"}')
+    cs=$(awk -v c=$((w1 - w0)) -v n="$n" 'BEGIN{if (n>0) printf "%.2f", c/n; else print "nan"}')
     other=$(other_pct $s0 $s1); steal=$(steal_pct $s0 $s1); load=$(cut -d' ' -f1 /proc/loadavg)
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$name" "$n" "$rps" "$us" "${non2xx:-0}" "${sockerr:-0}" "$other" "$steal" "$load" >>"$RUNS"
-    say "round $r $name: $n requests, $rps req/s, $us µs CPU/request, non-2xx ${non2xx:-0}, socket errors ${sockerr:-0}, other CPU ${other}%, steal ${steal}%, load $load"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$name" "$n" "$rps" "$us" "${non2xx:-0}" "${sockerr:-0}" "$other" "$steal" "$load" "$cs" >>"$RUNS"
+    say "round $r $name: $n requests, $rps req/s, $us µs CPU/request, $cs context switches/request, non-2xx ${non2xx:-0}, socket errors ${sockerr:-0}, other CPU ${other}%, steal ${steal}%, load $load"
   done
 done
 
@@ -184,13 +190,13 @@ med() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END{if (NR==0) print "n
 col() { awk -F'\t' -v t="$1" -v c="$2" '$2==t {print $c}' "$RUNS" | tr '\n' ' '; }
 range() { tr ' ' '\n' | grep . | sort -g | awk 'NR==1{lo=$1} {hi=$1} END{print lo "–" hi}'; }
 declare -A MUS MRPS
-TABLE="| target | what | CPU µs/request, median (range) | req/s, median (range) | non-2xx + socket errors | other CPU % of one core, median (max) | load 1-min, median |
-|---|---|---|---|---|---|---|"
+TABLE="| target | what | CPU µs/request, median (range) | context switches/request, median (range) | req/s, median (range) | non-2xx + socket errors | other CPU % of one core, median (max) | load 1-min, median |
+|---|---|---|---|---|---|---|---|"
 for t in "${TARGETS[@]}"; do
   IFS=: read -r name pid port path what <<<"$t"
   MUS[$name]=$(col "$name" 5 | med); MRPS[$name]=$(col "$name" 4 | med)
   errs=$(awk -F'\t' -v t="$name" '$2==t {e+=$6+$7} END{print e+0}' "$RUNS")
-  TABLE+=$'\n'"| $name | $what | ${MUS[$name]} ($(col "$name" 5 | range)) | ${MRPS[$name]} ($(col "$name" 4 | range)) | $errs | $(col "$name" 8 | med) ($(col "$name" 8 | tr ' ' '\n' | grep . | sort -g | tail -1)) | $(col "$name" 10 | med) |"
+  TABLE+=$'\n'"| $name | $what | ${MUS[$name]} ($(col "$name" 5 | range)) | $(col "$name" 11 | med) ($(col "$name" 11 | range)) | ${MRPS[$name]} ($(col "$name" 4 | range)) | $errs | $(col "$name" 8 | med) ($(col "$name" 8 | tr ' ' '\n' | grep . | sort -g | tail -1)) | $(col "$name" 10 | med) |"
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{if (b>0) printf "%.2f", a/b; else print "nan"}'; }
 paired() { # median over rounds of a per-round expression on µs: $1 = awk expression over x (target a), y (b), z (c)
@@ -204,14 +210,16 @@ R1=$(ratio "$EMB" "${MUS[lbserve]}"); R2=$(ratio "${MUS[hb-lbkit]}" "${MUS[hb-ah
 R1P=$(paired '(x-y)/z' hb-lbkit hb-trivial lbserve); R2P=$(paired 'x/y' hb-lbkit hb-ahc)
 RATIOS="- Hummingbird: (hb-lbkit − hb-trivial) = ${MUS[hb-lbkit]} − ${MUS[hb-trivial]} = $EMB µs vs lbserve ${MUS[lbserve]} µs: **$R1×** (target ≤ 1.2×; median of per-round ratios $R1P×)
 - LBKit route vs AsyncHTTPClient route: ${MUS[hb-lbkit]} / ${MUS[hb-ahc]} µs = **$R2×** (target ≤ 1.0×; median of per-round ratios $R2P×)"
+CSL=$(col lbserve 11 | med); CSE=$(awk -v a="$(col hb-lbkit 11 | med)" -v b="$(col hb-trivial 11 | med)" 'BEGIN{printf "%.2f", a-b}')
+RATIOS+=$'\n'"- Context switches per request: (hb-lbkit − hb-trivial) = $(col hb-lbkit 11 | med) − $(col hb-trivial 11 | med) = $CSE vs lbserve $CSL"
 if [ "$VAPOR" != 0 ]; then
   VEMB=$(awk -v a="${MUS[vapor-lbkit]}" -v b="${MUS[vapor-trivial]}" 'BEGIN{printf "%.1f", a-b}')
   R3=$(ratio "$VEMB" "${MUS[lbserve]}"); R3P=$(paired '(x-y)/z' vapor-lbkit vapor-trivial lbserve)
   RATIOS+=$'\n'"- Vapor: (vapor-lbkit − vapor-trivial) = ${MUS[vapor-lbkit]} − ${MUS[vapor-trivial]} = $VEMB µs vs lbserve ${MUS[lbserve]} µs: **$R3×** (target ≤ 1.2×; median of per-round ratios $R3P×)"
 fi
-RAW="| round | target | requests | req/s | CPU µs/request | non-2xx | socket errors | other CPU % | steal % | load 1-min |
-|---|---|---|---|---|---|---|---|---|---|"
-while IFS=$'\t' read -r a b c d e f g h i j; do RAW+=$'\n'"| $a | $b | $c | $d | $e | $f | $g | $h | $i | $j |"; done <"$RUNS"
+RAW="| round | target | requests | req/s | CPU µs/request | context switches/request | non-2xx | socket errors | other CPU % | steal % | load 1-min |
+|---|---|---|---|---|---|---|---|---|---|---|"
+while IFS=$'\t' read -r a b c d e f g h i j k; do RAW+=$'\n'"| $a | $b | $c | $d | $e | $k | $f | $g | $h | $i | $j |"; done <"$RUNS"
 CONTENDED=$(awk -F'\t' -v m="$FOREIGN_MAX" '$8>m {n++} END{print n+0}' "$RUNS"); TOTAL=$(wc -l <"$RUNS")
 
 mkdir -p "$(dirname "$RESULTS")"

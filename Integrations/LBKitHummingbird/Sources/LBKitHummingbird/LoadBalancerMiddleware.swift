@@ -138,7 +138,9 @@ public struct LoadBalancerMiddleware<Context: RequestContext>: RouterMiddleware 
     }
 
     /// The whole body, or nil when it is larger than the balancer's `maxBodyBytes`.
-    private func collectBody(_ request: Request) async throws -> [UInt8]? {
+    /// `nonisolated(nonsending)`: runs on the executor of the request's task, so collecting even
+    /// an empty body costs no task switch to the global executor and back.
+    nonisolated(nonsending) private func collectBody(_ request: Request) async throws -> [UInt8]? {
         let limit = balancer.configuration.maxBodyBytes
         var bytes: [UInt8] = []
         if let declared = request.head.headerFields[.contentLength].flatMap({ Int($0) }) {
