@@ -144,3 +144,13 @@ int lbk_signal_pipe_install(const int *signals, int count) {
 int lbk_malloc_trim(void) { return malloc_trim(0); }
 
 int lbk_set_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }
+
+static __thread void *lbk_current_loop_pointer = NULL;
+
+void lbk_set_current_loop(void *loop) {
+    lbk_current_loop_pointer = loop;
+}
+
+void *lbk_current_loop(void) {
+    return lbk_current_loop_pointer;
+}

@@ -72,4 +72,8 @@ int lbk_set_mmap_threshold(int bytes);
 /// Names the calling thread (at most 15 characters are kept).
 int lbk_set_thread_name(const char *name);
 
+/* The LBEventLoop whose thread this is (NULL on other threads): set once by the loop thread. */
+void lbk_set_current_loop(void *loop);
+void *lbk_current_loop(void);
+
 #endif

@@ -8,7 +8,9 @@ extension LoadBalancer {
         let up = upstreams
         let cluster = up.cluster
         cluster.requestStarted()
-        let loop = context.eventLoop ?? group.next()
+        // The caller's own loop when it runs on one of ours (a server running its handlers on
+        // `eventLoopGroup`): the upstream exchange then stays on the caller's thread.
+        let loop = context.eventLoop ?? group.currentLoop ?? group.next()
         let trustedPeer = context.clientAddress.map { identity.isTrusted($0) } ?? false
         let head = ForwardingHeaders.upstreamHead(for: request.head, client: context.clientAddress, peerIsTrustedProxy: trustedPeer)
         var upstream: UpstreamRequest

@@ -38,6 +38,18 @@ public final class LoadBalancer: HTTPHandler, Sendable {
 
     let clock: any MonotonicClock
     let group: LBEventLoopGroup
+
+    /// The event loops that carry this balancer's upstream connections (its own, or the group
+    /// it was given). Also a `TaskExecutor`: a server embedding the balancer can run its request
+    /// handling there, so that each request and its upstream exchange share a thread (see
+    /// ``LBEventLoopGroup/enqueue(_:)``).
+    ///
+    /// ```swift
+    /// try await withTaskExecutorPreference(balancer.eventLoopGroup) {
+    ///     try await app.runService()
+    /// }
+    /// ```
+    public var eventLoopGroup: LBEventLoopGroup { group }
     private let ownsGroup: Bool
     let log: LogSink
     let metrics: (any MetricsSink)?

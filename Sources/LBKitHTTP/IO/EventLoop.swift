@@ -28,7 +28,10 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
     let epollFD: Int32
     let wakeFD: Int32
 
-    private let jobs = Mutex<[UnownedJob]>([])
+    /// Queued jobs, each with the executor it runs "on": the loop itself, or the group the job
+    /// was enqueued through (see ``LBEventLoopGroup/enqueue(_:)``), so that the runtime sees the
+    /// task already on its preferred executor and does not enqueue it again.
+    private let jobs = Mutex<[QueuedJob]>([])
     /// Set (under the `jobs` lock) when the loop has stopped taking jobs.
     private let jobsClosed = Atomic<Bool>(false)
     private let sleeping = Atomic<Bool>(false)
@@ -41,7 +44,7 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
     // Loop-thread-only scratch space.
     private var eventBuffer = [UInt32](repeating: 0, count: 256)
     private var dataBuffer = [UInt64](repeating: 0, count: 256)
-    private var jobScratch: [UnownedJob] = []
+    private var jobScratch: [QueuedJob] = []
     private var dispatchScratch: [(Socket, UInt32)] = []
     private var expiredScratch: [Socket] = []
 
@@ -71,6 +74,12 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
 
     public var description: String { "LBEventLoop(\(name))" }
 
+    /// The loop whose thread the caller runs on, nil on any other thread.
+    static var current: LBEventLoop? {
+        guard let pointer = lbk_current_loop() else { return nil }
+        return Unmanaged<LBEventLoop>.fromOpaque(pointer).takeUnretainedValue()
+    }
+
     /// Whether the caller runs on this loop's thread.
     public var inEventLoop: Bool {
         threadID.withLock { tid in
@@ -87,10 +96,14 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
     /// that prefers this loop keeps running (it would otherwise wait forever for a loop that is
     /// gone), and its sockets were closed when the loop stopped, so its waits end.
     public func enqueue(_ job: consuming ExecutorJob) {
-        let unowned = UnownedJob(job)
+        enqueue(UnownedJob(job), runningOn: nil)
+    }
+
+    /// Queues `unowned` to run on this thread as if on `executor` (nil: this loop).
+    func enqueue(_ unowned: UnownedJob, runningOn executor: UnownedTaskExecutor?) {
         let accepted = jobs.withLock { queue -> Bool in
             if jobsClosed.load(ordering: .acquiring) { return false }
-            queue.append(unowned)
+            queue.append(QueuedJob(job: unowned, executor: executor))
             return true
         }
         if accepted {
@@ -183,6 +196,7 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
 
     private func threadMain() {
         threadID.withLock { $0 = pthread_self() }
+        lbk_set_current_loop(Unmanaged.passUnretained(self).toOpaque())
         let shortName = String(name.prefix(15))
         _ = lbk_set_thread_name(shortName)
         run()
@@ -215,7 +229,7 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
             jobs.withLock { queue in swap(&queue, &jobScratch) }
             if jobScratch.isEmpty { return }
             let executor = asUnownedTaskExecutor()
-            for job in jobScratch { job.runSynchronously(on: executor) }
+            for queued in jobScratch { queued.job.runSynchronously(on: queued.executor ?? executor) }
             jobScratch.removeAll(keepingCapacity: true)
             rounds += 1
         }
@@ -296,6 +310,12 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
         Glibc.close(epollFD)
         Glibc.close(wakeFD)
     }
+}
+
+/// A job in an ``LBEventLoop``'s queue and the task executor it runs on (nil: the loop).
+struct QueuedJob {
+    var job: UnownedJob
+    var executor: UnownedTaskExecutor?
 }
 
 /// fd-indexed table of registered sockets with a generation per registration, so an event for an

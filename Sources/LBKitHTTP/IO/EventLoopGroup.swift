@@ -7,7 +7,7 @@ import Synchronization
 /// let group = try LBEventLoopGroup(loopCount: 2)
 /// let loop = group.next()
 /// ```
-public final class LBEventLoopGroup: Sendable {
+public final class LBEventLoopGroup: TaskExecutor, Sendable {
     /// The loops, in index order.
     public let loops: [LBEventLoop]
     private let cursor = Atomic<Int>(0)
@@ -28,6 +28,35 @@ public final class LBEventLoopGroup: Sendable {
     public func next() -> LBEventLoop {
         let i = cursor.add(1, ordering: .relaxed).oldValue
         return loops[i % loops.count]
+    }
+
+    /// The loop of this group whose thread the caller runs on, nil on any other thread.
+    ///
+    /// ```swift
+    /// let loop = group.currentLoop ?? group.next()   // stay on the caller's loop when there is one
+    /// ```
+    public var currentLoop: LBEventLoop? {
+        guard let loop = LBEventLoop.current, loop.index < loops.count, loops[loop.index] === loop else { return nil }
+        return loop
+    }
+
+    /// Runs a job of a task that prefers this group: on the caller's loop when the caller runs on
+    /// one of the group's loops (a task resumed by its own socket's readiness stays on that loop
+    /// with no thread hop), otherwise on the next loop in turn.
+    ///
+    /// With the group as task executor preference, a whole server's request handling can run on
+    /// LBKit's loops: the handler, the upstream exchange and the resumption after the backend's
+    /// answer then share a thread, as in lbserve, instead of crossing from the global concurrent
+    /// pool to a loop and back on every request.
+    ///
+    /// ```swift
+    /// try await withTaskExecutorPreference(balancer.group) {
+    ///     try await app.runService()   // connection tasks are children: they inherit the preference
+    /// }
+    /// ```
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let loop = currentLoop ?? next()
+        loop.enqueue(UnownedJob(job), runningOn: asUnownedTaskExecutor())
     }
 
     /// Stops every loop and waits for their threads to exit.

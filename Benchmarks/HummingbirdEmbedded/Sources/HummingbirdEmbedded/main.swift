@@ -13,4 +13,9 @@ router.get("/hello") { _, _ in "hello from hummingbird\n" }
 let lb = try router.balance("/api", across: backends)
 var app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)))
 app.addServices(lb)
-try await app.runService()
+if Environment().get("LB_EXECUTOR") == "1" {
+    // Request handling on LBKit's loops: each request and its upstream exchange share a thread.
+    try await withTaskExecutorPreference(lb.balancer.eventLoopGroup) { try await app.runService() }
+} else {
+    try await app.runService()
+}
