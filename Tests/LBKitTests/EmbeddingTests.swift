@@ -82,6 +82,29 @@ struct EmbeddingTests {
         await fleet.stop()
     }
 
+    @Test("on the balancer's own loops (eventLoopGroup as task executor): strict round robin, then failover; the exchange stays on the caller's loop")
+    func onBalancerLoops() async throws {
+        let fleet = try EchoFleet.start(count: 3)
+        let balancer = try Self.balancer(fleet)
+        let group = balancer.eventLoopGroup
+        #expect(group.currentLoop == nil)   // the test's own thread is not one of the loops
+        let (result, onLoopAfter) = await withTaskExecutorPreference(group) { () async -> ((rotation: [Int?], afterStop: [Int]), Bool) in
+            let result = await Self.rotationAndFailover(fleet, balancer)
+            // Resumed by its upstream socket's loop and still running there: no hop back off it.
+            return (result, group.currentLoop != nil)
+        }
+        let p = fleet.ports
+        #expect(result.rotation == [p[0], p[1], p[2], p[0], p[1], p[2]])
+        #expect(result.afterStop.allSatisfy { $0 == 200 }, "\(result.afterStop)")
+        #expect(onLoopAfter)
+        let loop = group.loops[1]
+        let seen = await Task(executorPreference: loop) { group.currentLoop === loop }.value
+        #expect(seen)
+        balancer.shutdown()
+        try await balancer.run()
+        await fleet.stop()
+    }
+
     @Test("per-client throttling by the address the caller passes (text or bytes); none = not throttled, said once")
     func perClientThrottle() async throws {
         let fleet = try EchoFleet.start(count: 1)
