@@ -133,11 +133,22 @@ public final class HTTP1Server: Sendable {
                 let connection = HTTP1ServerConnection(
                     socket: client, server: self,
                     context: LBRequestContext(peer: peer, localPort: localPort, eventLoop: loop))
-                await connection.run()
-                client.close()
-                self.connections.withLock { $0.remove(client) }
+                await self.serve(connection, resuming: nil)
             }
         }
+    }
+
+    /// Runs `connection` until it ends (then closes it) or parks while idle (then its socket
+    /// continues it in a new task when the next request arrives).
+    nonisolated(nonsending) func serve(_ connection: HTTP1ServerConnection, resuming: HTTP1ServerConnection.Resumption?) async {
+        if await connection.run(resuming: resuming) == .parked { return }
+        connectionEnded(connection.socket)
+    }
+
+    /// Closes a client connection and forgets it.
+    func connectionEnded(_ socket: Socket) {
+        socket.close()
+        connections.withLock { $0.remove(socket) }
     }
 }
 
