@@ -61,7 +61,8 @@ final class ConnectionPool: Sendable {
 final class PooledConnection: @unchecked Sendable {
     let socket: Socket
     let endpoint: UpstreamEndpoint
-    var buffer = InboundBuffer(capacity: 16 * 1024)
+    /// Lent by the loop's ``ReadBufferPool`` while an exchange runs; none while pooled.
+    var buffer = InboundBuffer(capacity: 0)
     var lastUsed: UInt64
     var exchanges = 0
 

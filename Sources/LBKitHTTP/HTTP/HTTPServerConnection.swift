@@ -3,6 +3,8 @@ import Synchronization
 internal import CLBKitShim
 
 /// The read side of a client connection: its socket and the bytes read but not yet parsed.
+/// The buffer is lent by the loop's ``ReadBufferPool`` for each read and given back once every
+/// byte read is consumed (before the handler runs, and when the connection parks).
 ///
 /// `@unchecked Sendable`: one user at a time. The connection task reads heads through it; while
 /// a handler consumes a streamed request body, the body reader (called from that same handler
@@ -15,7 +17,13 @@ final class ConnectionInput: @unchecked Sendable {
 
     /// Reads more bytes with a deadline `stall` from now. EOF and errors map to `failure`.
     nonisolated(nonsending) func readMore(stall: Duration) async throws(SocketError) -> Int {
-        try await socket.read(into: &buffer, deadline: deadlineNs(after: stall))
+        socket.loop.readBuffers.lend(to: &buffer)
+        return try await socket.read(into: &buffer, deadline: deadlineNs(after: stall))
+    }
+
+    /// Gives the buffer back to the loop if it holds no unread byte.
+    func reclaimBuffer() {
+        socket.loop.readBuffers.reclaim(&buffer)
     }
 }
 
@@ -99,6 +107,8 @@ struct HTTP1ServerConnection: Sendable {
     /// connection whose next request has arrived).
     nonisolated(nonsending) func run(resuming: Resumption? = nil) async -> Ending {
         let input = ConnectionInput(socket: socket)
+        // However the connection ends or parks, an empty read buffer goes back to the loop.
+        defer { input.reclaimBuffer() }
         var out: [UInt8] = []
         var served = resuming?.served ?? 0
         var resumedIdleDeadline = resuming?.idleDeadline
@@ -130,6 +140,9 @@ struct HTTP1ServerConnection: Sendable {
                 return .closed
             }
             served += 1
+            // The request is read: the handler runs without holding a read buffer (unless
+            // pipelined bytes wait in it).
+            input.reclaimBuffer()
             var request: LBRequest
             var reserved = 0
             var reader: ServerBodyReader?
@@ -214,6 +227,7 @@ struct HTTP1ServerConnection: Sendable {
         var discarded = 0
         while discarded < 1 << 20 {
             input.buffer.consume(input.buffer.readableCount)
+            socket.loop.readBuffers.lend(to: &input.buffer)
             guard let n = try? await socket.read(into: &input.buffer, deadline: until), n > 0 else { return }
             discarded += n
         }
@@ -250,6 +264,7 @@ struct HTTP1ServerConnection: Sendable {
                 if waitingIdle && !socket.mightBeReadable {
                     try await socket.waitUntilReadable(deadline: quietDeadline, idle: true)
                 }
+                socket.loop.readBuffers.lend(to: &input.buffer)
                 let n = try await socket.read(into: &input.buffer, deadline: waitingIdle ? quietDeadline : headDeadline,
                                               idle: waitingIdle)
                 if n == 0 { throw Failure.close }

@@ -17,7 +17,8 @@ import Synchronization
 ///
 /// `@unchecked Sendable`: the mutable members are either `Mutex`/`Atomic` protected (`jobs`,
 /// `registry`, `timers`, `sleeping`, `running`) or touched only by the loop thread itself inside
-/// `run()` (`eventBuffer`, `dataBuffer`, `jobScratch`, `dispatchScratch`), which is the only thread
+/// `run()` (`eventBuffer`, `dataBuffer`, `jobScratch`, `dispatchScratch`, `expiredScratch`,
+/// `expiredSockets`), which is the only thread
 /// that calls the `@inline(never)` helpers of `run()`.
 public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringConvertible {
     /// A human-readable name, used for the thread name.
@@ -37,13 +38,16 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
     private let timers = Mutex<TimerHeap>(TimerHeap())
     private let threadID = Mutex<pthread_t?>(nil)
     private let finished = Mutex<Bool>(false)
+    /// Read buffers lent to this loop's connections while they read (see ``ReadBufferPool``).
+    package let readBuffers = ReadBufferPool()
 
     // Loop-thread-only scratch space.
     private var eventBuffer = [UInt32](repeating: 0, count: 256)
     private var dataBuffer = [UInt64](repeating: 0, count: 256)
     private var jobScratch: [UnownedJob] = []
     private var dispatchScratch: [(Socket, UInt32)] = []
-    private var expiredScratch: [Socket] = []
+    private var expiredScratch: [TimerEntry] = []
+    private var expiredSockets: [Socket] = []
 
     /// Creates a loop and starts its thread.
     public init(name: String = "lb-loop", index: Int = 0) throws(SocketError) {
@@ -138,11 +142,14 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
 
     // MARK: Timers
 
-    /// Arranges for `socket.timerFired` to run on the loop at or after `deadline` (monotonic ns).
+    /// Arranges for `socket.timerFired` to run on the loop at or after `deadline` (monotonic ns),
+    /// if the socket is still registered then. The entry names the socket by its registration and
+    /// does not retain it: a closed socket is freed at once, not when its last deadline passes.
     func armTimer(for socket: Socket, at deadline: UInt64) {
+        let entry = TimerEntry(deadline: deadline, fd: socket.fd, generation: socket.generation)
         let becameEarliest = timers.withLock { heap -> Bool in
             let previous = heap.peekDeadline ?? .max
-            heap.push(TimerEntry(deadline: deadline, socket: socket))
+            heap.push(entry)
             return deadline < previous
         }
         if becameEarliest && !inEventLoop { _ = lbk_eventfd_signal(wakeFD) }
@@ -279,15 +286,22 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
         let live = registryCountUnlocked
         timers.withLock { heap in
             while let top = heap.peekDeadline, top <= now, let entry = heap.pop() {
-                expiredScratch.append(entry.socket)
+                expiredScratch.append(entry)
             }
             // Closed sockets leave entries behind; rebuild when they dominate.
             if heap.count > 4096 && heap.count > 4 * max(live, 1) {
-                heap.removeAll { $0.socket.isClosed }
+                registry.withLock { reg in heap.removeAll { reg.lookup(fd: $0.fd, generation: $0.generation) == nil } }
             }
         }
-        for socket in expiredScratch { socket.timerFired(now: now) }
+        if expiredScratch.isEmpty { return }
+        registry.withLock { reg in
+            for entry in expiredScratch {
+                if let socket = reg.lookup(fd: entry.fd, generation: entry.generation) { expiredSockets.append(socket) }
+            }
+        }
         expiredScratch.removeAll(keepingCapacity: true)
+        for socket in expiredSockets { socket.timerFired(now: now) }
+        expiredSockets.removeAll(keepingCapacity: true)
     }
 
     private var registryCountUnlocked: Int { registry.withLock { $0.count } }
@@ -335,9 +349,12 @@ struct SocketRegistry {
     }
 }
 
+/// A deadline of a registered socket, named by its registration (fd and generation) so that the
+/// heap holds no reference to it.
 struct TimerEntry {
     var deadline: UInt64
-    var socket: Socket
+    var fd: Int32
+    var generation: UInt32
 }
 
 /// A binary min-heap of socket deadlines.
