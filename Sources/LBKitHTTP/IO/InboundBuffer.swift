@@ -117,7 +117,7 @@ package final class ReadBufferPool: Sendable {
     private let spare = Mutex<[InboundBuffer]>([])
 
     /// Creates a pool keeping at most `limit` spare buffers.
-    package init(limit: Int = 16) {
+    package init(limit: Int = 8) {
         self.limit = limit
     }
 
