@@ -49,10 +49,12 @@ func deadlineNs(after duration: Duration) -> UInt64 {
 /// Memory per connection is bounded by buffer sizes, never by body sizes: bodies up to
 /// `maxBufferedBodyBytes` are buffered (within the server-wide `bufferedBodyBudget`), larger
 /// ones stream; responses stream. A keep-alive connection that stays quiet for a second is
-/// *parked*: its task ends (freeing its async frames and its read and write buffers) and the
-/// socket calls back when the next request arrives, which starts a fresh task
-/// (``Socket/parkReader(until:_:)``, ``HTTP1Server/serve(_:resuming:)``). An idle connection then
-/// costs its socket object and one closure, a few hundred bytes.
+/// *parked*: its task ends (freeing its async frames and its read and write buffers), its socket
+/// object is retired, and its loop keeps just an entry in its fd table until the next request
+/// arrives, which starts a fresh task (``LBEventLoop/park(_:until:owner:token:)``,
+/// ``HTTP1Server/parkedSocketReady(_:deadline:token:)``). An idle connection then holds no heap
+/// object at all: thousands of them cost about a hundred bytes each, not scattered objects that
+/// each keep a heap page resident.
 struct HTTP1ServerConnection: Sendable {
     let socket: Socket
     let server: HTTP1Server
@@ -132,8 +134,12 @@ struct HTTP1ServerConnection: Sendable {
                         await lingeringClose(input)
                     }
                 case .park(let idleDeadline):
-                    park(Resumption(served: served, idleDeadline: idleDeadline))
-                    return .parked
+                    input.reclaimBuffer()
+                    if server.park(socket, served: served, idleDeadline: idleDeadline) { return .parked }
+                    // Not parked: bytes arrived meanwhile (read them), or the server is draining.
+                    if server.isDraining { return .closed }
+                    resumedIdleDeadline = idleDeadline
+                    continue
                 case .close:
                     break
                 }
@@ -198,22 +204,6 @@ struct HTTP1ServerConnection: Sendable {
                     backToBack = 0
                     await Task.yield()
                 }
-            }
-        }
-    }
-
-    /// Parks the idle connection: this task ends; the socket starts a new one on the next
-    /// request's first bytes, or closes the connection at the idle deadline, on graceful
-    /// shutdown or when it is closed.
-    private func park(_ resumption: Resumption) {
-        let connection = self
-        socket.parkReader(until: resumption.idleDeadline) { result in
-            guard result == .ready else {
-                connection.server.connectionEnded(connection.socket)
-                return
-            }
-            Task(executorPreference: connection.socket.loop) {
-                await connection.server.serve(connection, resuming: resumption)
             }
         }
     }

@@ -32,9 +32,6 @@ package final class Socket: Sendable, CustomStringConvertible {
         var peerClosed = false
         var readWaiter: UnsafeContinuation<WaitResult, Never>?
         var writeWaiter: UnsafeContinuation<WaitResult, Never>?
-        /// A parked reader (see ``parkReader(until:_:)``): called instead of resuming a task.
-        /// Never set together with `readWaiter`.
-        var parkedReader: (@Sendable (WaitResult) -> Void)?
         /// Deadline (monotonic ns) of the current read wait; .max = none. Separate from the
         /// write deadline: a tunnel reads and writes one socket from two tasks at once.
         var readDeadline: UInt64 = .max
@@ -148,6 +145,17 @@ package final class Socket: Sendable, CustomStringConvertible {
         return withUnsafeBytes(of: &storage) { raw in raw.baseAddress.flatMap { IPSocketAddress(raw: $0) } }
     }
 
+    /// The peer's address (nil when the socket is not connected).
+    package var peerAddress: IPSocketAddress? {
+        var storage = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &len) }
+        }
+        guard rc == 0 else { return nil }
+        return withUnsafeBytes(of: &storage) { raw in raw.baseAddress.flatMap { IPSocketAddress(raw: $0) } }
+    }
+
     // MARK: Accept
 
     /// Accepts one connection: the new connected fd (non-blocking) and the peer's address.
@@ -236,39 +244,16 @@ package final class Socket: Sendable, CustomStringConvertible {
         }
     }
 
-    /// Parks the socket's reader without a task: `then` is called once, with ``WaitResult/ready``
-    /// when the socket may have bytes to read (or EOF), ``WaitResult/timedOut`` at `deadline`,
-    /// ``WaitResult/shutdown`` on ``interruptIdle()`` and ``WaitResult/closed`` on ``close()``.
-    ///
-    /// For an idle keep-alive connection: its task ends while it waits, so the connection holds
-    /// no task, no async frames and no buffers, only this socket and the closure (a few hundred
-    /// bytes instead of several KiB). Called on the loop thread or not, `then` runs on whichever
-    /// thread saw the event (the loop's, or the one calling ``interruptIdle()`` / ``close()``)
-    /// and must not block; it may run before `parkReader` returns (immediately ready).
-    /// Counts as an idle wait: graceful shutdown interrupts it.
-    func parkReader(until deadline: UInt64, _ then: @escaping @Sendable (WaitResult) -> Void) {
-        var arm: UInt64? = nil
-        let immediate: WaitResult? = state.withLock { s in
-            if s.closed { return .closed }
-            if s.readable || s.peerClosed || !s.drained { return .ready }
-            if s.shutdownRequested { return .shutdown }
-            if deadline != .max {
-                if lbk_monotonic_ns() >= deadline { return .timedOut }
-                if s.armedAt > deadline {
-                    s.armedAt = deadline
-                    arm = deadline
-                }
-            }
-            assert(s.readWaiter == nil && s.parkedReader == nil, "two readers parked on \(fd)")
-            s.parkedReader = then
-            s.readDeadline = deadline
-            s.idleWait = true
-            return nil
-        }
-        if let immediate {
-            then(immediate)
-        } else if let arm {
-            loop.armTimer(for: self, at: arm)
+    /// Retires this object without closing its fd, so that the loop can keep the connection
+    /// parked with no object at all (``LBEventLoop/park(_:until:owner:token:)``). Refused (false)
+    /// while a task waits on the socket or when a read might return bytes (readiness or EOF
+    /// seen since the last read drained it). Afterwards the object acts closed.
+    func retireForParking() -> Bool {
+        state.withLock { s in
+            guard !s.closed, s.readWaiter == nil, s.writeWaiter == nil,
+                  s.drained, !s.readable, !s.peerClosed, !s.shutdownRequested else { return false }
+            s.closed = true
+            return true
         }
     }
 
@@ -359,7 +344,7 @@ package final class Socket: Sendable, CustomStringConvertible {
                 // which would then never resume. A bug in the caller; in release builds the
                 // displaced waiter is at least woken (as if the socket had closed).
                 if forRead {
-                    assert(s.readWaiter == nil && s.parkedReader == nil, "two tasks waiting to read \(fd)")
+                    assert(s.readWaiter == nil, "two tasks waiting to read \(fd)")
                     displaced = s.readWaiter
                     s.readWaiter = continuation
                     s.readDeadline = effective
@@ -385,7 +370,6 @@ package final class Socket: Sendable, CustomStringConvertible {
     func handleEvents(_ events: UInt32) {
         let readMask = LBK_EPOLLIN | LBK_EPOLLRDHUP | LBK_EPOLLHUP | LBK_EPOLLERR
         let writeMask = LBK_EPOLLOUT | LBK_EPOLLHUP | LBK_EPOLLERR
-        var parked: (@Sendable (WaitResult) -> Void)? = nil
         let (r, w) = state.withLock { s -> (UnsafeContinuation<WaitResult, Never>?, UnsafeContinuation<WaitResult, Never>?) in
             var r: UnsafeContinuation<WaitResult, Never>? = nil
             var w: UnsafeContinuation<WaitResult, Never>? = nil
@@ -394,10 +378,6 @@ package final class Socket: Sendable, CustomStringConvertible {
                 s.readable = true
                 r = s.readWaiter
                 s.readWaiter = nil
-                if s.parkedReader != nil {
-                    parked = s.parkedReader
-                    s.parkedReader = nil
-                }
             }
             if events & writeMask != 0 {
                 s.writable = true
@@ -408,13 +388,11 @@ package final class Socket: Sendable, CustomStringConvertible {
         }
         r?.resume(returning: .ready)
         w?.resume(returning: .ready)
-        parked?(.ready)
     }
 
     /// Called by the loop when an armed deadline passes.
     func timerFired(now: UInt64) {
         var rearm: UInt64? = nil
-        var parked: (@Sendable (WaitResult) -> Void)? = nil
         let (r, w) = state.withLock { s -> (UnsafeContinuation<WaitResult, Never>?, UnsafeContinuation<WaitResult, Never>?) in
             s.armedAt = .max
             var r: UnsafeContinuation<WaitResult, Never>? = nil
@@ -424,18 +402,12 @@ package final class Socket: Sendable, CustomStringConvertible {
                 s.readWaiter = nil
                 s.readDeadline = .max
             }
-            if s.parkedReader != nil && s.readDeadline <= now {
-                parked = s.parkedReader
-                s.parkedReader = nil
-                s.readDeadline = .max
-            }
             if s.writeWaiter != nil && s.writeDeadline <= now {
                 w = s.writeWaiter
                 s.writeWaiter = nil
                 s.writeDeadline = .max
             }
-            let reading = s.readWaiter != nil || s.parkedReader != nil
-            let next = min(reading ? s.readDeadline : .max, s.writeWaiter != nil ? s.writeDeadline : .max)
+            let next = min(s.readWaiter != nil ? s.readDeadline : .max, s.writeWaiter != nil ? s.writeDeadline : .max)
             if next != .max {
                 s.armedAt = next
                 rearm = next
@@ -444,7 +416,6 @@ package final class Socket: Sendable, CustomStringConvertible {
         }
         r?.resume(returning: .timedOut)
         w?.resume(returning: .timedOut)
-        parked?(.timedOut)
         if let rearm { loop.armTimer(for: self, at: rearm) }
     }
 
@@ -474,17 +445,13 @@ package final class Socket: Sendable, CustomStringConvertible {
 
     /// Graceful shutdown: an idle read wait (now or later) ends with ``SocketError/shutdown``.
     package func interruptIdle() {
-        var parked: (@Sendable (WaitResult) -> Void)? = nil
         let waiter = state.withLock { s -> UnsafeContinuation<WaitResult, Never>? in
             s.shutdownRequested = true
-            parked = s.parkedReader
-            s.parkedReader = nil
             guard s.idleWait, let r = s.readWaiter else { return nil }
             s.readWaiter = nil
             return r
         }
         waiter?.resume(returning: .shutdown)
-        parked?(.shutdown)
     }
 
     /// Half-closes the sending side (FIN), keeping the socket readable.
@@ -494,15 +461,12 @@ package final class Socket: Sendable, CustomStringConvertible {
 
     /// Closes the socket; any waiting operation ends with ``SocketError/closed``. Idempotent.
     package func close() {
-        var parked: (@Sendable (WaitResult) -> Void)? = nil
         let (alreadyClosed, r, w) = state.withLock { s -> (Bool, UnsafeContinuation<WaitResult, Never>?, UnsafeContinuation<WaitResult, Never>?) in
             if s.closed { return (true, nil, nil) }
             s.closed = true
             let r = s.readWaiter, w = s.writeWaiter
             s.readWaiter = nil
             s.writeWaiter = nil
-            parked = s.parkedReader
-            s.parkedReader = nil
             return (false, r, w)
         }
         if alreadyClosed { return }
@@ -510,7 +474,6 @@ package final class Socket: Sendable, CustomStringConvertible {
         Glibc.close(fd)
         r?.resume(returning: .closed)
         w?.resume(returning: .closed)
-        parked?(.closed)
     }
 
     deinit {
