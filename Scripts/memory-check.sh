@@ -15,7 +15,8 @@
 #    request got no HTTP answer.
 # Bounded: every probe has a deadline and runs under `timeout`; 127.0.0.1 only, kernel-chosen
 # ports; stops only the processes it started, by PID. Ends with "N passed, N failed"; exit 1 on
-# any failure. Needs `ulimit -n` >= IDLE_CONNS + 256 (raised to the hard limit when possible).
+# any failure. Wants `ulimit -n` >= IDLE_CONNS + 256 (raised to the hard limit when possible;
+# below that it measures fewer connections, at least 1000).
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 LBSERVE="${LBSERVE:-$ROOT/.build/release/lbserve}"
@@ -28,7 +29,10 @@ MAX_BODY=$((BURST_MIB * 1048576 + 65536))
 [ "${BUILD:-1}" = 1 ] && (cd "$ROOT" && swift build -c release >/dev/null)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE_CONNS + 256)) ]; then
-  echo "FAIL open-file limit $(ulimit -n) is below IDLE_CONNS + 256 = $((IDLE_CONNS + 256))"; exit 1
+  # Fewer connections still measure the per-connection cost (fixed costs weigh a little more).
+  IDLE_CONNS=$(( $(ulimit -n) - 256 ))
+  echo "note: open-file limit $(ulimit -n): measuring $IDLE_CONNS idle connections"
+  [ "$IDLE_CONNS" -ge 1000 ] || { echo "FAIL open-file limit $(ulimit -n) is too low for 1000 idle connections"; exit 1; }
 fi
 TMP="$(mktemp -d /tmp/lbkit-memcheck.XXXXXX)"
 pids=()
