@@ -1,10 +1,12 @@
 /// The balancer's admin endpoints under `/_lb/` as a middleware: `GET /_lb/health`,
-/// `GET /_lb/stats`, `GET /_lb/metrics`, `POST /_lb/backends/drain|undrain?url=`.
+/// `GET /_lb/stats`, `GET /_lb/metrics`, `POST /_lb/backends/drain|undrain?url=`, and the
+/// run-time backend API at `/_lb/backends` (`GET` list, `POST` add, `PUT ?url=` weight,
+/// `DELETE ?url=` remove; see ``LoadBalancer/addBackend(_:weight:healthPath:)``).
 ///
 /// They answer admin clients only: loopback clients by default, or the clients in
 /// ``LoadBalancerConfiguration/adminAllow`` (`--admin-allow CIDR`) when that is set; the client
 /// is resolved as for throttling (behind a trusted proxy, the forwarded client, never the proxy).
-/// `drain`/`undrain` also answer a request carrying `X-Admin-Token` equal to
+/// `drain`/`undrain` and `/_lb/backends` also answer a request carrying `X-Admin-Token` equal to
 /// ``LoadBalancerConfiguration/adminToken``. Every other request, `/_lb/*` from other clients
 /// included, passes on unchanged (the balancer proxies it like any other path), so the admin
 /// surface is invisible to the public. Put it after the throttle so admin paths are rate limited
@@ -26,6 +28,7 @@ public struct AdminEndpointsMiddleware: LBMiddleware {
     public func handle(_ request: LBRequest, context: LBRequestContext,
                        next: (LBRequest, LBRequestContext) async -> LBResponse) async -> LBResponse {
         guard balancer.answersAdmin(request, context: context) else { return await next(request, context) }
+        if request.head.path == "/_lb/backends" { return await balancer.backendsEndpoint(request) }
         return balancer.reservedEndpoint(request, context: context)
     }
 }
@@ -57,7 +60,7 @@ extension LoadBalancer {
     /// `/_lb/*` for admin clients, 404 for everything else.
     public func adminResponder() -> any HTTPHandler {
         LBMiddlewareChain([adminEndpoints], responder: ClosureHandler { request, _ in
-            .jsonError(status: 404, message: "no such endpoint \(request.head.path) (try /_lb/health, /_lb/stats, /_lb/metrics)")
+            .jsonError(status: 404, message: "no such endpoint \(request.head.path) (try /_lb/health, /_lb/stats, /_lb/metrics, /_lb/backends)")
         })
     }
 
@@ -75,7 +78,7 @@ extension LoadBalancer {
         guard request.head.target.hasPrefix("/_lb/") else { return false }
         if isAdminClient(resolvedClient(request, context: context)) { return true }
         let path = request.head.path
-        return (path == "/_lb/backends/drain" || path == "/_lb/backends/undrain") && hasAdminToken(request)
+        return (path == "/_lb/backends/drain" || path == "/_lb/backends/undrain" || path == "/_lb/backends") && hasAdminToken(request)
     }
 
     /// The client as throttling sees it: behind a trusted proxy, the address the proxy recorded.
@@ -129,7 +132,7 @@ extension LoadBalancer {
             return LBResponse(status: 200, headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"],
                                 body: Array(prometheusText().utf8))
         default:
-            return .jsonError(status: 404, message: "no such endpoint \(request.head.path) (try /_lb/health, /_lb/stats, /_lb/metrics)")
+            return .jsonError(status: 404, message: "no such endpoint \(request.head.path) (try /_lb/health, /_lb/stats, /_lb/metrics, /_lb/backends)")
         }
     }
 
@@ -152,11 +155,17 @@ extension LoadBalancer {
         guard let target, let url = try? BackendURL(parsing: target) else {
             return .jsonError(status: 400, message: "query parameter url must be a backend URL, e.g. ?url=http://127.0.0.1:5001")
         }
-        let cluster = upstreams.cluster
-        guard let index = cluster.index(of: url.description) else {
+        // The address of a backend, or a declared backend (all of its addresses).
+        let up = upstreams
+        var indices = up.names.indices.filter { up.names[$0] == url.description }
+        if indices.isEmpty { indices = up.members.indices.filter { up.members[$0].origin == url.description } }
+        guard !indices.isEmpty else {
             return .jsonError(status: 404, message: "no backend \(url) in the current configuration")
         }
-        cluster.setDraining(index, drain)
+        if !drain, indices.contains(where: { up.retiring[$0] }) {
+            return .jsonError(status: 409, message: "\(url) is being removed (its address no longer resolves, or it was removed); it cannot be undrained")
+        }
+        for index in indices { up.cluster.setDraining(index, drain) }
         return .json(status: 200, "{\"url\":\(JSON.quote(url.description)),\"draining\":\(drain)}")
     }
 
@@ -171,6 +180,10 @@ extension LoadBalancer {
         for (i, b) in cluster.snapshot().enumerated() {
             let sinceMs = (now - b.since).milliseconds
             let pool = endpoints[i]
+            let member = up.members[i]
+            // The address connected to, and the declared URL it came from when that is a name.
+            let origin = member.origin == member.url ? "null" : JSON.quote(member.origin)
+            let inFlight = max(b.inFlight, up.activity[i].value.load(ordering: .relaxed))
             var lastCheck = "null"
             if let check = b.lastCheck {
                 lastCheck = "{\"result\":\"\(check.result.resultLabel)\",\"cause\":\(JSON.quote(check.result.description)),"
@@ -178,11 +191,11 @@ extension LoadBalancer {
                     + "\"latency_ms\":\(String(format3: check.latency.milliseconds)),\"ago_ms\":\(String(format3: (now - check.at).milliseconds))}"
             }
             backends.append("""
-                {"url":\(JSON.quote(b.url)),"state":"\(b.stateName.rawValue)","health":"\(b.state.rawValue)","reason":\(JSON.quote(b.reason)),\
+                {"url":\(JSON.quote(b.url)),"address":\(JSON.quote(pool.address.description)),"resolved_from":\(origin),"retiring":\(member.retiring),"state":"\(b.stateName.rawValue)","health":"\(b.state.rawValue)","reason":\(JSON.quote(b.reason)),\
                 "eligible":\(b.isEligible),"share":\(String(format3: b.slowStartFactor)),"last_check":\(lastCheck),\
                 "state_for_ms":\(String(format3: sinceMs)),"weight":\(b.weight),"requests":\(b.requests),\
                 "failures":{"connect":\(b.failures.connect),"reset":\(b.failures.reset),"timeout":\(b.failures.timeout),"5xx":\(b.failures.status5xx),"total":\(b.failures.total)},\
-                "retries":\(b.retries),"in_flight":\(b.inFlight),"ejections":\(b.ejectionCount),\
+                "retries":\(b.retries),"in_flight":\(inFlight),"ejections":\(b.ejectionCount),\
                 "latency":{"ewma_ms":\(String(format3: b.latencyEWMA)),"p50_ms":\(String(format3: b.latencyP50)),"p99_ms":\(String(format3: b.latencyP99))},\
                 "pool":{"open":\(pool.openConnectionCount),"idle":\(pool.idleConnectionCount),"opened_total":\(pool.connectionsOpened)}}
                 """)
