@@ -36,63 +36,85 @@ struct ReloadSnapshotTests {
         #expect(point - now < .milliseconds(500))
     }
 
-    @Test("two concurrent reloads are applied one after the other: the second builds on the first's set")
+    @Test("two concurrent reloads are applied one after the other: the later one builds on the earlier one's set")
     func concurrentReloadsDoNotLoseOne() async throws {
-        let clock = GatedClock()
         var config = LoadBalancerConfiguration()
         config.backends = [try Self.url(6201)]
-        let balancer = try LoadBalancer(configuration: config, group: TestLoops.group, clock: clock)
         let first = [try Self.url(6201), try Self.url(6202)]
         let second = [try Self.url(6201), try Self.url(6202), try Self.url(6203)]
+        // How many clock reads one such reload makes: the first reload is held at its last one,
+        // made while it builds its new set (the new cluster reads the clock), that is after it
+        // read the set in effect and before it installs its own.
+        let calibration = GatedClock()
+        let probe = try LoadBalancer(configuration: config, group: TestLoops.group, clock: calibration)
+        let before = calibration.calls
+        try probe.reload(backends: first)
+        let readsPerReload = calibration.calls - before
+        try #require(readsPerReload > 0)
 
-        // The first reload stops inside the set it is building (its cluster reads the clock).
-        clock.closeGate()
+        let clock = GatedClock()
+        let balancer = try LoadBalancer(configuration: config, group: TestLoops.group, clock: clock)
+        clock.closeGate(atCall: readsPerReload)
         let firstDone = ThreadResult()
         Thread.detachNewThread {
             firstDone.finish((try? balancer.reload(backends: first)) != nil)
         }
-        #expect(await clock.waitUntilHeld(timeout: .seconds(20)), "the first reload never reached the clock")
-        // The second starts while the first is held. Applied one after the other, it must wait
-        // for the first; racing, it reads the set the first has not replaced yet.
+        #expect(await clock.waitUntilHeld(timeout: .seconds(20)), "the first reload never read the clock")
+        // The second starts while the first is held. Serialised, it waits for the first; racing,
+        // it reads the set the first has not replaced yet and finishes at once. Give it a moment.
         let secondDone = ThreadResult()
         Thread.detachNewThread {
             secondDone.finish((try? balancer.reload(backends: second)) != nil)
         }
-        // Serialised, the second cannot finish while the gate is closed: give it a moment to show
-        // that it does not (racing, it finishes at once), then let the first go on.
-        _ = await secondDone.wait(timeout: .milliseconds(500))
+        let secondFinishedFirst = await secondDone.wait(timeout: .milliseconds(500)) != nil
+        let afterSecond = balancer.upstreams
         clock.openGate()
         #expect(await firstDone.wait(timeout: .seconds(20)) == true)
         #expect(await secondDone.wait(timeout: .seconds(20)) == true)
-        // The set in effect is the second reload's, built on the first's: nothing was lost.
-        #expect(balancer.upstreams.urls == second, "in effect: \(balancer.upstreams.urls)")
-        #expect(balancer.cluster.backends.map(\.url) == second.map(\.description))
+        let final = balancer.upstreams
+        if secondFinishedFirst {
+            // The first was held before it read the set in effect: applied last, it must build
+            // on the second's set (its endpoint for 6202 is the second's, not a fresh one).
+            #expect(final.urls == first, "in effect: \(final.urls)")
+            let mine = try #require(final.urls.firstIndex(of: first[1]))
+            let theirs = try #require(afterSecond.urls.firstIndex(of: first[1]))
+            #expect(final.endpoints[mine] === afterSecond.endpoints[theirs], "the first reload built on a set it read before the second was installed")
+        } else {
+            // The second waited for the first: its set is in effect.
+            #expect(final.urls == second, "in effect: \(final.urls)")
+        }
+        #expect(balancer.cluster.backends.map(\.url) == final.urls.map(\.description))
     }
 }
 
-/// A ``ManualClock`` whose `now()` can hold its first caller after ``closeGate()`` until
-/// ``openGate()`` (at most 30 s): to stop a reload at a known point inside it.
+/// A ``ManualClock`` that counts its reads and can hold, after ``closeGate(atCall:)``, the n-th
+/// read until ``openGate()`` (at most 30 s): to stop a reload at a known point inside it.
 final class GatedClock: MonotonicClock {
     private let clock = ManualClock()
     private struct Gate {
-        var closed = false
+        var calls = 0
+        var holdAt: Int?
         var held = false
     }
     private let gate = Mutex(Gate())
     private let released = DispatchSemaphore(value: 0)
 
-    func closeGate() { gate.withLock { $0 = Gate(closed: true, held: false) } }
+    /// Clock reads so far.
+    var calls: Int { gate.withLock { $0.calls } }
+
+    /// Holds the `n`-th read from now on (1 = the next one).
+    func closeGate(atCall n: Int) { gate.withLock { $0.holdAt = $0.calls + n; $0.held = false } }
 
     func openGate() {
         let wasHolding = gate.withLock { g -> Bool in
             let holding = g.held
-            g.closed = false
+            g.holdAt = nil
             return holding
         }
         if wasHolding { released.signal() }
     }
 
-    /// Whether a caller is held at the gate (polled every millisecond up to `timeout`).
+    /// Whether a read is held at the gate (polled every millisecond up to `timeout`).
     func waitUntilHeld(timeout: Duration) async -> Bool {
         let end = ContinuousClock.now + timeout
         while ContinuousClock.now < end {
@@ -104,7 +126,8 @@ final class GatedClock: MonotonicClock {
 
     func now() -> MonotonicInstant {
         let hold = gate.withLock { g -> Bool in
-            guard g.closed && !g.held else { return false }
+            g.calls += 1
+            guard let at = g.holdAt, g.calls == at else { return false }
             g.held = true
             return true
         }
