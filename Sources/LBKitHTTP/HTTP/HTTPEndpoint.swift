@@ -56,6 +56,7 @@ extension UpstreamEndpoint {
     /// small objects keep whole heap pages resident long after the burst.
     public func closeSurplusIdleConnections(unusedFor: Duration, keep: Int) {
         let limit = UInt64(max(0, unusedFor.nanosecondsClamped))
+        let keep = max(0, keep)
         let now = lbk_monotonic_ns()
         for pool in pools {
             let surplus = pool.idle.withLock { p -> [PooledConnection] in

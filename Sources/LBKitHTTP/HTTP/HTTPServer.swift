@@ -148,8 +148,8 @@ public final class HTTP1Server: Sendable, ParkedSocketOwner {
         }
     }
 
-    /// Runs `connection` until it ends (then closes it) or parks while idle (then its socket
-    /// continues it in a new task when the next request arrives).
+    /// Runs `connection` until it ends (then closes it) or parks while idle (then its loop keeps
+    /// it, and ``parkedSocketReady(_:deadline:token:)`` continues it when bytes arrive).
     nonisolated(nonsending) func serve(_ connection: HTTP1ServerConnection, resuming: HTTP1ServerConnection.Resumption?) async {
         if await connection.run(resuming: resuming) == .parked { return }
         connectionEnded(connection.socket)
