@@ -400,7 +400,7 @@ struct SlowExclusionTests {
         #expect(logs.lines == [
             "[HEALTH] Marking \(Self.b2) as SLOW (latency 400 ms > max-delay 200 ms)",
             "[HEALTH] Marking \(Self.b2) as PROBING (exclusion time 5 s elapsed, sending a trial request)",
-            "[HEALTH] Marking \(Self.b2) as HEALTHY (2 consecutive requests under 160 ms)",
+            "[HEALTH] Marking \(Self.b2) as HEALTHY (2 consecutive trial requests under 160 ms)",
         ])
     }
 

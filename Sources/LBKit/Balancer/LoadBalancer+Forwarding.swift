@@ -30,7 +30,8 @@ extension LoadBalancer {
 
         while plan.mayStartAttempt {
             let index: Int
-            switch cluster.choose(excluding: plan.tried) {
+            var trial = false
+            switch cluster.choose(excluding: plan.tried, trial: &trial) {
             case .backend(let i):
                 index = i
             case .noneEligible(let retryAfter):
@@ -56,7 +57,10 @@ extension LoadBalancer {
             case .admitted(let attemptDeadline):
                 plan.started(index)
                 cluster.attemptStarted(index)
-                let hedgeAt = plan.mayHedge ? hedgePoint(for: index, in: cluster, from: now) : nil
+                // A trial request of a half-open backend (ejected, slow or hung before) is raced
+                // against another backend as soon as it is sent: it costs the client nothing,
+                // and its own outcome still decides whether the backend comes back.
+                let hedgeAt = plan.mayHedge ? (trial ? now : hedgePoint(for: index, in: cluster, from: now)) : nil
                 let attempt: AttemptRecord
                 do {
                     let deadlineNs = UpstreamClient.deadline(after: attemptDeadline - now)
@@ -150,8 +154,12 @@ extension LoadBalancer {
             }
         }
         var wholeBody = false
-        if case .success(let response) = attempt.result { wholeBody = response.bodyStream == nil }
-        cluster.attemptFinished(attempt.index, outcome: outcome, latency: elapsed, bodyComplete: wholeBody)
+        var status: Int?
+        if case .success(let response) = attempt.result {
+            wholeBody = response.bodyStream == nil
+            status = response.head.status
+        }
+        cluster.attemptFinished(attempt.index, outcome: outcome, latency: elapsed, bodyComplete: wholeBody, status: status)
     }
 
     private func failureDescription(_ error: UpstreamError, backend name: String) -> (status: Int, message: String) {
