@@ -476,7 +476,7 @@ public struct HealthStateMachine: Sendable {
         }
         switch state {
         case .healthy:
-            if sample != nil, allowExclusion, let reason = slowReason(probeLatency.value) {
+            if sample != nil, allowExclusion, let reason = slowReason(probeLatency.value, checks: true) {
                 return exclude(to: .slow, reason: reason, cause: .probeLatency, at: now, readmission: .healthChecks, exponential: false)
             }
             return nil
@@ -515,9 +515,11 @@ public struct HealthStateMachine: Sendable {
         }
     }
 
-    private func slowReason(_ recentLatency: Duration?) -> String? {
+    /// `latency 400 ms > max-delay 200 ms` for real requests, `check latency ...` for health
+    /// checks: the log line says which traffic was slow (and so what may re-admit it).
+    private func slowReason(_ recentLatency: Duration?, checks: Bool = false) -> String? {
         guard let maxDelay = policy.maxDelay, let recent = recentLatency, recent > maxDelay else { return nil }
-        return "latency \(formatDuration(recent)) > max-delay \(formatDuration(maxDelay))"
+        return "\(checks ? "check " : "")latency \(formatDuration(recent)) > max-delay \(formatDuration(maxDelay))"
     }
 
     private func timeElapsedReason(latency: Bool) -> String {
@@ -595,8 +597,8 @@ public struct HealthStateMachine: Sendable {
     private mutating func recover(
         reason: String, stillSlow: Duration?, at now: MonotonicInstant, allowExclusion: Bool
     ) -> HealthTransition {
-        if allowExclusion, let slow = slowReason(stillSlow), state != .slow {
-            let byChecks = readmission == .healthChecks || state == .down
+        let byChecks = readmission == .healthChecks || state == .down
+        if allowExclusion, let slow = slowReason(stillSlow, checks: byChecks), state != .slow {
             return exclude(to: .slow, reason: slow, cause: byChecks ? .probeLatency : .latency, at: now,
                            readmission: byChecks ? .healthChecks : .trialRequests, exponential: !byChecks)
         }
