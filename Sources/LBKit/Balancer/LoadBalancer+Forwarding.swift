@@ -160,6 +160,10 @@ extension LoadBalancer {
             status = response.head.status
         }
         cluster.attemptFinished(attempt.index, outcome: outcome, latency: elapsed, bodyComplete: wholeBody, status: status)
+        if let metrics, let status, cluster.backends.indices.contains(attempt.index) {
+            metrics.increment(counter: "lb_backend_responses_total", by: 1,
+                              dimensions: [("backend", cluster.backends[attempt.index].url), ("status_class", ProxyCounters.statusClass(status))])
+        }
     }
 
     private func failureDescription(_ error: UpstreamError, backend name: String) -> (status: Int, message: String) {

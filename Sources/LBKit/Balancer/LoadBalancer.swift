@@ -232,12 +232,10 @@ public final class LoadBalancer: HTTPHandler, Sendable {
             let statusClass = ProxyCounters.statusClass(response.status)
             metrics.increment(counter: "lb_requests_total", by: 1, dimensions: [("status_class", statusClass)])
             metrics.record(histogram: "lb_request_duration_seconds", seconds: Double(elapsed.nanosecondsClamped) / 1e9, dimensions: [])
-            if let backend {
-                metrics.increment(counter: "lb_backend_responses_total", by: 1,
-                                  dimensions: [("backend", backend), ("status_class", statusClass)])
-            } else if response.status == 429 {
+            // lb_backend_responses_total is counted per answered attempt (forwarding).
+            if backend == nil && response.status == 429 {
                 metrics.increment(counter: "lb_throttled_total", by: 1, dimensions: [])
-            } else if response.status == 503 && attempts == 0 {
+            } else if backend == nil && response.status == 503 && attempts == 0 {
                 metrics.increment(counter: "lb_no_backend_total", by: 1, dimensions: [])
             }
             if attempts > 1 {
