@@ -42,7 +42,7 @@ struct ReadmissionEndToEndTests {
         #expect(set.status == 200 && set.bodyText.contains("\"health\":\"fast\""))
         let log = LogCapture()
         let lb = try TestBalancer.start(backends: fleet.urls, log: log) {
-            $0.attemptTimeout = .seconds(3)
+            $0.attemptTimeout = .seconds(10)   // a loaded test machine must not turn a fast answer into a 504
             $0.maxDelay = .milliseconds(200)
             $0.healthInterval = .milliseconds(50)
             $0.healthTimeout = .seconds(2)
@@ -65,7 +65,7 @@ struct ReadmissionEndToEndTests {
         // Sequential POSTs (never replayed, never hedged) until three back-off steps have passed
         // (event-based), at most 20 s and 5000 requests.
         while trials() < 3 && clock.now - began < .seconds(20) && requests < 5000 {
-            let r = try await rawRequest(port: lb.port, method: "POST", body: body)
+            let r = try await rawRequest(port: lb.port, method: "POST", body: body, timeoutMs: 30_000)
             #expect(r.status == 200)
             if handledBy(r) == slowPort { slowAnswers += 1 }
             requests += 1
@@ -107,7 +107,7 @@ struct ReadmissionEndToEndTests {
         var requests = 0
         func trials() -> Int { log.all.filter { $0.contains(slowURL) && $0.contains("as PROBING") }.count }
         while trials() < 3 && clock.now - began < .seconds(20) && requests < 5000 {
-            let r = try await rawRequest(port: lb.port, method: "GET", path: "/items")
+            let r = try await rawRequest(port: lb.port, method: "GET", path: "/items", timeoutMs: 30_000)
             #expect(r.status == 200)
             #expect(handledBy(r) != slowPort)   // a hedge or a raced trial answered first
             requests += 1
@@ -133,7 +133,7 @@ struct ReadmissionEndToEndTests {
         func excludedByRequests() -> Bool { log.all.contains { $0.contains("\(slowURL) as SLOW (latency") } }
         var sent = 0
         while !excludedByRequests() && sent < 300 {
-            _ = try await rawRequest(port: lb.port, method: "POST", body: body)
+            _ = try await rawRequest(port: lb.port, method: "POST", body: body, timeoutMs: 30_000)
             sent += 1
         }
         #expect(excludedByRequests())
@@ -141,7 +141,7 @@ struct ReadmissionEndToEndTests {
         var requests = 0
         let back = await eventually(timeout: .seconds(10)) {
             if requests < 2000 {
-                _ = try? await rawRequest(port: lb.port, method: "POST", body: body)
+                _ = try? await rawRequest(port: lb.port, method: "POST", body: body, timeoutMs: 30_000)
                 requests += 1
             }
             return lb.balancer.cluster.snapshot()[1].state == .healthy
@@ -174,12 +174,12 @@ struct RemovedBackendDrainTests {
         let removed = slow.urls[0].description
         let port = lb.port
         // The first request goes to the slow backend (rotation order) and stays in flight.
-        let inFlight = Task { try await rawRequest(port: port, method: "POST", body: body) }
+        let inFlight = Task { try await rawRequest(port: port, method: "POST", body: body, timeoutMs: 30_000) }
         let started = await eventually(timeout: .seconds(3)) { lb.balancer.cluster.snapshot()[0].inFlight == 1 }
         #expect(started)
         try lb.balancer.reload(backends: [fast.urls[0], fast.urls[1]])
 
-        let stats = try await rawRequest(port: port, path: "/_lb/stats")
+        let stats = try await rawRequest(port: port, path: "/_lb/stats", timeoutMs: 30_000)
         let json = try #require(try JSONSerialization.jsonObject(with: Data(stats.body)) as? [String: Any])
         let backends = try #require(json["backends"] as? [[String: Any]])
         let entry = try #require(backends.first { $0["url"] as? String == removed })
@@ -196,7 +196,7 @@ struct RemovedBackendDrainTests {
         #expect(metrics.contains("lb_backend_state{backend=\"\(removed)\",state=\"draining\"} 1\n"))
         #expect(metrics.contains("lb_backend_in_flight{backend=\"\(removed)\"} 1\n"))
         // No new request reaches it.
-        for _ in 0..<4 { #expect(handledBy(try await rawRequest(port: port, method: "POST", body: body)) != slow.ports[0]) }
+        for _ in 0..<4 { #expect(handledBy(try await rawRequest(port: port, method: "POST", body: body, timeoutMs: 30_000)) != slow.ports[0]) }
 
         let first = try await inFlight.value
         #expect(first.status == 200 && handledBy(first) == slow.ports[0])
