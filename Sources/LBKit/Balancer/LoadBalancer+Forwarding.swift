@@ -57,10 +57,13 @@ extension LoadBalancer {
             case .admitted(let attemptDeadline):
                 plan.started(index)
                 cluster.attemptStarted(index)
-                // A trial request of a half-open backend (ejected, slow or hung before) is raced
-                // against another backend as soon as it is sent: it costs the client nothing,
-                // and its own outcome still decides whether the backend comes back.
-                let hedgeAt = plan.mayHedge ? (trial ? now : hedgePoint(for: index, in: cluster, from: now)) : nil
+                var hedgeAt = plan.mayHedge ? hedgePoint(for: index, in: cluster, from: now) : nil
+                if trial, let point = hedgeAt {
+                    // A replayable trial of a half-open backend (ejected, slow or hung before) is
+                    // raced against another backend almost at once: it costs the client nothing,
+                    // and its own outcome still decides whether the backend comes back.
+                    hedgeAt = min(point, now + Self.trialRaceDelay)
+                }
                 let attempt: AttemptRecord
                 do {
                     let deadlineNs = UpstreamClient.deadline(after: attemptDeadline - now)
@@ -102,6 +105,13 @@ extension LoadBalancer {
         }
         return finish(lastResponse, lastFailure, plan.attempts)
     }
+
+    /// How long a replayable trial request runs alone before a second attempt races it. Short
+    /// enough to cost the client nothing it would notice; long enough that a backend that
+    /// recovered usually answers first (no duplicate), and that a pooled connection the backend
+    /// had closed shows its EOF and is replaced by a fresh one (RFC 9112 9.3.1) before the
+    /// race, instead of failing the trial.
+    static let trialRaceDelay = Duration.milliseconds(2)
 
     /// Time to last byte: when the body is whole it is already here; a streamed body is
     /// observed until its end (or until it breaks off or is abandoned).

@@ -105,8 +105,8 @@ public final class BackendCluster: Sendable {
 
     /// Like ``choose(excluding:)``, and sets `trial` when the chosen backend is half-open: this
     /// attempt is its trial request, the evidence that decides whether it comes back. The
-    /// balancer races a replayable trial against another backend at once (a hedge with no
-    /// delay), so a trial of a still-slow backend costs the client nothing.
+    /// balancer races a replayable trial against another backend almost at once (a hedge 2 ms
+    /// after it was sent), so a trial of a still-slow backend costs the client nothing.
     public func choose(excluding: BackendIndexSet = BackendIndexSet(), trial: inout Bool) -> ChooseResult {
         let now = clock.now()
         var isTrial = false
