@@ -271,6 +271,7 @@ public final class LoadBalancer: HTTPHandler, Sendable {
     @discardableResult
     public func reload(backends: [BackendURL], weights: [Int] = [], healthPaths: [String?] = []) throws(LoadBalancerError) -> String {
         guard backends.count <= BackendIndexSet.capacity else {
+            noteReloadFailure()
             throw LoadBalancerError("at most \(BackendIndexSet.capacity) backends are supported, got \(backends.count)")
         }
         let sets: (UpstreamSet, UpstreamSet)
