@@ -105,6 +105,31 @@ struct ReadmissionTests {
         #expect(exclusions[.latency] == 1 && exclusions[.healthChecks] == 1)
     }
 
+    @Test("without max-delay, timed-out real requests: fast checks do not re-admit; trials back off doubling")
+    func timeoutsWithoutMaxDelay() {
+        let (cluster, clock, logs) = makeCluster(count: 2) { $0.activeChecks = true }
+        for _ in 0..<3 { cluster.attempt(1, .failure(.timeout), latency: .seconds(3)) }
+        #expect(cluster.state(1) == .ejected)
+        #expect(cluster.snapshot()[1].readmission == .trialRequests)
+        for _ in 0..<5 { cluster.probeFinished(1, success: true, latency: .milliseconds(1)) }
+        #expect(cluster.state(1) == .ejected)
+        clock.advance(by: .seconds(5))
+        #expect(cluster.pick(excluding: [0]) == 1)
+        cluster.attemptStarted(1)
+        cluster.attemptFinished(1, outcome: .failure(.timeout), latency: .seconds(3))
+        #expect(cluster.state(1) == .ejected)
+        clock.advance(by: .milliseconds(9999))
+        #expect(cluster.pick(excluding: [0]) == nil)   // 10 s, not 5 s
+        clock.advance(by: .milliseconds(1))
+        #expect(cluster.pick(excluding: [0]) == 1)
+        cluster.attempt(1, .success)
+        #expect(cluster.state(1) == .healthy)
+        #expect(!logs.lines.contains { $0.contains("successful checks") })
+        // Refused connections are different: a passing check shows the backend is back.
+        for _ in 0..<3 { cluster.attempt(0, .failure(.connect)) }
+        #expect(cluster.snapshot()[0].readmission == .healthChecks)
+    }
+
     @Test("a healthy backend marked down by checks still comes back on checks")
     func downByChecksOnly() {
         let (cluster, _, _) = makeCluster(count: 2) { $0.activeChecks = true }

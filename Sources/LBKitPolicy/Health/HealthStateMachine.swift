@@ -189,7 +189,7 @@ public struct HealthPolicy: Sendable, Equatable {
 ///   time; success → healthy, failure → ejected again, for longer.
 /// * **Active checks**: `fall` (3) failed checks in a row → down from any state (uncapped);
 ///   `rise` (2) passing checks in a row → healthy from down, and from an ejection that checks can
-///   judge (connection failures).
+///   judge (refused or reset connections).
 /// * **Slow** (only with `maxDelay`): healthy → slow when the median of the last three latency
 ///   samples *of one source* exceeds `maxDelay` (two slow samples in a row suffice; one outlier
 ///   never does). Real requests and health checks are judged apart: a fast `/health` does not
@@ -259,9 +259,9 @@ public struct HealthStateMachine: Sendable {
     private var probeLatency = RecentMedian()
 
     /// Whether passing active checks may end the current exclusion. True for connectivity
-    /// ejections (refused, reset, timeouts: a passing probe is evidence the backend is back) and
-    /// exclusions by checks; false for 5xx, failure-rate, latency and hang verdicts of real
-    /// requests, where `/health` answering says nothing about the route that failed or was slow
+    /// ejections (refused, reset: a passing probe is evidence the backend is back) and
+    /// exclusions by checks; false for 5xx, timeout, failure-rate, latency and hang verdicts of
+    /// real requests, where `/health` answering says nothing about the route that failed or was slow
     /// (an every-other-request 500 backend, or one slow on `POST /orders` and fast on `/health`,
     /// would otherwise flap straight back). Those wait for the exclusion time and trial requests.
     public var probesCanReadmit: Bool { readmission == .healthChecks }
@@ -390,10 +390,15 @@ public struct HealthStateMachine: Sendable {
                 streakKinds |= failure.bit
                 if allowExclusion {
                     if consecutiveFailures >= policy.maxFails {
-                        let connectivityOnly = streakKinds & FailureKind.status5xx.bit == 0
+                        // Refused or reset connections: a passing check shows the backend is back.
+                        // 5xx answers and timeouts (the request was sent, no answer in time) are
+                        // about the route the requests took, which a check does not exercise; a
+                        // timeout is a latency verdict, so its trials back off exponentially.
+                        let connectivityOnly = streakKinds & (FailureKind.status5xx.bit | FailureKind.timeout.bit) == 0
                         return exclude(to: .ejected, reason: "\(consecutiveFailures) consecutive \(streakPhrase)",
                                        cause: .consecutiveFailures, at: now,
-                                       readmission: connectivityOnly ? .healthChecks : .trialRequests, exponential: false)
+                                       readmission: connectivityOnly ? .healthChecks : .trialRequests,
+                                       exponential: streakKinds & FailureKind.timeout.bit != 0)
                     }
                     let failures = outcomeBits.nonzeroBitCount
                     if outcomeCount >= policy.failureRateMinimumRequests
