@@ -184,14 +184,14 @@ struct RemovedBackendDrainTests {
         let backends = try #require(json["backends"] as? [[String: Any]])
         let entry = try #require(backends.first { $0["url"] as? String == removed })
         #expect(entry["state"] as? String == "draining")
-        #expect(entry["removed"] as? Bool == true)
+        #expect(entry["retiring"] as? Bool == true)
         #expect(entry["eligible"] as? Bool == false)
         #expect(entry["in_flight"] as? Int == 1)
         let health = lb.balancer.healthJSON()
         #expect(health.status == 200)
         #expect(health.body.contains("\"backends\":3,\"eligible\":2"))
         #expect(health.body.contains("\"draining\":1"))
-        #expect(health.body.contains("{\"url\":\"\(removed)\",\"state\":\"draining\",\"share\":0.000,\"removed\":true}"))
+        #expect(health.body.contains("{\"url\":\"\(removed)\",\"state\":\"draining\",\"share\":0.000,\"retiring\":true}"))
         let metrics = lb.balancer.prometheusText()
         #expect(metrics.contains("lb_backend_state{backend=\"\(removed)\",state=\"draining\"} 1\n"))
         #expect(metrics.contains("lb_backend_in_flight{backend=\"\(removed)\"} 1\n"))
@@ -204,7 +204,7 @@ struct RemovedBackendDrainTests {
         #expect(gone)
         #expect(!lb.balancer.healthJSON().body.contains(removed))
         #expect(lb.balancer.healthJSON().body.contains("\"backends\":2,\"eligible\":2"))
-        let logged = await eventually(timeout: .seconds(2)) { log.count(containing: "removed backend \(removed) drained") == 1 }
+        let logged = await eventually(timeout: .seconds(2)) { log.count(containing: "removed \(removed) (drained") == 1 }
         #expect(logged)
         await lb.stop(); await fast.stop(); await slow.stop()
     }

@@ -56,7 +56,7 @@ extension LoadBalancer {
                 return finish(lastResponse, lastFailure ?? (504, "request deadline exceeded"), plan.attempts)
             case .admitted(let attemptDeadline):
                 plan.started(index)
-                cluster.attemptStarted(index)
+                attemptStarted(index, in: up)
                 var hedgeAt = plan.mayHedge ? hedgePoint(for: index, in: cluster, from: now) : nil
                 if trial, let point = hedgeAt {
                     // A replayable trial of a half-open backend (ejected, slow or hung before) is
@@ -78,7 +78,7 @@ extension LoadBalancer {
                 } catch {
                     attempt = AttemptRecord(index: index, start: now, result: .failure(error))
                 }
-                record(attempt, in: cluster)
+                record(attempt, in: up)
                 let used = attempt.index
                 let name = up.names[used]
                 switch attempt.result {
@@ -146,8 +146,10 @@ extension LoadBalancer {
         }
     }
 
-    /// Reports an attempt's outcome and latency to the cluster.
-    func record(_ attempt: AttemptRecord, in cluster: BackendCluster) {
+    /// Reports an attempt's outcome and latency to the cluster (and its end, for retiring backends).
+    func record(_ attempt: AttemptRecord, in up: UpstreamSet) {
+        let cluster = up.cluster
+        defer { attemptEnded(attempt.index, in: up) }
         let elapsed = clock.now() - attempt.start
         let outcome: AttemptOutcome
         switch attempt.result {

@@ -46,13 +46,17 @@ public final class LoadBalancer: HTTPHandler, Sendable {
     let identity: ClientIdentityResolver
     let replayPolicy: ReplayPolicy
     let counters = ProxyCounters()
-    /// Backends removed by a reload that still have requests in flight (shown as draining).
-    let retired = RetiredBackends()
     let startedAt: MonotonicInstant
-    private let clusterConfiguration: ClusterConfiguration
-    private let upstreamSet: Mutex<UpstreamSet>
-    /// Serialises reloads: each builds on the set the previous one installed.
-    private let reloadLock = Mutex<Void>(())
+    let clusterConfiguration: ClusterConfiguration
+    let upstreamSet: Mutex<UpstreamSet>
+    /// The declared backends and what their names resolve to. Its lock also serialises every
+    /// change of the backend set (reload, resolution, admin API): each builds on the set the
+    /// previous one installed.
+    let membership: Mutex<BackendMembership>
+    /// Turns backend host names into addresses (called off the event loops).
+    let resolver: any BackendResolver
+    /// Backends retiring in the current set (read on the request path without a lock).
+    let retiringCount = Atomic<Int>(0)
     private let probeCursor = Atomic<Int>(0)
     private let lifecycle = Mutex(LifecycleState())
 
@@ -74,12 +78,16 @@ public final class LoadBalancer: HTTPHandler, Sendable {
     ///   - log: receives health transitions, configuration and throttle events (default: none).
     ///   - metrics: receives counters, gauges and histograms (default: none).
     ///   - accessLog: receives one record per request when `configuration.accessLog` is on.
+    ///   - resolver: turns backend host names into addresses (a name becomes one backend per
+    ///     address; see ``LoadBalancerConfiguration/resolveInterval``). The first resolution
+    ///     happens here, blocking; later ones run on a Dispatch thread.
     public init(configuration: LoadBalancerConfiguration, group: LBEventLoopGroup? = nil,
                 healthPaths: [String?] = [],
                 clock: any MonotonicClock = SystemClock(),
                 log: @escaping LogSink = { _ in },
                 metrics: (any MetricsSink)? = nil,
-                accessLog: (@Sendable (AccessLogRecord) -> Void)? = nil) throws(LoadBalancerError) {
+                accessLog: (@Sendable (AccessLogRecord) -> Void)? = nil,
+                resolver: any BackendResolver = SystemBackendResolver()) throws(LoadBalancerError) {
         guard !configuration.backends.isEmpty else { throw LoadBalancerError("no backends configured") }
         guard configuration.backends.count <= BackendIndexSet.capacity else {
             throw LoadBalancerError("at most \(BackendIndexSet.capacity) backends are supported, got \(configuration.backends.count)")
@@ -127,10 +135,16 @@ public final class LoadBalancer: HTTPHandler, Sendable {
         if configuration.healthInterval > .zero { clusterConfig.activeCheckInterval = configuration.healthInterval }
         clusterConfig.probeTimeout = configuration.effectiveHealthTimeout
         clusterConfiguration = clusterConfig
+        self.resolver = resolver
         let initial: UpstreamSet
+        let declared = Self.declarations(configuration.backends, weights: configuration.weights, healthPaths: healthPaths)
+        var members = BackendMembership(declared: declared)
         do throws(LoadBalancerError) {
+            let outcomes = try Self.resolveNow(configuration.backends, resolver: resolver,
+                                               resolveOnce: configuration.resolveInterval <= .zero)
+            for event in members.replaceDeclared(declared, resolutions: outcomes, at: clock.now(), inFlight: { _ in 0 }) { log(event) }
             initial = try UpstreamSet.make(
-                backends: configuration.backends, weights: configuration.weights, healthPaths: healthPaths,
+                members: members.members,
                 defaultHealthPath: configuration.healthPath, defaultPathIsExplicit: configuration.healthPathIsExplicit,
                 expectedStatuses: configuration.healthExpectStatus, previous: nil, group: self.group,
                 clusterConfiguration: clusterConfig, clock: clock, log: self.log)
@@ -139,6 +153,7 @@ public final class LoadBalancer: HTTPHandler, Sendable {
             throw error
         }
         upstreamSet = Mutex(initial)
+        membership = Mutex(members)
 
         identity = ClientIdentityResolver(trustedProxies: configuration.trustedProxies)
         if let rate = configuration.rateLimit {
@@ -258,10 +273,13 @@ public final class LoadBalancer: HTTPHandler, Sendable {
 
     // MARK: Reload
 
-    /// Replaces the backend set without dropping in-flight requests. Backends that stay keep their
-    /// health, latency, counters, drain flag and pooled connections; new ones start healthy;
-    /// removed ones drain (requests already using them finish; their idle connections are closed).
-    /// Returns the summary it also logs. Concurrent reloads are applied one after the other.
+    /// Replaces the declared backends without dropping in-flight requests. Backends that stay keep
+    /// their health, latency, counters, drain flag and pooled connections (and a name its known
+    /// addresses); new ones start healthy in slow start (a new name is resolved now, blocking);
+    /// removed ones drain (no new requests; they stay, `draining`, until their requests in flight
+    /// finish). Backends added, removed or re-weighted at run time (``addBackend(_:weight:healthPath:)``...)
+    /// are replaced too. Returns the summary it also logs. Reloads, resolutions and run-time
+    /// changes are applied one after the other.
     ///
     /// ```swift
     /// func addFourth(to balancer: LoadBalancer) throws {
@@ -274,51 +292,31 @@ public final class LoadBalancer: HTTPHandler, Sendable {
             noteReloadFailure()
             throw LoadBalancerError("at most \(BackendIndexSet.capacity) backends are supported, got \(backends.count)")
         }
-        let sets: (UpstreamSet, UpstreamSet)
+        guard !backends.isEmpty else {
+            noteReloadFailure()
+            throw LoadBalancerError("no backends configured")
+        }
+        let declared = Self.declarations(backends, weights: weights, healthPaths: healthPaths)
+        let change: (old: UpstreamSet, new: UpstreamSet, events: [LBLogEvent])
         do throws(LoadBalancerError) {
-            sets = try reloadLock.withLock { _ throws(LoadBalancerError) in
-                let old = upstreams
-                let new = try UpstreamSet.make(
-                    backends: backends, weights: weights, healthPaths: healthPaths, defaultHealthPath: configuration.healthPath,
-                    defaultPathIsExplicit: configuration.healthPathIsExplicit, expectedStatuses: configuration.healthExpectStatus,
-                    previous: old, group: group, clusterConfiguration: clusterConfiguration, clock: clock, log: log)
-                upstreamSet.withLock { $0 = new }
-                retired.retire(from: old, keeping: new)
-                return (old, new)
+            // Names whose addresses are known keep them (the resolve interval refreshes them); the
+            // others are resolved now, blocking and outside the lock, as at start.
+            let known = membership.withLock { m in Set(m.declared.filter { m.resolution(of: $0.url)?.addresses != nil }.map(\.url)) }
+            let outcomes = try Self.resolveNow(backends.filter { !known.contains($0.description) }, resolver: resolver,
+                                               resolveOnce: configuration.resolveInterval <= .zero)
+            let now = clock.now()
+            change = try changeMembership { m, inFlight in
+                m.replaceDeclared(declared, resolutions: outcomes, at: now, inFlight: inFlight)
             }
         } catch {
             noteReloadFailure()
             throw error
         }
-        let (old, new) = sets
+        let (old, new, events) = change
         counters.reloadsSucceeded.add(1, ordering: .relaxed)
         metrics?.increment(counter: "lb_reloads_total", by: 1, dimensions: [("outcome", "success")])
-        let added = new.urls.filter { !old.urls.contains($0) }
-        let removedEndpoints = old.urls.enumerated().filter { !new.urls.contains($0.element) }.map { old.endpoints[$0.offset] }
-        for endpoint in removedEndpoints { endpoint.closeIdleConnections() }
-        if !removedEndpoints.isEmpty {
-            // Requests that were in flight return their connections to the removed pools later.
-            // Until they have all ended the removed backends show as draining; the end of each
-            // drain is logged once (here, or by whichever admin document notices it first).
-            let grace = configuration.effectiveRequestTimeout + .seconds(1)
-            Task {
-                let step = Duration.milliseconds(50)
-                var steps = max(1, Int(grace / step))
-                while steps > 0 {
-                    let (draining, finished) = self.retired.views()
-                    for url in finished { self.logRemovalFinished(url) }
-                    if draining.isEmpty { break }
-                    try? await Task.sleep(for: step)
-                    steps -= 1
-                }
-                for endpoint in removedEndpoints { endpoint.closeIdleConnections() }
-            }
-        }
-        let removed = old.urls.filter { !new.urls.contains($0) }
-        var parts = ["\(new.urls.count) backends"]
-        if !added.isEmpty { parts.append("added " + added.map(\.description).joined(separator: ", ")) }
-        if !removed.isEmpty { parts.append("removed (draining) " + removed.map(\.description).joined(separator: ", ")) }
-        let message = "reloaded: " + parts.joined(separator: "; ")
+        for event in events { log(event) }
+        let message = "reloaded: " + Self.changeSummary(old: old, new: new, declaredCount: declared.count)
         log(LBLogEvent(level: .notice, category: .config, message: message))
         return "[CONFIG] " + message
     }
@@ -358,6 +356,9 @@ public final class LoadBalancer: HTTPHandler, Sendable {
             }
             if let store = throttleMiddleware?.sharedStore {
                 tasks.addTask(executorPreference: group.loops[0]) { await store.run() }
+            }
+            if configuration.resolveInterval > .zero {
+                tasks.addTask { await self.runResolution() }
             }
             _ = await tasks.next()   // the shutdown waiter ends first, unless cancelled
             tasks.cancelAll()
@@ -432,7 +433,8 @@ public final class LoadBalancer: HTTPHandler, Sendable {
             let roundStart = clock.now()
             let up = upstreams
             await withTaskGroup(of: Void.self) { tasks in
-                for index in up.endpoints.indices {
+                // A retiring backend only finishes its requests: it is not probed.
+                for index in up.endpoints.indices where !up.retiring[index] {
                     let loop = group.loops[probeCursor.add(1, ordering: .relaxed).oldValue % group.loops.count]
                     let timeout = up.cluster.probeTimeout(for: index)
                     tasks.addTask(executorPreference: loop) {
@@ -483,7 +485,7 @@ public final class LoadBalancer: HTTPHandler, Sendable {
         guard let metrics else { return }
         for view in backendViews() {
             let b = view.snapshot
-            metrics.record(gauge: "lb_backend_in_flight", value: Double(b.inFlight), dimensions: [("backend", b.url)])
+            metrics.record(gauge: "lb_backend_in_flight", value: Double(view.inFlight), dimensions: [("backend", b.url)])
             metrics.record(gauge: "lb_backend_up", value: b.isEligible ? 1 : 0, dimensions: [("backend", b.url)])
             metrics.record(gauge: "lb_backend_share", value: b.isEligible ? b.slowStartFactor : 0, dimensions: [("backend", b.url)])
             let name = b.stateName

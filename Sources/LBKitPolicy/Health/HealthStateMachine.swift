@@ -272,6 +272,14 @@ public struct HealthStateMachine: Sendable {
         self.since = now
     }
 
+    /// Starts slow start now (a backend that joined a running balancer: a reload, a new DNS
+    /// address, the admin API), as after a re-admission; no effect when `slowStart` is zero or the
+    /// backend is not healthy.
+    public mutating func beginSlowStart(at now: MonotonicInstant) {
+        guard state == .healthy, policy.slowStart > .zero else { return }
+        recoveredAt = now
+    }
+
     // MARK: Queries
 
     /// Whether the backend may receive a request now: healthy, or probing without an

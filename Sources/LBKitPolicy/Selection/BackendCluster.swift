@@ -405,8 +405,28 @@ public final class BackendCluster: Sendable {
 
     /// Copies the health, latency, counters and drain flag of every backend whose URL also exists
     /// in `old` (a configuration reload keeps what the balancer learned about unchanged backends).
-    /// In-flight counts are not copied: those requests finish against `old`.
+    /// In-flight counts are not copied: those requests finish against `old`. A backend that is
+    /// not in `old` joined a running balancer: it starts in slow start (`warming`), so a new
+    /// address or a backend added at run time is not flooded while its caches are cold.
     public func inheritState(from old: BackendCluster) {
+        let now = clock.now()
+        let oldURLs = Set(old.backends.map(\.url))
+        state.withLock { s in
+            for (i, b) in backends.enumerated() where !oldURLs.contains(b.url) { s.health[i].beginSlowStart(at: now) }
+        }
+        copyState(from: old)
+    }
+
+    /// Sets the drain flag of backend `index` without logging (the caller says why, e.g. a
+    /// backend whose address no longer resolves drains until its requests finish).
+    public func setDrainFlag(_ index: Int, _ draining: Bool) {
+        state.withLock { s in
+            guard s.draining.indices.contains(index) else { return }
+            s.draining[index] = draining
+        }
+    }
+
+    private func copyState(from old: BackendCluster) {
         var oldIndex: [String: Int] = [:]
         for (i, b) in old.backends.enumerated() { oldIndex[b.url] = i }
         let copied = old.state.withLock { o in (o.health, o.latency, o.stats, o.draining) }
