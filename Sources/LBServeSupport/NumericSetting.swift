@@ -111,7 +111,7 @@ public struct NumericSetting: Sendable {
         .integer("--slow-start-ms", 0...hourMs, "10000", "a re-admitted backend's share ramps from 10% to 100% over N ms (0 = at once)") {
             $0.slowStart = .milliseconds($1)
         },
-        .integer("--ejection-base-ms", 1...hourMs, "5000", "first passive ejection; the n-th in a row lasts n times as long") {
+        .integer("--ejection-base-ms", 1...hourMs, "5000", "first passive ejection; the n-th in a row lasts n times as long (2^(n-1) after slow or hung requests)") {
             $0.ejectionBase = .milliseconds($1)
         },
         .integer("--ejection-max-ms", 1...dayMs, "60000", "longest passive ejection (at least --ejection-base-ms)") {

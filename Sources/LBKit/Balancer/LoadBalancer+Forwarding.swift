@@ -32,7 +32,8 @@ extension LoadBalancer {
 
         while plan.mayStartAttempt {
             let index: Int
-            switch cluster.choose(excluding: plan.tried) {
+            var trial = false
+            switch cluster.choose(excluding: plan.tried, trial: &trial) {
             case .backend(let i):
                 index = i
             case .noneEligible(let retryAfter):
@@ -58,7 +59,13 @@ extension LoadBalancer {
             case .admitted(let attemptDeadline):
                 plan.started(index)
                 attemptStarted(index, in: up)
-                let hedgeAt = plan.mayHedge ? hedgePoint(for: index, in: cluster, from: now) : nil
+                var hedgeAt = plan.mayHedge ? hedgePoint(for: index, in: cluster, from: now) : nil
+                if trial, let point = hedgeAt {
+                    // A replayable trial of a half-open backend (ejected, slow or hung before) is
+                    // raced against another backend almost at once: it costs the client nothing,
+                    // and its own outcome still decides whether the backend comes back.
+                    hedgeAt = min(point, now + Self.trialRaceDelay)
+                }
                 let attempt: AttemptRecord
                 do {
                     let deadlineNs = UpstreamClient.deadline(after: attemptDeadline - now)
@@ -100,6 +107,13 @@ extension LoadBalancer {
         }
         return finish(lastResponse, lastFailure, plan.attempts)
     }
+
+    /// How long a replayable trial request runs alone before a second attempt races it. Short
+    /// enough to cost the client nothing it would notice; long enough that a backend that
+    /// recovered usually answers first (no duplicate), and that a pooled connection the backend
+    /// had closed shows its EOF and is replaced by a fresh one (RFC 9112 9.3.1) before the
+    /// race, instead of failing the trial.
+    static let trialRaceDelay = Duration.milliseconds(2)
 
     /// Time to last byte: when the body is whole it is already here; a streamed body is
     /// observed until its end (or until it breaks off or is abandoned).
@@ -154,8 +168,16 @@ extension LoadBalancer {
             }
         }
         var wholeBody = false
-        if case .success(let response) = attempt.result { wholeBody = response.bodyStream == nil }
-        cluster.attemptFinished(attempt.index, outcome: outcome, latency: elapsed, bodyComplete: wholeBody)
+        var status: Int?
+        if case .success(let response) = attempt.result {
+            wholeBody = response.bodyStream == nil
+            status = response.head.status
+        }
+        cluster.attemptFinished(attempt.index, outcome: outcome, latency: elapsed, bodyComplete: wholeBody, status: status)
+        if let metrics, let status, cluster.backends.indices.contains(attempt.index) {
+            metrics.increment(counter: "lb_backend_responses_total", by: 1,
+                              dimensions: [("backend", cluster.backends[attempt.index].url), ("status_class", ProxyCounters.statusClass(status))])
+        }
     }
 
     private func failureDescription(_ error: UpstreamError, backend name: String) -> (status: Int, message: String) {
