@@ -14,6 +14,38 @@ import Testing
 struct IntegrationTests {}
 
 extension IntegrationTests {
+    @Test("the app run on the balancer's loops (withTaskExecutorPreference): handlers run on a loop, round robin kept")
+    func onBalancerLoops() async throws {
+        let backends = try EchoBackends(count: 3)
+        let balancer = try LoadBalancer(configuration: testConfiguration(backends.urls))
+        let group = balancer.eventLoopGroup
+        let router = Router(context: BalancerRequestContext.self)
+        router.add(middleware: LoadBalancerMiddleware(balancer: balancer, pathPrefix: "/api", stripPathPrefix: true))
+        // Answers whether Hummingbird's connection task inherited the preference: on a loop thread?
+        router.get("/where") { _, _ in group.currentLoop == nil ? "elsewhere" : "loop" }
+        var app = Application(router: router, logger: quietLogger)
+        app.addServices(LoadBalancerService(balancer: balancer))
+
+        let (handled, places) = try await withTaskExecutorPreference(group) {
+            try await app.test(.live) { client -> ([Int], [String]) in
+                var handled: [Int] = []
+                var places: [String] = []
+                for _ in 0..<6 {
+                    let response = try await client.execute(uri: "/api/x", method: .get)
+                    #expect(response.status == .ok)
+                    handled.append(handledBy(response.body.bytes) ?? -1)
+                    places.append(String(buffer: try await client.execute(uri: "/where", method: .get).body))
+                }
+                return (handled, places)
+            }
+        }
+        #expect(places == Array(repeating: "loop", count: 6))
+        let ports = backends.ports
+        let start = try #require(ports.firstIndex(of: handled[0]))
+        #expect(handled == (0..<6).map { ports[(start + $0) % 3] })
+        try await backends.shutdown()
+    }
+
     @Test("strict round robin over 3 echo backends, in backend order; X-Backend hidden; other routes local")
     func roundRobin() async throws {
         let backends = try EchoBackends(count: 3)
