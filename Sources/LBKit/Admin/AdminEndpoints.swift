@@ -57,7 +57,11 @@ extension LoadBalancer {
     /// `/_lb/*` for admin clients, 404 for everything else.
     public func adminResponder() -> any HTTPHandler {
         LBMiddlewareChain([adminEndpoints], responder: ClosureHandler { request, _ in
-            .jsonError(status: 404, message: "no such endpoint \(request.head.path) (try /_lb/health, /_lb/stats, /_lb/metrics)")
+            // Reached for a path that is not /_lb/*, or for a client that is not an admin client
+            // (--admin-allow replaces the loopback default): say which, on the operator's listener.
+            request.head.target.hasPrefix("/_lb/")
+                ? .jsonError(status: 404, message: "\(request.head.path) is not answered for this client (admin clients: loopback, or the --admin-allow ranges)")
+                : .jsonError(status: 404, message: "no such endpoint \(request.head.path) (try /_lb/health, /_lb/stats, /_lb/metrics)")
         })
     }
 
