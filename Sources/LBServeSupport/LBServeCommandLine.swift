@@ -113,7 +113,9 @@ public struct LBServeFlag: Sendable {
         if left.count < 30 { left += String(repeating: " ", count: 30 - left.count) } else { left += "  " }
         var notes = defaultText.isEmpty ? [] : ["default \(defaultText)"]
         if repeatable { notes.append("repeatable") }
-        if let environment { notes.append("env \(environment)") }
+        if let environment {
+            notes.append("env \(environment)" + (repeatable ? ", comma-separated" : value == nil ? "=1" : ""))
+        }
         return left + meaning + (notes.isEmpty ? "" : " (" + notes.joined(separator: "; ") + ")")
     }
 }
