@@ -455,6 +455,12 @@ public final class LoadBalancer: HTTPHandler, Sendable {
                 metrics.record(gauge: "lb_backend_state", value: name == state ? 1 : 0,
                                dimensions: [("backend", b.url), ("state", state.rawValue)])
             }
+            if let cpu = b.reportedLoad?.lastReport?.cpu {
+                metrics.record(gauge: "lb_backend_reported_cpu", value: cpu, dimensions: [("backend", b.url)])
+            }
+            if let memory = b.reportedLoad?.lastReport?.memory {
+                metrics.record(gauge: "lb_backend_reported_memory", value: memory, dimensions: [("backend", b.url)])
+            }
         }
     }
 }
