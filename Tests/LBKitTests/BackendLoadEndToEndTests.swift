@@ -16,7 +16,6 @@ struct BackendLoadEndToEndTests {
     @Test("echo reports its own process load on GET /health; POST /_echo/load overrides it, no parameter goes back")
     func echoReportsLoad() async throws {
         let fleet = try EchoFleet.start(count: 1)
-        defer { Task { await fleet.stop() } }
         let port = fleet.ports[0]
         let measured = try await rawRequest(port: port, path: "/health")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(measured.body)) as? [String: Any])
@@ -37,12 +36,12 @@ struct BackendLoadEndToEndTests {
         #expect(try await rawRequest(port: port, method: "POST", path: "/_echo/load").status == 200)
         let back = try await rawRequest(port: port, path: "/health")
         #expect(!back.bodyText.contains("0.9500") && back.header(BackendLoadReport.agentHeaderName) == nil, "\(back.bodyText)")
+        await fleet.stop()
     }
 
     @Test("--max-backend-cpu: an echo reporting cpu 0.95 leaves the rotation (stats, metrics, log) and returns below 0.81")
     func overloadedBackendLeavesAndReturns() async throws {
         let fleet = try EchoFleet.start(count: 2)
-        defer { Task { await fleet.stop() } }
         let log = LogCapture()
         let balancer = try makeBalancer(fleet.urls, log: log) { $0.maxBackendCPU = 0.9; $0.healthRise = 2 }
         let loaded = "http://127.0.0.1:\(fleet.ports[1])", other = "http://127.0.0.1:\(fleet.ports[0])"
@@ -82,12 +81,12 @@ struct BackendLoadEndToEndTests {
         served = []
         for _ in 0..<4 { served.append(backendOf(await balancer.responder().handle(get("/items"), context: localClient))) }
         #expect(Set(served.compactMap { $0 }) == [loaded, other])
+        await fleet.stop()
     }
 
     @Test("the agent header: drain and down take a backend out whatever the thresholds; ready brings it back")
     func agentWords() async throws {
         let fleet = try EchoFleet.start(count: 2)
-        defer { Task { await fleet.stop() } }
         let log = LogCapture()
         let balancer = try makeBalancer(fleet.urls, log: log)  // no thresholds
         let url = "http://127.0.0.1:\(fleet.ports[0])"
@@ -102,6 +101,7 @@ struct BackendLoadEndToEndTests {
         await balancer.probeNow(0)
         #expect(balancer.cluster.snapshot()[0].stateName == .healthy)
         #expect(log.count(containing: "Marking \(url) as HEALTHY (backend reports ready)") == 1, "\(log.all)")
+        await fleet.stop()
     }
 
     @Test("lbserve and echo processes: LB_MAX_BACKEND_CPU from the environment, the overloaded echo gets no requests until it recovers")
