@@ -53,7 +53,7 @@ say() { printf '%s\n' "$*"; }
 pass() { passed=$((passed + 1)); say "PASS $SECTION: $*"; }
 fail() { failed=$((failed + 1)); say "FAIL $SECTION: $*"; }
 skip() { say "SKIP $SECTION: $*"; }
-die() { say "ERROR: $*"; finish; }
+die() { say "ERROR: $*"; failed=$((failed + 1)); finish; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 deadline_passed() { (( $(date +%s) - START > MAX_WALL )); }
