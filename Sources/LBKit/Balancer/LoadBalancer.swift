@@ -356,6 +356,7 @@ public final class LoadBalancer: HTTPHandler, Sendable {
             if configuration.healthInterval > .zero {
                 tasks.addTask { await self.runHealthChecks() }
             }
+            tasks.addTask { await self.trimIdleConnections() }
             if let store = throttleMiddleware?.sharedStore {
                 tasks.addTask(executorPreference: group.loops[0]) { await store.run() }
             }
@@ -420,6 +421,16 @@ public final class LoadBalancer: HTTPHandler, Sendable {
                     c.resume()
                 }
             }
+        }
+    }
+
+    /// Every second, closes the pooled upstream connections nobody used for two seconds beyond
+    /// four per backend and loop: the connections a burst opened do not stay, with their memory,
+    /// once it is over (issue 14: memory returned after a burst).
+    nonisolated(nonsending) private func trimIdleConnections() async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: .seconds(1), clock: .continuous) } catch { return }
+            for endpoint in upstreams.endpoints { endpoint.closeSurplusIdleConnections(unusedFor: .seconds(2), keep: 4) }
         }
     }
 

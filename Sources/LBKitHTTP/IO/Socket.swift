@@ -145,6 +145,17 @@ package final class Socket: Sendable, CustomStringConvertible {
         return withUnsafeBytes(of: &storage) { raw in raw.baseAddress.flatMap { IPSocketAddress(raw: $0) } }
     }
 
+    /// The peer's address (nil when the socket is not connected).
+    package var peerAddress: IPSocketAddress? {
+        var storage = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &len) }
+        }
+        guard rc == 0 else { return nil }
+        return withUnsafeBytes(of: &storage) { raw in raw.baseAddress.flatMap { IPSocketAddress(raw: $0) } }
+    }
+
     // MARK: Accept
 
     /// Accepts one connection: the new connected fd (non-blocking) and the peer's address.
@@ -230,6 +241,19 @@ package final class Socket: Sendable, CustomStringConvertible {
         case .timedOut: throw .timedOut
         case .closed: throw .closed
         case .shutdown: throw .shutdown
+        }
+    }
+
+    /// Retires this object without closing its fd, so that the loop can keep the connection
+    /// parked with no object at all (``LBEventLoop/park(_:until:owner:token:)``). Refused (false)
+    /// while a task waits on the socket or when a read might return bytes (readiness or EOF
+    /// seen since the last read drained it). Afterwards the object acts closed.
+    func retireForParking() -> Bool {
+        state.withLock { s in
+            guard !s.closed, s.readWaiter == nil, s.writeWaiter == nil,
+                  s.drained, !s.readable, !s.peerClosed, !s.shutdownRequested else { return false }
+            s.closed = true
+            return true
         }
     }
 
