@@ -43,8 +43,9 @@ public struct EchoBackendConfiguration: Sendable {
 ///
 /// - `POST`/`PUT`/`PATCH` with a JSON object -> 200, the object plus `"handled_by": <port>`,
 ///   header `X-Handled-By: <port>`; a body that is not a JSON object -> 400.
-/// - `GET /health` -> 200 `{"status":"ok","cpu":F,"memory":F}` with the process's own load
-///   (``ProcessLoad``); other `GET`s -> 200 `{"handled_by": <port>}`.
+/// - `GET /health` -> 200 `{"status":"ok"}` (the body the contract fixes), with the process's own
+///   load (``ProcessLoad``) in an `X-LB-Agent: cpu:F memory:F` header; other `GET`s -> 200
+///   `{"handled_by": <port>}`.
 /// - `POST /_echo/delay?ms=N` changes the port's delay at run time (refused through a proxy:
 ///   requests carrying `X-Forwarded-For` get 403); `&health=fast` exempts `GET /health` from it
 ///   (a backend slow on its real routes and fast on its health path), `&health=delayed` undoes that.
@@ -268,12 +269,15 @@ public final class EchoHandler: HTTPHandler {
         return (o.cpu ?? measured.cpu, o.memory ?? measured.memory, o.agentWords)
     }
 
-    /// `GET /health`: `{"status":"ok","cpu":0.013,"memory":0.004}` and, when set, `X-LB-Agent`.
+    /// `GET /health`: `{"status":"ok"}` and `X-LB-Agent: cpu:0.0130 memory:0.0040` (plus any
+    /// agent words set). The load rides in the header so the body stays the contract's exact
+    /// `{"status":"ok"}` for clients that compare it.
     private func health(portHeader: HeaderFields) -> LBResponse {
         let load = reportedLoad
         var headers = portHeader
-        if !load.agentWords.isEmpty { headers.add(name: BackendLoadReport.agentHeaderName, value: load.agentWords.joined(separator: " ")) }
-        return .json(status: 200, "{\"status\":\"ok\",\"cpu\":\(Self.decimal(load.cpu)),\"memory\":\(Self.decimal(load.memory))}", headers: headers)
+        let words = ["cpu:\(Self.decimal(load.cpu))", "memory:\(Self.decimal(load.memory))"] + load.agentWords
+        headers.add(name: BackendLoadReport.agentHeaderName, value: words.joined(separator: " "))
+        return .json(status: 200, #"{"status":"ok"}"#, headers: headers)
     }
 
     /// `0.0123` with at most four decimals (JSON number).
