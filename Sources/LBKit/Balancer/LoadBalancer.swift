@@ -146,6 +146,8 @@ public final class LoadBalancer: HTTPHandler, Sendable {
         }
         if configuration.healthInterval > .zero { clusterConfig.activeCheckInterval = configuration.healthInterval }
         clusterConfig.probeTimeout = configuration.effectiveHealthTimeout
+        clusterConfig.backendLoad = BackendLoadPolicy(maxCPU: configuration.maxBackendCPU, maxMemory: configuration.maxBackendMemory,
+                                                      recoveryReports: configuration.healthRise)
         clusterConfiguration = clusterConfig
         self.resolver = resolver
         let initial: UpstreamSet
@@ -483,12 +485,22 @@ public final class LoadBalancer: HTTPHandler, Sendable {
         do {
             let response = try await client.execute(UpstreamRequest(head: head), to: up.endpoints[index], on: loop, timeout: timeout)
             result = up.healthExpectations[index].judge(status: response.head.status)
+            up.cluster.loadReported(index, Self.loadReport(response))
         } catch {
             result = healthCheckFailure(error, timeout: timeout)
         }
         up.cluster.probeFinished(index, result: result, latency: clock.now() - start, path: up.healthPaths[index])
         metrics?.increment(counter: "lb_health_checks_total", by: 1,
                            dimensions: [("backend", up.names[index]), ("result", result.resultLabel), ("cause", result.label)])
+    }
+
+    /// What a health answer says about the backend's load: the body's `cpu`/`memory` fields,
+    /// overridden by the words of the `X-LB-Agent` header (see ``BackendLoadReport``).
+    static func loadReport(_ response: UpstreamResponse) -> BackendLoadReport {
+        var report = BackendLoadReport(jsonBody: response.body)
+        let words = response.head.headers[BackendLoadReport.agentHeaderName]
+        if !words.isEmpty { report = report.overridden(by: BackendLoadReport(agentHeader: words.joined(separator: ","))) }
+        return report
     }
 
     /// The cause of a health check that got no usable answer.
@@ -515,6 +527,12 @@ public final class LoadBalancer: HTTPHandler, Sendable {
             for state in BackendStateName.allCases {
                 metrics.record(gauge: "lb_backend_state", value: name == state ? 1 : 0,
                                dimensions: [("backend", b.url), ("state", state.rawValue)])
+            }
+            if let cpu = b.reportedLoad?.lastReport?.cpu {
+                metrics.record(gauge: "lb_backend_reported_cpu", value: cpu, dimensions: [("backend", b.url)])
+            }
+            if let memory = b.reportedLoad?.lastReport?.memory {
+                metrics.record(gauge: "lb_backend_reported_memory", value: memory, dimensions: [("backend", b.url)])
             }
         }
     }

@@ -271,6 +271,10 @@ package final class Socket: Sendable, CustomStringConvertible {
     @inline(__always)
     private func prepareRead() -> Bool {
         state.withLock { s in
+            // Closed (possibly from another thread, e.g. a server shutting down): never touch the
+            // fd again, its number may already belong to another socket of this process. The wait
+            // that follows reports `.closed`.
+            if s.closed { return false }
             if s.drained && !s.readable && !s.peerClosed { return false }
             s.readable = false
             s.drained = false
@@ -292,6 +296,8 @@ package final class Socket: Sendable, CustomStringConvertible {
         var offset = 0
         var retryAfterClear = false
         while offset < bytes.count {
+            // As in prepareRead(): after close() the fd number may have been reused.
+            if state.withLock({ $0.closed }) { throw .closed }
             let (sent, code) = bytes.withUnsafeBytes { raw -> (Int, Int32) in
                 let r = send(fd, raw.baseAddress.map { $0 + offset }, raw.count - offset, lbk_MSG_NOSIGNAL)
                 return (r, r < 0 ? errno : 0)
@@ -456,6 +462,7 @@ package final class Socket: Sendable, CustomStringConvertible {
 
     /// Half-closes the sending side (FIN), keeping the socket readable.
     package func shutdownWrite() {
+        if isClosed { return }  // the fd number may belong to another socket by now
         _ = Glibc.shutdown(fd, lbk_SHUT_WR)
     }
 
