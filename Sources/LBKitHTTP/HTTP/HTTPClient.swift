@@ -56,7 +56,7 @@ public struct UpstreamRequest: Sendable {
         self.head = head
         self.body = body
         self.bodyStream = nil
-        self.mayReplay = mayReplay ?? ReplayPolicy.idempotentMethods.contains(head.method)
+        self.mayReplay = mayReplay ?? ReplayPolicy.isIdempotent(head.method)
     }
 
     /// Creates a request whose body is streamed (never replayed).
