@@ -116,7 +116,7 @@ extension LoadBalancer {
         var result: Result<UpstreamResponse, UpstreamError>
 
         /// Runs `exchange` and records how it ended.
-        static func run(index: Int, start: MonotonicInstant,
+        nonisolated(nonsending) static func run(index: Int, start: MonotonicInstant,
                         _ exchange: () async throws(UpstreamError) -> UpstreamResponse) async -> AttemptRecord {
             do throws(UpstreamError) {
                 return AttemptRecord(index: index, start: start, result: .success(try await exchange()))

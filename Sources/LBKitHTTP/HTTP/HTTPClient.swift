@@ -197,7 +197,7 @@ public final class UpstreamClient: Sendable {
 
     /// Sends `request` and reads the response before `deadline` (monotonic ns, see
     /// ``deadline(after:)``).
-    package func execute(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
+    nonisolated(nonsending) package func execute(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
                          deadline: UInt64) async throws(UpstreamError) -> UpstreamResponse {
         switch try await send(request, to: endpoint, on: loop, deadline: deadline, answerBy: .max) {
         case .complete(let response): return response
@@ -223,7 +223,7 @@ public final class UpstreamClient: Sendable {
     /// connection. A non-replayable one never is: the backend may have read it, so the failure is
     /// reported as sent. To keep that race rare, a non-replayable request only reuses connections
     /// idle for less than ``UpstreamClientConfiguration/nonReplayableMaxIdle``.
-    package func send(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
+    nonisolated(nonsending) package func send(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
                       deadline: UInt64, answerBy: UInt64,
                       abortHandle: ExchangeAbortHandle? = nil) async throws(UpstreamError) -> ExchangeProgress {
         let handle = abortHandle ?? ExchangeAbortHandle()
@@ -240,7 +240,7 @@ public final class UpstreamClient: Sendable {
         return try result.get()
     }
 
-    private func sendUncancellable(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
+    nonisolated(nonsending) private func sendUncancellable(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
                                    deadline: UInt64, answerBy: UInt64,
                                    handle: ExchangeAbortHandle) async throws(UpstreamError) -> ExchangeProgress {
         var wire: [UInt8] = []
@@ -355,7 +355,7 @@ public final class UpstreamClient: Sendable {
     /// After a final response head: reads a small or already-arrived body whole and returns the
     /// connection to the pool; streams anything else (the stream returns the connection when it
     /// reaches the end); hands an upgraded connection over as a tunnel.
-    private func complete(_ parsed: ParsedResponseHead, _ connection: PooledConnection, endpoint: UpstreamEndpoint,
+    nonisolated(nonsending) private func complete(_ parsed: ParsedResponseHead, _ connection: PooledConnection, endpoint: UpstreamEndpoint,
                           loop: LBEventLoop, deadline: UInt64, reused: Bool,
                           handle: ExchangeAbortHandle?) async throws(ExchangeFailure) -> UpstreamResponse {
         connection.exchanges += 1
@@ -476,7 +476,7 @@ public final class UpstreamClient: Sendable {
 
     // MARK: Pool
 
-    private func acquire(_ endpoint: UpstreamEndpoint, loop: LBEventLoop, deadline: UInt64, fresh: Bool,
+    nonisolated(nonsending) private func acquire(_ endpoint: UpstreamEndpoint, loop: LBEventLoop, deadline: UInt64, fresh: Bool,
                          maxIdle: Duration?) async throws(UpstreamError) -> (PooledConnection, Bool) {
         let now = lbk_monotonic_ns()
         if !fresh {
@@ -540,7 +540,7 @@ public final class UpstreamClient: Sendable {
 
     /// Reads the final response head (interim 1xx responses are skipped). Returns nil when no byte
     /// arrived by `answerBy` (the exchange stays usable); throws on errors and at `deadline`.
-    private func readHead(_ connection: PooledConnection, method: String, deadline: UInt64, answerBy: UInt64,
+    nonisolated(nonsending) private func readHead(_ connection: PooledConnection, method: String, deadline: UInt64, answerBy: UInt64,
                           upgrade: Bool, started: inout Bool) async throws(ExchangeFailure) -> ParsedResponseHead? {
         var scanFrom = 0
         let limits = configuration.limits
@@ -585,7 +585,7 @@ public final class UpstreamClient: Sendable {
     }
 
     /// Reads a whole `Content-Length` body (small, or already in the buffer).
-    private func readBody(_ connection: PooledConnection, framing: HTTPBodyFraming,
+    nonisolated(nonsending) private func readBody(_ connection: PooledConnection, framing: HTTPBodyFraming,
                           deadline: UInt64) async throws(ExchangeFailure) -> [UInt8] {
         guard case .contentLength(let length) = framing else { return [] }
         if connection.buffer.readableCount >= length { return connection.buffer.take(length) }

@@ -328,7 +328,7 @@ struct HTTP1ServerConnection {
     /// length; otherwise chunked, or read-until-close for an HTTP/1.0 client. Transfer codings
     /// other than chunked are named before `chunked` (RFC 9112 6.1).
     @discardableResult
-    private func write(_ response: LBResponse, headOnly: Bool, keepAlive: Bool, version: HTTPWireVersion,
+    nonisolated(nonsending) private func write(_ response: LBResponse, headOnly: Bool, keepAlive: Bool, version: HTTPWireVersion,
                        into out: inout [UInt8]) async -> Bool {
         var head = response.head
         let status = head.status
