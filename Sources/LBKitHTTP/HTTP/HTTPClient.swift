@@ -167,7 +167,15 @@ public final class UpstreamClient: Sendable {
     /// Creates a client.
     public init(configuration: UpstreamClientConfiguration = UpstreamClientConfiguration()) {
         self.configuration = configuration
+        idleTimeoutNs = UInt64(max(0, configuration.idleTimeout.nanosecondsClamped))
+        nonReplayableMaxIdleNs = min(idleTimeoutNs, UInt64(max(0, configuration.nonReplayableMaxIdle.nanosecondsClamped)))
+        connectTimeoutNs = UInt64(max(0, configuration.connectTimeout.nanosecondsClamped))
     }
+
+    // The configuration's durations in nanoseconds, converted once (used on every exchange).
+    private let idleTimeoutNs: UInt64
+    private let nonReplayableMaxIdleNs: UInt64
+    private let connectTimeoutNs: UInt64
 
     /// Sends `request` to `endpoint` and reads the whole response before `timeout` elapses.
     ///
@@ -276,7 +284,7 @@ public final class UpstreamClient: Sendable {
         while true {
             if handle.isAborted { throw UpstreamError(kind: .aborted, requestSent: triedStale) }
             let (connection, reused) = try await acquire(endpoint, loop: loop, deadline: deadline, fresh: triedStale,
-                                                         maxIdle: request.mayReplay ? nil : configuration.nonReplayableMaxIdle)
+                                                         maxIdleNs: request.mayReplay ? idleTimeoutNs : nonReplayableMaxIdleNs)
             if !handle.attach(connection.socket) {
                 connection.socket.close()
                 throw UpstreamError(kind: .aborted, requestSent: triedStale)
@@ -477,11 +485,10 @@ public final class UpstreamClient: Sendable {
     // MARK: Pool
 
     nonisolated(nonsending) private func acquire(_ endpoint: UpstreamEndpoint, loop: LBEventLoop, deadline: UInt64, fresh: Bool,
-                         maxIdle: Duration?) async throws(UpstreamError) -> (PooledConnection, Bool) {
+                         maxIdleNs idleLimit: UInt64) async throws(UpstreamError) -> (PooledConnection, Bool) {
         let now = lbk_monotonic_ns()
         if !fresh {
             let pool = endpoint.pools[loop.index % endpoint.pools.count]
-            let idleLimit = UInt64(max(0, min(maxIdle ?? configuration.idleTimeout, configuration.idleTimeout).nanosecondsClamped))
             while let candidate = pool.idle.withLock({ $0.popLast() }) {
                 // Readable while idle means EOF or unsolicited bytes: the backend is done with it.
                 if candidate.socket.hasPendingReadEvent || now &- candidate.lastUsed > idleLimit || candidate.socket.loop !== loop {
@@ -491,7 +498,7 @@ public final class UpstreamClient: Sendable {
                 return (candidate, true)
             }
         }
-        let connectDeadline = min(deadline, now &+ UInt64(max(0, configuration.connectTimeout.nanosecondsClamped)))
+        let connectDeadline = min(deadline, now &+ connectTimeoutNs)
         do {
             let socket = try await Socket.connect(to: endpoint.address, loop: loop, deadline: connectDeadline)
             return (PooledConnection(socket: socket, endpoint: endpoint, now: now), false)

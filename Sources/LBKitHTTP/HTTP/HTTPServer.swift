@@ -24,6 +24,21 @@ public final class HTTP1Server: Sendable {
     /// The loops connections are spread over.
     public let group: LBEventLoopGroup
     let handler: any HTTPHandler
+    /// The configuration's timeouts in nanoseconds, converted once: connections compute a
+    /// deadline from them on every request (a `Duration` over 9.2 s costs a 128-bit division).
+    let timeoutsNs: TimeoutsNs
+
+    struct TimeoutsNs {
+        var idle: UInt64
+        var header: UInt64
+        var write: UInt64
+
+        init(_ c: HTTP1ServerConfiguration) {
+            idle = UInt64(max(0, c.idleTimeout.nanosecondsClamped))
+            header = UInt64(max(0, c.headerTimeout.nanosecondsClamped))
+            write = UInt64(max(0, c.writeTimeout.nanosecondsClamped))
+        }
+    }
 
     private let listener = Mutex<Socket?>(nil)
     private let connections = Mutex<ConnectionTable>(ConnectionTable())
@@ -37,6 +52,7 @@ public final class HTTP1Server: Sendable {
         self.configuration = configuration
         self.group = group
         self.handler = handler
+        self.timeoutsNs = TimeoutsNs(configuration)
     }
 
     /// Binds and starts accepting. Throws when the address cannot be bound (e.g. port in use).

@@ -21,7 +21,13 @@ final class ConnectionInput: @unchecked Sendable {
 
 @inline(__always)
 func deadlineNs(after duration: Duration) -> UInt64 {
-    let (sum, overflow) = lbk_monotonic_ns().addingReportingOverflow(UInt64(max(0, duration.nanosecondsClamped)))
+    deadlineNs(afterNs: UInt64(max(0, duration.nanosecondsClamped)))
+}
+
+/// Monotonic ns `ns` from now (saturating).
+@inline(__always)
+func deadlineNs(afterNs ns: UInt64) -> UInt64 {
+    let (sum, overflow) = lbk_monotonic_ns().addingReportingOverflow(ns)
     return overflow ? .max : sum
 }
 
@@ -162,7 +168,7 @@ struct HTTP1ServerConnection {
     // MARK: Head
 
     nonisolated(nonsending) private func readHead(_ input: ConnectionInput, out: inout [UInt8]) async throws(Failure) -> ParsedRequestHead {
-        let idleDeadline = deadlineNs(after: config.idleTimeout)
+        let idleDeadline = deadlineNs(afterNs: server.timeoutsNs.idle)
         var headDeadline: UInt64 = .max
         var scanFrom = 0
         while true {
@@ -175,7 +181,7 @@ struct HTTP1ServerConnection {
                 }
                 if let parsed { return parsed }
                 scanFrom = input.buffer.readableCount
-                if headDeadline == .max { headDeadline = deadlineNs(after: config.headerTimeout) }
+                if headDeadline == .max { headDeadline = deadlineNs(afterNs: server.timeoutsNs.header) }
             } else if server.isDraining {
                 throw .close
             }
@@ -310,7 +316,7 @@ struct HTTP1ServerConnection {
 
     nonisolated(nonsending) private func sendContinue() async throws(Failure) {
         do {
-            try await socket.write(HTTP1ServerConnection.continueBytes, deadline: deadlineNs(after: config.writeTimeout))
+            try await socket.write(HTTP1ServerConnection.continueBytes, deadline: deadlineNs(afterNs: server.timeoutsNs.write))
         } catch {
             throw .close
         }
@@ -376,7 +382,7 @@ struct HTTP1ServerConnection {
             }
         }
         do {
-            try await socket.write(out, deadline: deadlineNs(after: config.writeTimeout))
+            try await socket.write(out, deadline: deadlineNs(afterNs: server.timeoutsNs.write))
         } catch {
             stream?.abandon()
             return false
@@ -411,9 +417,9 @@ struct HTTP1ServerConnection {
                 do {
                     if chunked {
                         Self.appendChunk(chunk, last: false, to: &out)
-                        try await socket.write(out, deadline: deadlineNs(after: config.writeTimeout))
+                        try await socket.write(out, deadline: deadlineNs(afterNs: server.timeoutsNs.write))
                     } else {
-                        try await socket.write(chunk, deadline: deadlineNs(after: config.writeTimeout))
+                        try await socket.write(chunk, deadline: deadlineNs(afterNs: server.timeoutsNs.write))
                     }
                 } catch {
                     stream.abandon()
@@ -422,7 +428,7 @@ struct HTTP1ServerConnection {
             } else {
                 if chunked {
                     out.append(contentsOf: Self.lastChunk)
-                    do { try await socket.write(out, deadline: deadlineNs(after: config.writeTimeout)) } catch { return false }
+                    do { try await socket.write(out, deadline: deadlineNs(afterNs: server.timeoutsNs.write)) } catch { return false }
                 }
                 if let length = stream.length, sent != length { return false }
                 if out.capacity > 256 * 1024 { out = [] }
@@ -452,7 +458,7 @@ struct HTTP1ServerConnection {
         out.removeAll(keepingCapacity: true)
         HTTPSerializer.appendResponseHead(head, to: &out)
         do {
-            try await socket.write(out, deadline: deadlineNs(after: config.writeTimeout))
+            try await socket.write(out, deadline: deadlineNs(afterNs: server.timeoutsNs.write))
             return true
         } catch {
             return false
