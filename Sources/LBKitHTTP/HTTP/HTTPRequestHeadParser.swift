@@ -150,7 +150,7 @@ package enum HTTPRequestHeadParser {
 
         // Header fields.
         var summary = HTTP1FieldSummary()
-        var fields = HeaderFields()
+        var fields = HeaderFields(reservingCapacity: HTTP1Scan.initialFieldCapacity)
         let headLength = try HTTP1Scan.parseFields(
             p, from: lineLF + 1, headEnd: headEnd, limits: limits, fields: &fields, summary: &summary)
 
@@ -217,6 +217,9 @@ enum HTTP1Scan {
     static let colon: UInt8 = 0x3A
     static let comma: UInt8 = 0x2C
     static let maxLeadingEmptyLines = 8
+    /// Fields a parsed head has room for before its list grows: typical heads have 3 to 10, and
+    /// the proxy adds a few (`X-Forwarded-*`, `Content-Length`, the backend header).
+    static let initialFieldCapacity = 12
 
     private static let ones: UInt64 = 0x0101_0101_0101_0101
     private static let highs: UInt64 = 0x8080_8080_8080_8080

@@ -20,9 +20,9 @@ package enum HTTPSerializer {
     package static func appendRequestHead(_ head: RequestHead, to buffer: inout [UInt8]) {
         buffer.reserveCapacity(buffer.count + head.method.utf8.count + head.target.utf8.count + 12
             + headersSize(head.headers) + 2)
-        buffer.append(contentsOf: head.method.utf8)
+        appendUTF8(head.method, to: &buffer)
         buffer.append(0x20)
-        buffer.append(contentsOf: head.target.utf8)
+        appendUTF8(head.target, to: &buffer)
         buffer.append(0x20)
         appendVersion(head.version, to: &buffer)
         appendCRLF(to: &buffer)
@@ -51,7 +51,7 @@ package enum HTTPSerializer {
             buffer.append(contentsOf: String(head.status).utf8)
         }
         buffer.append(0x20)
-        buffer.append(contentsOf: head.reason.utf8)
+        appendUTF8(head.reason, to: &buffer)
         appendCRLF(to: &buffer)
         appendHeaders(head.headers, to: &buffer)
         appendCRLF(to: &buffer)
@@ -94,6 +94,14 @@ package enum HTTPSerializer {
         buffer.append(contentsOf: [0x30, 0x0D, 0x0A, 0x0D, 0x0A] as [UInt8])
     }
 
+    /// Appends the UTF-8 of `string` with one copy from its contiguous storage (the generic
+    /// `append(contentsOf: string.utf8)` went byte by byte).
+    @inline(__always)
+    static func appendUTF8(_ string: String, to buffer: inout [UInt8]) {
+        let done: Void? = string.utf8.withContiguousStorageIfAvailable { buffer.append(contentsOf: $0) }
+        if done == nil { buffer.append(contentsOf: string.utf8) }
+    }
+
     @inline(__always)
     private static func appendCRLF(to buffer: inout [UInt8]) {
         buffer.append(0x0D)
@@ -120,10 +128,10 @@ package enum HTTPSerializer {
 
     private static func appendHeaders(_ headers: HeaderFields, to buffer: inout [UInt8]) {
         for field in headers.fields {
-            buffer.append(contentsOf: field.name.utf8)
+            appendUTF8(field.name, to: &buffer)
             buffer.append(0x3A)
             buffer.append(0x20)
-            buffer.append(contentsOf: field.value.utf8)
+            appendUTF8(field.value, to: &buffer)
             appendCRLF(to: &buffer)
         }
     }
