@@ -14,6 +14,12 @@ enum ForwardingHeaders {
     /// length before any byte comparison, and no allocation unless `Connection` names a field
     /// outside the standard hop-by-hop set.
     static func stripHopByHop(_ headers: inout HeaderFields) {
+        headers = withoutHopByHop(headers)
+    }
+
+    /// `headers` without the fields ``stripHopByHop(_:)`` removes, as a new list with room for
+    /// `extraCapacity` more fields: cheaper than copying the shared list and editing the copy.
+    static func withoutHopByHop(_ headers: HeaderFields, extraCapacity: Int = 0) -> HeaderFields {
         var named: [String] = []
         for field in headers.fields where HeaderFields.namesEqual(field.name, "Connection") {
             HTTPConnectionHeader.forEachToken(field.value) { token in
@@ -21,11 +27,13 @@ enum ForwardingHeaders {
                 if !isStrippedByDefault(name) { named.append(name) }
             }
         }
-        headers.removeAll { name, _ in
-            if isStrippedByDefault(name) { return true }
-            for h in named where HeaderFields.namesEqual(name, h) { return true }
-            return false
+        var out = HeaderFields(reservingCapacity: headers.count + extraCapacity)
+        fields: for field in headers.fields {
+            if isStrippedByDefault(field.name) { continue }
+            for h in named where HeaderFields.namesEqual(field.name, h) { continue fields }
+            out.add(name: field.name, value: field.value)
         }
+        return out
     }
 
     /// Whether `name` is one of ``hopByHop`` or `Content-Length`.
@@ -56,7 +64,9 @@ enum ForwardingHeaders {
         // hop-by-hop field a proxy passes on when it relays the upgrade.
         let upgrade = head.headers.first(name: "Upgrade")
         let asksUpgrade = upgrade != nil && head.headers["Connection"].contains { HTTPConnectionHeader.hasToken($0, "upgrade") }
-        stripHopByHop(&out.headers)
+        // Room for what is added below (Connection, Upgrade, X-Forwarded-For, -Proto) and for
+        // the upstream client's Host and Content-Length.
+        out.headers = withoutHopByHop(head.headers, extraCapacity: 4)
         if asksUpgrade, let upgrade {
             out.headers.add(name: "Connection", value: "Upgrade")
             out.headers.add(name: "Upgrade", value: upgrade)

@@ -253,26 +253,37 @@ public final class UpstreamClient: Sendable {
                                    handle: ExchangeAbortHandle) async throws(UpstreamError) -> ExchangeProgress {
         var wire: [UInt8] = []
         wire.reserveCapacity(512 + request.body.count)
-        var head = request.head
-        head.version = .http1_1
-        if !head.headers.contains(name: "Host") { head.headers.add(name: "Host", value: endpoint.authority) }
-        head.headers.remove(name: "Transfer-Encoding")
+        // The caller's head, written straight into the wire buffer with the framing fields this
+        // client owns (RFC 9112 6): `Content-Length` and `Transfer-Encoding` as given are
+        // dropped, `Host` added when missing, then this body's own framing. Same bytes as editing
+        // a copy of the head, without copying its field list.
+        let head = request.head
         let stream = request.bodyStream
         var chunkedBody = false
+        var contentLength: Int? = nil
         if let stream {
-            if let length = stream.length {
-                head.headers.replaceOrAdd(name: "Content-Length", value: String(length))
-            } else {
-                head.headers.remove(name: "Content-Length")
-                head.headers.add(name: "Transfer-Encoding", value: "chunked")
-                chunkedBody = true
-            }
+            if let length = stream.length { contentLength = length } else { chunkedBody = true }
         } else if !request.body.isEmpty || head.method == "POST" || head.method == "PUT" || head.method == "PATCH" {
-            head.headers.replaceOrAdd(name: "Content-Length", value: String(request.body.count))
-        } else {
-            head.headers.remove(name: "Content-Length")
+            contentLength = request.body.count
         }
-        HTTPSerializer.appendRequestHead(head, to: &wire)
+        HTTPSerializer.appendRequestLine(method: head.method, target: head.target, to: &wire)
+        var hasHost = false
+        for field in head.headers.fields {
+            switch field.name.utf8.count {
+            case 4: if HeaderFields.namesEqual(field.name, "Host") { hasHost = true }
+            case 14: if HeaderFields.namesEqual(field.name, "Content-Length") { continue }
+            case 17: if HeaderFields.namesEqual(field.name, "Transfer-Encoding") { continue }
+            default: break
+            }
+            HTTPSerializer.appendField(field.name, field.value, to: &wire)
+        }
+        if !hasHost { HTTPSerializer.appendField("Host", endpoint.authority, to: &wire) }
+        if let contentLength {
+            HTTPSerializer.appendField("Content-Length", decimal: contentLength, to: &wire)
+        } else if chunkedBody {
+            HTTPSerializer.appendField("Transfer-Encoding", "chunked", to: &wire)
+        }
+        HTTPSerializer.appendEndOfHead(to: &wire)
         wire.append(contentsOf: request.body)
         let upgrade = request.asksUpgrade
         let startNs = lbk_monotonic_ns()

@@ -336,43 +336,61 @@ struct HTTP1ServerConnection {
     @discardableResult
     nonisolated(nonsending) private func write(_ response: LBResponse, headOnly: Bool, keepAlive: Bool, version: HTTPWireVersion,
                        into out: inout [UInt8]) async -> Bool {
-        var head = response.head
+        let head = response.head
         let status = head.status
         let bodyAllowed = !(status < 200 || status == 204 || status == 304)
         var keepAlive = keepAlive
         let stream = response.bodyStream
         var framing = ResponseFraming.none
-        head.headers.remove(name: "Transfer-Encoding")
+        // The handler's fields minus the framing and connection fields the server owns, which
+        // follow in this order: Transfer-Encoding or Content-Length, then Connection. Written
+        // straight into `out`: the handler's field list is never copied or edited.
+        var dropContentLength = false
+        var transferEncoding: String? = nil
+        var contentLength: Int? = nil
         if !bodyAllowed {
-            if status < 200 || status == 204 { head.headers.remove(name: "Content-Length") }
+            if status < 200 || status == 204 { dropContentLength = true }
         } else if !response.transferCodings.isEmpty || (stream != nil && stream?.length == nil) {
-            head.headers.remove(name: "Content-Length")
+            dropContentLength = true
             if version == .http1_0 {
                 framing = .untilClose
                 keepAlive = false
             } else {
                 framing = .chunked
-                head.headers.add(name: "Transfer-Encoding", value: (response.transferCodings + ["chunked"]).joined(separator: ", "))
+                transferEncoding = response.transferCodings.isEmpty
+                    ? "chunked" : (response.transferCodings + ["chunked"]).joined(separator: ", ")
             }
         } else if let stream, let length = stream.length {
             framing = .length(length)
-            head.headers.replaceOrAdd(name: "Content-Length", value: String(length))
+            dropContentLength = true
+            contentLength = length
         } else {
             framing = .whole
             if !(headOnly && head.headers.contains(name: "Content-Length")) {
-                head.headers.replaceOrAdd(name: "Content-Length", value: String(response.body.count))
+                dropContentLength = true
+                contentLength = response.body.count
             }
         }
-        head.headers.remove(name: "Connection")
-        if !keepAlive {
-            head.headers.add(name: "Connection", value: "close")
-        } else if version == .http1_0 {
-            head.headers.add(name: "Connection", value: "keep-alive")
-        }
-        head.version = .http1_1
         out.removeAll(keepingCapacity: true)
         if out.capacity < 1024 { out.reserveCapacity(4096) }
-        HTTPSerializer.appendResponseHead(head, to: &out)
+        HTTPSerializer.appendStatusLine(status: status, reason: head.reason, to: &out)
+        for field in head.headers.fields {
+            switch field.name.utf8.count {
+            case 10: if HeaderFields.namesEqual(field.name, "Connection") { continue }
+            case 14: if dropContentLength && HeaderFields.namesEqual(field.name, "Content-Length") { continue }
+            case 17: if HeaderFields.namesEqual(field.name, "Transfer-Encoding") { continue }
+            default: break
+            }
+            HTTPSerializer.appendField(field.name, field.value, to: &out)
+        }
+        if let transferEncoding { HTTPSerializer.appendField("Transfer-Encoding", transferEncoding, to: &out) }
+        if let contentLength { HTTPSerializer.appendField("Content-Length", decimal: contentLength, to: &out) }
+        if !keepAlive {
+            HTTPSerializer.appendField("Connection", "close", to: &out)
+        } else if version == .http1_0 {
+            HTTPSerializer.appendField("Connection", "keep-alive", to: &out)
+        }
+        HTTPSerializer.appendEndOfHead(to: &out)
         let sendsBody = bodyAllowed && !headOnly
         if sendsBody && stream == nil {
             switch framing {
