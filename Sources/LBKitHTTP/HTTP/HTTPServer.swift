@@ -24,6 +24,8 @@ public final class HTTP1Server: Sendable {
     /// The loops connections are spread over.
     public let group: LBEventLoopGroup
     let handler: any HTTPHandler
+    /// `handler` when it is one of ours that can be called without a task switch.
+    let inlineHandler: (any InlineHTTPHandler)?
     /// The configuration's timeouts in nanoseconds, converted once: connections compute a
     /// deadline from them on every request (a `Duration` over 9.2 s costs a 128-bit division).
     let timeoutsNs: TimeoutsNs
@@ -52,6 +54,7 @@ public final class HTTP1Server: Sendable {
         self.configuration = configuration
         self.group = group
         self.handler = handler
+        self.inlineHandler = handler as? any InlineHTTPHandler
         self.timeoutsNs = TimeoutsNs(configuration)
     }
 

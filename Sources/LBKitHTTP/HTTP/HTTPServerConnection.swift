@@ -103,7 +103,12 @@ struct HTTP1ServerConnection {
                 request = LBRequest(head: parsed.head, bodyStream: LBBodyStream(source: r, length: r.declaredLength))
                 reader = r
             }
-            let response = await server.handler.handle(request, context: context)
+            let response: LBResponse
+            if let inline = server.inlineHandler {
+                response = await inline.handleInline(request, context: context)
+            } else {
+                response = await server.handler.handle(request, context: context)
+            }
             request = LBRequest(head: parsed.head)   // drop the body before writing the answer
             if reserved > 0 { server.releaseBodyBudget(reserved) }
             var keepAlive = parsed.keepAlive && !server.isDraining
