@@ -268,9 +268,15 @@ public final class UpstreamClient: Sendable {
         }
         HTTPSerializer.appendRequestLine(method: head.method, target: head.target, to: &wire)
         var hasHost = false
+        var hasUpgrade = false, connectionUpgrade = false   // asksUpgrade, found on the way
         for field in head.headers.fields {
             switch field.name.utf8.count {
             case 4: if HeaderFields.namesEqual(field.name, "Host") { hasHost = true }
+            case 7: if HeaderFields.namesEqual(field.name, "Upgrade") { hasUpgrade = true }
+            case 10:
+                if HeaderFields.namesEqual(field.name, "Connection") && HTTPConnectionHeader.hasToken(field.value, "upgrade") {
+                    connectionUpgrade = true
+                }
             case 14: if HeaderFields.namesEqual(field.name, "Content-Length") { continue }
             case 17: if HeaderFields.namesEqual(field.name, "Transfer-Encoding") { continue }
             default: break
@@ -285,7 +291,7 @@ public final class UpstreamClient: Sendable {
         }
         HTTPSerializer.appendEndOfHead(to: &wire)
         wire.append(contentsOf: request.body)
-        let upgrade = request.asksUpgrade
+        let upgrade = hasUpgrade && connectionUpgrade
         let startNs = lbk_monotonic_ns()
         let attemptSpan = deadline > startNs ? deadline - startNs : 0
 
