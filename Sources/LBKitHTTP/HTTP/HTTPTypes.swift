@@ -123,7 +123,18 @@ public struct HeaderFields: Sendable, Sequence, ExpressibleByDictionaryLiteral, 
         guard au.count == bu.count else { return false }
         let fast: Bool?? = au.withContiguousStorageIfAvailable { pa in
             bu.withContiguousStorageIfAvailable { pb in
-                for k in 0..<pa.count where !asciiCaseInsensitiveEqual(pa[k], pb[k]) { return false }
+                // Names are mostly compared with their canonical spelling: skip equal 8-byte
+                // words first, then fold case byte by byte.
+                let n = pa.count
+                var k = 0
+                if let ra = UnsafeRawPointer(pa.baseAddress), let rb = UnsafeRawPointer(pb.baseAddress) {
+                    while n - k >= 8 && ra.loadUnaligned(fromByteOffset: k, as: UInt64.self)
+                        == rb.loadUnaligned(fromByteOffset: k, as: UInt64.self) { k += 8 }
+                }
+                while k < n {
+                    if !asciiCaseInsensitiveEqual(pa[k], pb[k]) { return false }
+                    k += 1
+                }
                 return true
             }
         }
