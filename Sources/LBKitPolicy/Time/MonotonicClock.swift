@@ -52,7 +52,9 @@ extension Duration {
     /// fits in 64-bit attoseconds and is divided as an `Int64`; only longer ones take
     /// `components`, whose 128-bit division cost hundreds of instructions a call.
     public var nanosecondsClamped: Int64 {
-        if let small = Int64(exactly: attoseconds) { return small / 1_000_000_000 }
+        let atto = attoseconds
+        let small = Int64(truncatingIfNeeded: atto)
+        if Int128(small) == atto { return small / 1_000_000_000 }
         let (seconds, attoseconds) = components
         let (ns, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
         if overflow { return seconds < 0 ? .min : .max }
