@@ -45,7 +45,8 @@ public struct EchoBackendConfiguration: Sendable {
 ///   header `X-Handled-By: <port>`; a body that is not a JSON object -> 400.
 /// - `GET /health` -> 200 `{"status":"ok"}`; other `GET`s -> 200 `{"handled_by": <port>}`.
 /// - `POST /_echo/delay?ms=N` changes the port's delay at run time (refused through a proxy:
-///   requests carrying `X-Forwarded-For` get 403).
+///   requests carrying `X-Forwarded-For` get 403); `&health=fast` exempts `GET /health` from it
+///   (a backend slow on its real routes and fast on its health path), `&health=delayed` undoes that.
 ///
 /// ```swift
 /// let backend = EchoBackend(configuration: .init(ports: [0, 0], mode: .alternate), group: group)
@@ -96,6 +97,8 @@ public final class EchoHandler: HTTPHandler {
     private let port = Atomic<Int>(0)
     private let delayNanoseconds: Atomic<Int64>
     private let counter = Atomic<Int>(0)
+    /// `GET /health` answers without the delay (`/_echo/delay?...&health=fast`).
+    private let fastHealth = Atomic<Bool>(false)
     private let bodyLimit = Atomic<Int>(8 * 1024 * 1024)
 
     /// Largest JSON body collected for echoing.
@@ -129,11 +132,12 @@ public final class EchoHandler: HTTPHandler {
         if path == "/_echo/bytes" { return bytes(request, portHeader: portHeader) }
         if path == "/_echo/stream" { return stream(request, portHeader: portHeader) }
         let wait = delayNanoseconds.load(ordering: .relaxed)
-        if wait > 0 { try? await Task.sleep(for: .nanoseconds(wait)) }
+        let isHealth = request.method == "GET" && path == "/health"
+        if wait > 0 && !(isHealth && fastHealth.load(ordering: .relaxed)) { try? await Task.sleep(for: .nanoseconds(wait)) }
         if mode == .down {
             return .jsonError(status: 503, message: "Backend down", headers: portHeader)
         }
-        if request.method == "GET" && path == "/health" {
+        if isHealth {
             return .json(status: 200, #"{"status":"ok"}"#, headers: portHeader)
         }
         if mode == .alternate {
@@ -239,8 +243,19 @@ public final class EchoHandler: HTTPHandler {
         guard let ms, ms >= 0, ms <= 3_600_000 else {
             return .jsonError(status: 400, message: "ms must be an integer between 0 and 3600000", headers: portHeader)
         }
+        var healthFast: Bool?
+        for pair in (request.head.query ?? "").split(separator: "&") where pair.hasPrefix("health=") {
+            switch pair.dropFirst(7) {
+            case "fast": healthFast = true
+            case "delayed": healthFast = false
+            default: return .jsonError(status: 400, message: "health must be fast or delayed", headers: portHeader)
+            }
+        }
+        if let healthFast { fastHealth.store(healthFast, ordering: .relaxed) }
         delayNanoseconds.store(Int64(ms) * 1_000_000, ordering: .relaxed)
-        return .json(status: 200, "{\"delay_ms\":\(ms),\"port\":\(port.load(ordering: .relaxed))}", headers: portHeader)
+        let health = fastHealth.load(ordering: .relaxed) ? "fast" : "delayed"
+        return .json(status: 200, "{\"delay_ms\":\(ms),\"health\":\"\(health)\",\"port\":\(port.load(ordering: .relaxed))}",
+                     headers: portHeader)
     }
 
     /// `{"msg":"demo"}` -> `{"msg":"demo","handled_by":5001}`. `object` must be a valid JSON object.

@@ -95,6 +95,7 @@ public enum ConfigFile {
         "penalty_factor", "trusted_proxies", "max_body_bytes", "access_log", "admin_token", "admin_allow",
         "admin_listen", "backend_header", "router_health_path", "log_level", "log_format", "threads",
         "throttle_store", "throttle_key_prefix", "throttle_sync_ms", "throttle_store_timeout_ms",
+        "resolve_interval_ms",
     ]
 
     /// The keys of an object item of `backends`.
@@ -568,6 +569,7 @@ extension ConfigFile {
             "throttle_store": optional(c.throttleStore.map { quote($0.description) }),
             "throttle_key_prefix": quote(c.throttleKeyPrefix), "throttle_sync_ms": ms(c.throttleSyncInterval),
             "throttle_store_timeout_ms": ms(c.throttleStoreTimeout),
+            "resolve_interval_ms": ms(c.resolveInterval),
         ]
         if !c.backends.isEmpty {
             let items = c.backends.enumerated().map { i, url in

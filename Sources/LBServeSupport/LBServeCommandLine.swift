@@ -208,6 +208,7 @@ public enum LBServeCommandLine {
                 throw CommandLineError("--backend: \(error.message)")
             }
         },
+        .numeric("--resolve-interval-ms"),
         flag("--strategy", "S", "round-robin", "round-robin, weighted, least-requests (P2C) or peak-ewma (P2C on latency x load)") {
             s, v throws(CommandLineError) in
             guard let strategy = BalancingStrategy(rawValue: v) else {

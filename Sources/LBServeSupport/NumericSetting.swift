@@ -86,6 +86,9 @@ public struct NumericSetting: Sendable {
     /// Every numeric setting, in the order of the README's flag table.
     public static let all: [NumericSetting] = [
         .integer("--port", 0...65535, "8000", "listen port (0 = any free port; the chosen one is printed)") { $0.port = $1 },
+        .integer("--resolve-interval-ms", 0...hourMs, "5000", "re-resolve backend host names every N ms: one backend per address (0 = once at start)") {
+            $0.resolveInterval = .milliseconds($1)
+        },
         .integer("--timeout-ms", 1...hourMs, "3000", "deadline of one attempt (connect + request + whole response)") {
             $0.attemptTimeout = .milliseconds($1)
         },
@@ -108,7 +111,7 @@ public struct NumericSetting: Sendable {
         .integer("--slow-start-ms", 0...hourMs, "10000", "a re-admitted backend's share ramps from 10% to 100% over N ms (0 = at once)") {
             $0.slowStart = .milliseconds($1)
         },
-        .integer("--ejection-base-ms", 1...hourMs, "5000", "first passive ejection; the n-th in a row lasts n times as long") {
+        .integer("--ejection-base-ms", 1...hourMs, "5000", "first passive ejection; the n-th in a row lasts n times as long (2^(n-1) after slow or hung requests)") {
             $0.ejectionBase = .milliseconds($1)
         },
         .integer("--ejection-max-ms", 1...dayMs, "60000", "longest passive ejection (at least --ejection-base-ms)") {
@@ -145,7 +148,7 @@ public struct NumericSetting: Sendable {
     ]
 
     /// The per-backend `weight` of the config file (it has no flag).
-    public static let weightRange = 1...1000
+    public static let weightRange = LoadBalancerConfiguration.weightRange
 
     private static let byFlag: [String: NumericSetting] = Dictionary(uniqueKeysWithValues: all.map { ($0.flag, $0) })
     private static let byKey: [String: NumericSetting] = Dictionary(uniqueKeysWithValues: all.map { ($0.key, $0) })

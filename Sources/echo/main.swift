@@ -10,7 +10,8 @@ let usage = """
     usage: echo --port 5001 [--port 5002 ...] [--host 127.0.0.1] [--mode echo|alternate|slow|down] [--delay-ms 10000]
                 [--max-body-bytes 8388608]
     endpoints beyond the contract: POST /_echo/sink (counts a body of any size), GET /_echo/bytes?n=N,
-    GET /_echo/stream?chunks=K&interval_ms=M (server-sent events), POST /_echo/delay?ms=N
+    GET /_echo/stream?chunks=K&interval_ms=M (server-sent events),
+    POST /_echo/delay?ms=N[&health=fast|delayed] (fast: GET /health answers without the delay)
     """
 
 func fail(_ message: String) -> Never {

@@ -117,6 +117,7 @@ for warning in LBServeCommandLine.warnings(setup) {
     do {
         next = try LBServeCommandLine.load(arguments, environment: environment)
     } catch {
+        balancer.noteReloadFailure()
         for line in error.message.split(separator: "\n") {
             logOutput.write(LBLogEvent(level: .error, category: .config, message: "reload failed, keeping the current configuration: \(line)"))
         }

@@ -320,7 +320,7 @@ struct SlowExclusionTests {
         #expect(cluster.state(1) == .healthy)
         cluster.probeFinished(1, success: true, latency: .milliseconds(400))
         #expect(cluster.state(1) == .slow)
-        #expect(logs.lines == ["[HEALTH] Marking \(Self.b2) as SLOW (latency 400 ms > max-delay 200 ms)"])
+        #expect(logs.lines == ["[HEALTH] Marking \(Self.b2) as SLOW (check latency 400 ms > max-delay 200 ms)"])
     }
 
     @Test("timed-out attempts and probes count as slow samples")
@@ -380,7 +380,7 @@ struct SlowExclusionTests {
         cluster.probeFinished(1, success: true, latency: .milliseconds(150))
         #expect(cluster.state(1) == .healthy)
         #expect(logs.lines == [
-            "[HEALTH] Marking \(Self.b2) as SLOW (latency 300 ms > max-delay 200 ms)",
+            "[HEALTH] Marking \(Self.b2) as SLOW (check latency 300 ms > max-delay 200 ms)",
             "[HEALTH] Marking \(Self.b2) as HEALTHY (2 consecutive checks under 160 ms)",
         ])
     }
@@ -400,7 +400,7 @@ struct SlowExclusionTests {
         #expect(logs.lines == [
             "[HEALTH] Marking \(Self.b2) as SLOW (latency 400 ms > max-delay 200 ms)",
             "[HEALTH] Marking \(Self.b2) as PROBING (exclusion time 5 s elapsed, sending a trial request)",
-            "[HEALTH] Marking \(Self.b2) as HEALTHY (2 consecutive requests under 160 ms)",
+            "[HEALTH] Marking \(Self.b2) as HEALTHY (2 consecutive trial requests under 160 ms)",
         ])
     }
 

@@ -224,9 +224,16 @@ struct PeakEWMAReadmissionTests {
         for i in [0, 2] { cluster.attempt(i, .success, latency: .milliseconds(1)) }
         for _ in 0..<3 { cluster.attempt(1, .success, latency: .milliseconds(500)) }
         #expect(cluster.state(1) == .slow)
+        // Real requests were slow: fast checks alone do not bring it back, two fast trials do.
         for _ in 0..<2 {
             clock.advance(by: .milliseconds(250))
             cluster.probeFinished(1, success: true, latency: .milliseconds(1))
+        }
+        #expect(cluster.state(1) == .slow)
+        clock.advance(by: .seconds(5))
+        for _ in 0..<2 {
+            #expect(cluster.pick(excluding: [0, 2]) == 1)
+            cluster.attempt(1, .success, latency: .milliseconds(1))
         }
         #expect(cluster.state(1) == .healthy)
         let ewma = cluster.snapshot()[1].latencyEWMA

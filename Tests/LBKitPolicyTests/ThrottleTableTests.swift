@@ -195,12 +195,14 @@ struct ThrottleTableTests {
         for _ in 0..<10 { #expect(!table.check(Self.client).isAllowed) }
         #expect(sink.lines.isEmpty)
         #expect(!table.isPenalised(Self.client))
+        #expect(table.penaltiesStarted == 0)
 
         #expect(!table.check(Self.client).isAllowed)  // 11th throttled request: more than 10
         #expect(sink.lines == ["[THROTTLE] 203.0.113.7 penalised for 60s"])
         #expect(table.isPenalised(Self.client))
         for _ in 0..<100 { _ = table.check(Self.client) }
         #expect(sink.lines.count == 1)
+        #expect(table.penaltiesStarted == 1)   // lb_throttle_penalties_total counts it once
 
         // Penalised: rate 1/4 per second, burst max(1, 2/4) = 1, instead of 1/s with burst 2.
         clock.advance(by: .seconds(10))

@@ -31,7 +31,7 @@ private let numericFlags: [String] = {
 /// checks, no penalty box, penalties last 0 ms, bodies must be empty, no slow start).
 private let zeroAllowed: Set<String> = [
     "--port", "--hedge-after-ms", "--health-interval-ms", "--penalty-threshold", "--penalty-duration-ms",
-    "--max-body-bytes", "--slow-start-ms",
+    "--max-body-bytes", "--slow-start-ms", "--resolve-interval-ms",
 ]
 
 /// Values that are never meaningful for any numeric setting.

@@ -99,7 +99,8 @@ struct OperationsTests {
     func reloadUnderLoad() async throws {
         let fleet = try EchoFleet.start(count: 3)
         let log = LogCapture()
-        let lb = try TestBalancer.start(backends: [fleet.urls[0], fleet.urls[1]], log: log)
+        // No slow start: the backend that joins must get its full share in the six requests below.
+        let lb = try TestBalancer.start(backends: [fleet.urls[0], fleet.urls[1]], log: log) { $0.slowStart = .zero }
         let port = lb.port
         let results = try await withThrowingTaskGroup(of: [Int].self) { group in
             for _ in 0..<4 {
@@ -151,6 +152,8 @@ struct OperationsTests {
         #expect(after[0].url == fleet.urls[1].description && after[0].state == .ejected)
         #expect(after[1].requests == before)
         #expect(after[2].state == .healthy && after[2].requests == 0)
+        // A backend that joins a running balancer starts in slow start; the others do not.
+        #expect(after[2].stateName == .warming && after[0].stateName != .warming)
         await lb.stop(); await fleet.stop(); await extra.stop()
     }
 }

@@ -24,7 +24,8 @@ struct ProcessReloadTests {
         let path = NSTemporaryDirectory() + "lbkit-reload-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).json"
         defer { unlink(path) }
         func config(_ backends: [Int]) -> String {
-            "{\"host\": \"127.0.0.1\", \"port\": 0, \"health_interval_ms\": 200, \"backends\": ["
+            // No slow start: a backend that joins by reload would otherwise get ~10% of its share at first.
+            "{\"host\": \"127.0.0.1\", \"port\": 0, \"health_interval_ms\": 200, \"slow_start_ms\": 0, \"backends\": ["
                 + backends.map { "\"http://127.0.0.1:\($0)\"" }.joined(separator: ", ") + "]}"
         }
         try write(config([ports[0], ports[1]]), to: path)

@@ -41,7 +41,7 @@ struct StreamingTests {
         let port = lb.port
         let arrivals = try await offload { () -> [ContinuousClock.Instant] in
             let client = try RawHTTPClient(port: port, timeoutMs: 10_000)
-            try client.send(RawHTTPClient.format(method: "GET", path: "/_echo/stream?chunks=3&interval_ms=400"))
+            try client.send(RawHTTPClient.format(method: "GET", path: "/_echo/stream?chunks=3&interval_ms=1000"))
             let head = try client.readHeadOnly()
             guard head.status == 200, head.header("Transfer-Encoding") == "chunked" else { return [] }
             var times: [ContinuousClock.Instant] = []
@@ -52,14 +52,15 @@ struct StreamingTests {
         }
         #expect(arrivals.count == 3)
         if arrivals.count == 3 {
-            // Event 0 came at once; the backend was still 800 ms from its last event.
-            #expect(arrivals[2] - arrivals[0] >= .milliseconds(600))
+            // Event 0 came at once; the backend was still 2 s from its last event (half of that
+            // is the bound: a loaded machine may deliver event 0 late, never event 2 early).
+            #expect(arrivals[2] - arrivals[0] >= .milliseconds(1000))
         }
         // Both latencies are tracked: to the head (what health judges) and to the last byte.
         let recorded = await eventually { lb.balancer.cluster.snapshot()[0].lastByteHistogram.count == 1 }
         #expect(recorded)
         let snap = lb.balancer.cluster.snapshot()[0]
-        #expect(snap.lastByteHistogram.sum >= 0.6)
+        #expect(snap.lastByteHistogram.sum >= 1.5)
         #expect(snap.histogram.sum < snap.lastByteHistogram.sum)
         await lb.stop(); await fleet.stop()
     }
@@ -67,8 +68,9 @@ struct StreamingTests {
     @Test("a slow but progressing stream is not cut off by the attempt timeout (stall timeouts measure stalls)")
     func stallNotTotal() async throws {
         let fleet = try EchoFleet.start(count: 1)
-        let lb = try TestBalancer.start(backends: fleet.urls) { $0.attemptTimeout = .milliseconds(400) }
-        let r = try await rawRequest(port: lb.port, path: "/_echo/stream?chunks=4&interval_ms=250", timeoutMs: 10_000)
+        // 4 events 1 s apart: 3 s in all, beyond the 2 s attempt timeout; no stall reaches it.
+        let lb = try TestBalancer.start(backends: fleet.urls) { $0.attemptTimeout = .seconds(2) }
+        let r = try await rawRequest(port: lb.port, path: "/_echo/stream?chunks=4&interval_ms=1000", timeoutMs: 20_000)
         #expect(r.status == 200)
         #expect(r.bodyText.components(separatedBy: "data:").count - 1 == 4)
         await lb.stop(); await fleet.stop()

@@ -119,7 +119,7 @@ struct ThrottleStoreProcessTests {
         let (echo, ports) = try await harness.startEcho()
         _ = echo
         let (lb, port) = try await harness.startLBServe(["--host", "127.0.0.1", "--port", "0", "--backend", "http://127.0.0.1:\(ports[0])",
-                                                         "--health-interval-ms", "0", "--rate-limit", "2", "--burst", "3",
+                                                         "--health-interval-ms", "0", "--rate-limit", "0.5", "--burst", "3",
                                                          "--throttle-store", server.url + "/4", "--throttle-key-prefix", "proc:"])
         let line = await lb.waitForLine(containing: "[THROTTLE] shared throttle store")
         #expect(line?.contains("connected") == true && line?.contains(":***@") == true, "\(line ?? "none")")
@@ -127,15 +127,16 @@ struct ThrottleStoreProcessTests {
         var statuses: [Int] = []
         for _ in 0..<5 { statuses.append(try await rawRequest(port: port, method: "POST", body: Array(#"{"a":1}"#.utf8)).status) }
         #expect(statuses == [200, 200, 200, 429, 429])
-        // The admin paths are throttled too (this client is over its limit): wait for a token.
-        try await Task.sleep(for: .milliseconds(1100))
+        // The admin paths are throttled too (this client is over its limit): wait for a token
+        // (one every 2 s: the five requests above fit in that, however loaded the machine).
+        try await Task.sleep(for: .milliseconds(2100))
         let stats = try await rawRequest(port: port, path: "/_lb/stats")
         #expect(stats.status == 200)
         let json = try JSONSerialization.jsonObject(with: Data(stats.body)) as? [String: Any]
         let store = try #require(json?["throttle_store"] as? [String: Any])
         #expect(store["kind"] as? String == "redis" && store["state"] as? String == "connected")
         #expect(store["url"] as? String == "redis://:***@127.0.0.1:\(server.port)/4")
-        try await Task.sleep(for: .milliseconds(600))
+        try await Task.sleep(for: .milliseconds(2100))   // the next token
         let metrics = try await rawRequest(port: port, path: "/_lb/metrics").bodyText
         #expect(metrics.contains("lb_throttle_store_up 1\n"))
         // The state is in database 4 under the prefix.

@@ -1,10 +1,12 @@
 /// The balancer's admin endpoints under `/_lb/` as a middleware: `GET /_lb/health`,
-/// `GET /_lb/stats`, `GET /_lb/metrics`, `POST /_lb/backends/drain|undrain?url=`.
+/// `GET /_lb/stats`, `GET /_lb/metrics`, `POST /_lb/backends/drain|undrain?url=`, and the
+/// run-time backend API at `/_lb/backends` (`GET` list, `POST` add, `PUT ?url=` weight,
+/// `DELETE ?url=` remove; see ``LoadBalancer/addBackend(_:weight:healthPath:)``).
 ///
 /// They answer admin clients only: loopback clients by default, or the clients in
 /// ``LoadBalancerConfiguration/adminAllow`` (`--admin-allow CIDR`) when that is set; the client
 /// is resolved as for throttling (behind a trusted proxy, the forwarded client, never the proxy).
-/// `drain`/`undrain` also answer a request carrying `X-Admin-Token` equal to
+/// `drain`/`undrain` and `/_lb/backends` also answer a request carrying `X-Admin-Token` equal to
 /// ``LoadBalancerConfiguration/adminToken``. Every other request, `/_lb/*` from other clients
 /// included, passes on unchanged (the balancer proxies it like any other path), so the admin
 /// surface is invisible to the public. Put it after the throttle so admin paths are rate limited
@@ -26,6 +28,7 @@ public struct AdminEndpointsMiddleware: SynchronousMiddleware {
     public func handle(_ request: LBRequest, context: LBRequestContext,
                        next: (LBRequest, LBRequestContext) async -> LBResponse) async -> LBResponse {
         guard balancer.answersAdmin(request, context: context) else { return await next(request, context) }
+        if request.head.path == "/_lb/backends" { return await balancer.backendsEndpoint(request) }
         return balancer.reservedEndpoint(request, context: context)
     }
 
@@ -67,7 +70,7 @@ extension LoadBalancer {
     /// `/_lb/*` for admin clients, 404 for everything else.
     public func adminResponder() -> any HTTPHandler {
         LBMiddlewareChain([adminEndpoints], responder: ClosureHandler { request, _ in
-            .jsonError(status: 404, message: "no such endpoint \(request.head.path) (try /_lb/health, /_lb/stats, /_lb/metrics)")
+            .jsonError(status: 404, message: "no such endpoint \(request.head.path) (try /_lb/health, /_lb/stats, /_lb/metrics, /_lb/backends)")
         })
     }
 
@@ -85,7 +88,7 @@ extension LoadBalancer {
         guard request.head.target.hasPrefix("/_lb/") else { return false }
         if isAdminClient(resolvedClient(request, context: context)) { return true }
         let path = request.head.path
-        return (path == "/_lb/backends/drain" || path == "/_lb/backends/undrain") && hasAdminToken(request)
+        return (path == "/_lb/backends/drain" || path == "/_lb/backends/undrain" || path == "/_lb/backends") && hasAdminToken(request)
     }
 
     /// The client as throttling sees it: behind a trusted proxy, the address the proxy recorded.
@@ -100,24 +103,35 @@ extension LoadBalancer {
     }
 
     /// Backends in effect and how many of them take new requests (not draining; healthy,
-    /// warming or probing).
+    /// warming or probing). Retiring backends (removed, still draining) count as backends, never
+    /// as eligible.
     func eligibility() -> (backends: Int, eligible: Int) {
-        let snapshot = cluster.snapshot()
-        return (snapshot.count, snapshot.filter(\.isEligible).count)
+        let views = backendViews()
+        return (views.count, views.filter(\.snapshot.isEligible).count)
     }
 
     /// The `/_lb/health` document and its status: 200 `{"status":"ok",...}` while at least one
-    /// backend is eligible, 503 `{"status":"unavailable",...}` otherwise; `states` counts the
-    /// backends by state name (the names of `/_lb/stats` and `lb_backend_state`).
+    /// backend is eligible, 503 `{"status":"unavailable",...}` otherwise. `states` counts the
+    /// backends by state name (the names of `/_lb/stats` and `lb_backend_state`; a retiring
+    /// backend, removed but with requests still in flight, counts as `draining`), and
+    /// `not_healthy` lists every backend not in plain `healthy` service with its state, its
+    /// current share of traffic (a `warming` backend's slow-start share; 0 when it takes no new
+    /// requests) and `"retiring":true` when it is leaving.
     public func healthJSON() -> (status: Int, body: String) {
-        let snapshot = cluster.snapshot()
-        let eligible = snapshot.filter(\.isEligible).count
+        let views = backendViews()
+        let eligible = views.filter(\.snapshot.isEligible).count
         let status = eligible > 0 ? "ok" : "unavailable"
         let states = BackendStateName.allCases.map { name in
-            "\"\(name.rawValue)\":\(snapshot.filter { $0.stateName == name }.count)"
+            "\"\(name.rawValue)\":\(views.filter { $0.snapshot.stateName == name }.count)"
+        }.joined(separator: ",")
+        let others = views.filter { $0.snapshot.stateName != .healthy }.map { view in
+            let b = view.snapshot
+            return "{\"url\":\(JSON.quote(b.url)),\"state\":\"\(b.stateName.rawValue)\","
+                + "\"share\":\(String(format3: b.isEligible ? b.slowStartFactor : 0))\(view.retiring ? ",\"retiring\":true" : "")}"
         }.joined(separator: ",")
         return (eligible > 0 ? 200 : 503,
-                "{\"status\":\"\(status)\",\"backends\":\(snapshot.count),\"eligible\":\(eligible),\"states\":{\(states)}}")
+                "{\"status\":\"\(status)\",\"backends\":\(views.count),\"eligible\":\(eligible),\"states\":{\(states)},"
+                    + "\"not_healthy\":[\(others)]}")
     }
 
     /// `GET /_lb/health`, `GET /_lb/stats`, `GET /_lb/metrics`; anything else under `/_lb/` is 404.
@@ -139,7 +153,7 @@ extension LoadBalancer {
             return LBResponse(status: 200, headers: ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"],
                                 body: Array(prometheusText().utf8))
         default:
-            return .jsonError(status: 404, message: "no such endpoint \(request.head.path) (try /_lb/health, /_lb/stats, /_lb/metrics)")
+            return .jsonError(status: 404, message: "no such endpoint \(request.head.path) (try /_lb/health, /_lb/stats, /_lb/metrics, /_lb/backends)")
         }
     }
 
@@ -162,25 +176,33 @@ extension LoadBalancer {
         guard let target, let url = try? BackendURL(parsing: target) else {
             return .jsonError(status: 400, message: "query parameter url must be a backend URL, e.g. ?url=http://127.0.0.1:5001")
         }
-        let cluster = upstreams.cluster
-        guard let index = cluster.index(of: url.description) else {
+        // The address of a backend, or a declared backend (all of its addresses).
+        let up = upstreams
+        var indices = up.names.indices.filter { up.names[$0] == url.description }
+        if indices.isEmpty { indices = up.members.indices.filter { up.members[$0].origin == url.description } }
+        guard !indices.isEmpty else {
             return .jsonError(status: 404, message: "no backend \(url) in the current configuration")
         }
-        cluster.setDraining(index, drain)
+        if !drain, indices.contains(where: { up.retiring[$0] }) {
+            return .jsonError(status: 409, message: "\(url) is being removed (its address no longer resolves, or it was removed); it cannot be undrained")
+        }
+        for index in indices { up.cluster.setDraining(index, drain) }
         return .json(status: 200, "{\"url\":\(JSON.quote(url.description)),\"draining\":\(drain)}")
     }
 
     /// The `/_lb/stats` JSON document: per-backend state, requests, failures, latency, pool;
     /// totals by status class, throttling and retries.
     public func statsJSON() -> String {
-        let up = upstreams
-        let cluster = up.cluster
-        let endpoints = up.endpoints
+        let cluster = upstreams.cluster
         let now = clock.now()
         var backends: [String] = []
-        for (i, b) in cluster.snapshot().enumerated() {
+        for view in backendViews() {
+            let b = view.snapshot
             let sinceMs = (now - b.since).milliseconds
-            let pool = endpoints[i]
+            let pool = view.pool
+            let member = view.member
+            // The address connected to, and the declared URL it came from when that is a name.
+            let origin = member.origin == member.url ? "null" : JSON.quote(member.origin)
             var lastCheck = "null"
             if let check = b.lastCheck {
                 lastCheck = "{\"result\":\"\(check.result.resultLabel)\",\"cause\":\(JSON.quote(check.result.description)),"
@@ -188,11 +210,14 @@ extension LoadBalancer {
                     + "\"latency_ms\":\(String(format3: check.latency.milliseconds)),\"ago_ms\":\(String(format3: (now - check.at).milliseconds))}"
             }
             backends.append("""
-                {"url":\(JSON.quote(b.url)),"state":"\(b.stateName.rawValue)","health":"\(b.state.rawValue)","reason":\(JSON.quote(b.reason)),\
-                "eligible":\(b.isEligible),"share":\(String(format3: b.slowStartFactor)),"last_check":\(lastCheck),\
+                {"url":\(JSON.quote(b.url)),"address":\(JSON.quote(pool.address.description)),"resolved_from":\(origin),"retiring":\(view.retiring),"state":"\(b.stateName.rawValue)","health":"\(b.state.rawValue)","reason":\(JSON.quote(b.reason)),\
+                "eligible":\(b.isEligible),"share":\(String(format3: b.isEligible ? b.slowStartFactor : 0)),\
+                "readmission":\(b.readmission.map { "\"\($0.rawValue)\"" } ?? "null"),"last_check":\(lastCheck),\
                 "state_for_ms":\(String(format3: sinceMs)),"weight":\(b.weight),"requests":\(b.requests),\
                 "failures":{"connect":\(b.failures.connect),"reset":\(b.failures.reset),"timeout":\(b.failures.timeout),"5xx":\(b.failures.status5xx),"total":\(b.failures.total)},\
-                "retries":\(b.retries),"in_flight":\(b.inFlight),"ejections":\(b.ejectionCount),\
+                "retries":\(b.retries),"in_flight":\(view.inFlight),"ejections":\(b.ejectionCount),\
+                "ejections_by_reason":{\(ExclusionCause.allCases.map { "\"\($0.rawValue)\":\(b.exclusions[$0])" }.joined(separator: ","))},\
+                "responses":{\(b.responses.byLabel.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ","))},\
                 "latency":{"ewma_ms":\(String(format3: b.latencyEWMA)),"p50_ms":\(String(format3: b.latencyP50)),"p99_ms":\(String(format3: b.latencyP99))},\
                 "pool":{"open":\(pool.openConnectionCount),"idle":\(pool.idleConnectionCount),"opened_total":\(pool.connectionsOpened)}}
                 """)
@@ -207,7 +232,9 @@ extension LoadBalancer {
             \(throttleStoreJSON)\
             "totals":{"requests":\(c.requests.load(ordering: .relaxed)),\
             "by_status":{"1xx":\(c.status1xx.load(ordering: .relaxed)),"2xx":\(c.status2xx.load(ordering: .relaxed)),"3xx":\(c.status3xx.load(ordering: .relaxed)),"4xx":\(c.status4xx.load(ordering: .relaxed)),"5xx":\(c.status5xx.load(ordering: .relaxed))},\
-            "throttled":\(throttleMiddleware?.throttledRequests ?? 0),"no_backend":\(c.noBackend.load(ordering: .relaxed)),\
+            "throttled":\(throttleMiddleware?.throttledRequests ?? 0),"penalties":\(throttle?.penaltiesStarted ?? 0),\
+            "no_backend":\(c.noBackend.load(ordering: .relaxed)),\
+            "reloads":{"success":\(c.reloadsSucceeded.load(ordering: .relaxed)),"failure":\(c.reloadsFailed.load(ordering: .relaxed))},\
             "retry_budget_exhausted":\(c.budgetExhausted.load(ordering: .relaxed)),\
             "retries_by_reason":{\(retriesJSON)},"retries_denied_by_reason":{\(deniedJSON)},"throttle_tracked_clients":\(throttle?.count ?? 0),\
             "tunnels":{"opened":\(c.tunnelsOpened.load(ordering: .relaxed)),"open":\(c.tunnelsOpen.load(ordering: .relaxed))}},\
@@ -230,6 +257,8 @@ extension LoadBalancer {
         func family(_ name: String, _ type: String, _ help: String) {
             out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
         }
+        family("lb_build_info", "gauge", "Always 1; the LBKit version as a label.")
+        out += "lb_build_info{version=\"\(LBKitVersion.string)\"} 1\n"
         family("lb_requests_total", "counter", "Client requests answered, by status class.")
         let classes = [("1xx", c.status1xx.load(ordering: .relaxed)), ("2xx", c.status2xx.load(ordering: .relaxed)),
                        ("3xx", c.status3xx.load(ordering: .relaxed)), ("4xx", c.status4xx.load(ordering: .relaxed)),
@@ -237,8 +266,22 @@ extension LoadBalancer {
         for (cls, v) in classes {
             out += "lb_requests_total{code=\"\(cls)\"} \(v)\n"
         }
+        family("lb_request_duration_seconds", "histogram",
+               "Client request duration inside the balancer (until the response head is ready), whoever answered.")
+        let durations = c.requestDurations.cumulative
+        for (i, bound) in RequestDurationHistogram.bounds.enumerated() {
+            out += "lb_request_duration_seconds_bucket{le=\"\(bound)\"} \(durations.counts[i])\n"
+        }
+        out += "lb_request_duration_seconds_bucket{le=\"+Inf\"} \(durations.counts[RequestDurationHistogram.bounds.count])\n"
+        out += "lb_request_duration_seconds_sum \(durations.sum)\n"
+        out += "lb_request_duration_seconds_count \(durations.counts[RequestDurationHistogram.bounds.count])\n"
         family("lb_throttled_total", "counter", "Requests answered 429 by per-client throttling.")
         out += "lb_throttled_total \(throttleMiddleware?.throttledRequests ?? 0)\n"
+        family("lb_throttle_penalties_total", "counter", "Clients put in the penalty box (stricter limit) for repeated 429s.")
+        out += "lb_throttle_penalties_total \(throttle?.penaltiesStarted ?? 0)\n"
+        family("lb_reloads_total", "counter", "Configuration reloads, by outcome (success, failure).")
+        out += "lb_reloads_total{outcome=\"success\"} \(c.reloadsSucceeded.load(ordering: .relaxed))\n"
+        out += "lb_reloads_total{outcome=\"failure\"} \(c.reloadsFailed.load(ordering: .relaxed))\n"
         family("lb_tunnels_opened_total", "counter", "Upgraded connections (WebSocket) relayed.")
         out += "lb_tunnels_opened_total \(c.tunnelsOpened.load(ordering: .relaxed))\n"
         family("lb_tunnels_open", "gauge", "Upgraded connections open now.")
@@ -252,7 +295,8 @@ extension LoadBalancer {
         for reason in RetryReason.allCases {
             out += "lb_retries_total{reason=\"\(reason.rawValue)\"} \(retryStats.granted[reason] ?? 0)\n"
         }
-        let snapshot = cluster.snapshot()
+        let views = backendViews()
+        let snapshot = views.map(\.snapshot)
         family("lb_backend_requests_total", "counter", "Attempts sent to each backend.")
         for b in snapshot { out += "lb_backend_requests_total{backend=\"\(b.url)\"} \(b.requests)\n" }
         family("lb_backend_failures_total", "counter", "Failed attempts per backend, by kind.")
@@ -261,12 +305,28 @@ extension LoadBalancer {
                 out += "lb_backend_failures_total{backend=\"\(b.url)\",kind=\"\(kind)\"} \(v)\n"
             }
         }
+        family("lb_backend_responses_total", "counter", "Answers each backend gave to proxied attempts, by status class.")
+        for b in snapshot {
+            for (cls, v) in b.responses.byLabel {
+                out += "lb_backend_responses_total{backend=\"\(b.url)\",code=\"\(cls)\"} \(v)\n"
+            }
+        }
+        family("lb_backend_ejections_total", "counter",
+               "Times each backend was taken out of rotation, by reason (see ExclusionCause).")
+        for b in snapshot {
+            for cause in ExclusionCause.allCases {
+                out += "lb_backend_ejections_total{backend=\"\(b.url)\",reason=\"\(cause.rawValue)\"} \(b.exclusions[cause])\n"
+            }
+        }
         family("lb_backend_retries_total", "counter", "Retry attempts sent to each backend (a request that failed elsewhere first).")
         for b in snapshot { out += "lb_backend_retries_total{backend=\"\(b.url)\"} \(b.retries)\n" }
         family("lb_backend_in_flight", "gauge", "Attempts in progress per backend.")
-        for b in snapshot { out += "lb_backend_in_flight{backend=\"\(b.url)\"} \(b.inFlight)\n" }
+        for v in views { out += "lb_backend_in_flight{backend=\"\(v.snapshot.url)\"} \(v.inFlight)\n" }
         family("lb_backend_up", "gauge", "1 when the backend takes new requests (healthy, warming or probing, not draining), else 0.")
         for b in snapshot { out += "lb_backend_up{backend=\"\(b.url)\"} \(b.isEligible ? 1 : 0)\n" }
+        family("lb_backend_share", "gauge",
+               "Share of its normal traffic the backend takes now: 1 in service, ramping up from 0.1 while warming, 0 when it takes none.")
+        for b in snapshot { out += "lb_backend_share{backend=\"\(b.url)\"} \(b.isEligible ? b.slowStartFactor : 0)\n" }
         family("lb_backend_state", "gauge", "1 for the state the backend is in, 0 for every other state name.")
         for b in snapshot {
             let current = b.stateName

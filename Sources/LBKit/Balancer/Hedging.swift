@@ -47,7 +47,7 @@ extension LoadBalancer {
             }
         }
         plan.started(second)
-        cluster.attemptStarted(second)
+        attemptStarted(second, in: up)
         let secondDeadlineNs = UpstreamClient.deadline(after: secondDeadline - secondStart)
         let race = HedgeRace()
         let client = self.client
@@ -56,7 +56,7 @@ extension LoadBalancer {
                 try await client.finish(pending, deadline: firstDeadlineNs)
             }
             if !race.offer(record) {
-                self.record(record, in: cluster)
+                self.record(record, in: up)
                 if case .success(let lost) = record.result { lost.bodyStream?.abandon() }
             }
         }
@@ -65,7 +65,7 @@ extension LoadBalancer {
                 try await client.execute(upstream, to: up.endpoints[second], on: loop, deadline: secondDeadlineNs)
             }
             if !race.offer(record) {
-                self.record(record, in: cluster)
+                self.record(record, in: up)
                 if case .success(let lost) = record.result { lost.bodyStream?.abandon() }
             }
         }

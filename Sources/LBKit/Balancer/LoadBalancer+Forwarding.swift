@@ -30,7 +30,8 @@ extension LoadBalancer {
 
         while plan.mayStartAttempt {
             let index: Int
-            switch cluster.choose(excluding: plan.tried) {
+            var trial = false
+            switch cluster.choose(excluding: plan.tried, trial: &trial) {
             case .backend(let i):
                 index = i
             case .noneEligible(let retryAfter):
@@ -55,8 +56,14 @@ extension LoadBalancer {
                 return finish(lastResponse, lastFailure ?? (504, "request deadline exceeded"), plan.attempts)
             case .admitted(let attemptDeadline):
                 plan.started(index)
-                cluster.attemptStarted(index)
-                let hedgeAt = plan.mayHedge ? hedgePoint(for: index, in: cluster, from: now) : nil
+                attemptStarted(index, in: up)
+                var hedgeAt = plan.mayHedge ? hedgePoint(for: index, in: cluster, from: now) : nil
+                if trial, let point = hedgeAt {
+                    // A replayable trial of a half-open backend (ejected, slow or hung before) is
+                    // raced against another backend almost at once: it costs the client nothing,
+                    // and its own outcome still decides whether the backend comes back.
+                    hedgeAt = min(point, now + Self.trialRaceDelay)
+                }
                 let attempt: AttemptRecord
                 do {
                     let deadlineNs = UpstreamClient.deadline(after: attemptDeadline - now)
@@ -71,7 +78,7 @@ extension LoadBalancer {
                 } catch {
                     attempt = AttemptRecord(index: index, start: now, result: .failure(error))
                 }
-                record(attempt, in: cluster)
+                record(attempt, in: up)
                 let used = attempt.index
                 let name = up.names[used]
                 switch attempt.result {
@@ -98,6 +105,13 @@ extension LoadBalancer {
         }
         return finish(lastResponse, lastFailure, plan.attempts)
     }
+
+    /// How long a replayable trial request runs alone before a second attempt races it. Short
+    /// enough to cost the client nothing it would notice; long enough that a backend that
+    /// recovered usually answers first (no duplicate), and that a pooled connection the backend
+    /// had closed shows its EOF and is replaced by a fresh one (RFC 9112 9.3.1) before the
+    /// race, instead of failing the trial.
+    static let trialRaceDelay = Duration.milliseconds(2)
 
     /// Time to last byte: when the body is whole it is already here; a streamed body is
     /// observed until its end (or until it breaks off or is abandoned).
@@ -132,8 +146,10 @@ extension LoadBalancer {
         }
     }
 
-    /// Reports an attempt's outcome and latency to the cluster.
-    func record(_ attempt: AttemptRecord, in cluster: BackendCluster) {
+    /// Reports an attempt's outcome and latency to the cluster (and its end, for retiring backends).
+    func record(_ attempt: AttemptRecord, in up: UpstreamSet) {
+        let cluster = up.cluster
+        defer { attemptEnded(attempt.index, in: up) }
         let elapsed = clock.now() - attempt.start
         let outcome: AttemptOutcome
         switch attempt.result {
@@ -150,8 +166,16 @@ extension LoadBalancer {
             }
         }
         var wholeBody = false
-        if case .success(let response) = attempt.result { wholeBody = response.bodyStream == nil }
-        cluster.attemptFinished(attempt.index, outcome: outcome, latency: elapsed, bodyComplete: wholeBody)
+        var status: Int?
+        if case .success(let response) = attempt.result {
+            wholeBody = response.bodyStream == nil
+            status = response.head.status
+        }
+        cluster.attemptFinished(attempt.index, outcome: outcome, latency: elapsed, bodyComplete: wholeBody, status: status)
+        if let metrics, let status, cluster.backends.indices.contains(attempt.index) {
+            metrics.increment(counter: "lb_backend_responses_total", by: 1,
+                              dimensions: [("backend", cluster.backends[attempt.index].url), ("status_class", ProxyCounters.statusClass(status))])
+        }
     }
 
     private func failureDescription(_ error: UpstreamError, backend name: String) -> (status: Int, message: String) {

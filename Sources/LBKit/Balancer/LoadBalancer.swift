@@ -47,10 +47,16 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
     let replayPolicy: ReplayPolicy
     let counters = ProxyCounters()
     let startedAt: MonotonicInstant
-    private let clusterConfiguration: ClusterConfiguration
-    private let upstreamSet: Mutex<UpstreamSet>
-    /// Serialises reloads: each builds on the set the previous one installed.
-    private let reloadLock = Mutex<Void>(())
+    let clusterConfiguration: ClusterConfiguration
+    let upstreamSet: Mutex<UpstreamSet>
+    /// The declared backends and what their names resolve to. Its lock also serialises every
+    /// change of the backend set (reload, resolution, admin API): each builds on the set the
+    /// previous one installed.
+    let membership: Mutex<BackendMembership>
+    /// Turns backend host names into addresses (called off the event loops).
+    let resolver: any BackendResolver
+    /// Backends retiring in the current set (read on the request path without a lock).
+    let retiringCount = Atomic<Int>(0)
     private let probeCursor = Atomic<Int>(0)
     private let lifecycle = Mutex(LifecycleState())
 
@@ -72,12 +78,16 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
     ///   - log: receives health transitions, configuration and throttle events (default: none).
     ///   - metrics: receives counters, gauges and histograms (default: none).
     ///   - accessLog: receives one record per request when `configuration.accessLog` is on.
+    ///   - resolver: turns backend host names into addresses (a name becomes one backend per
+    ///     address; see ``LoadBalancerConfiguration/resolveInterval``). The first resolution
+    ///     happens here, blocking; later ones run on a Dispatch thread.
     public init(configuration: LoadBalancerConfiguration, group: LBEventLoopGroup? = nil,
                 healthPaths: [String?] = [],
                 clock: any MonotonicClock = SystemClock(),
                 log: @escaping LogSink = { _ in },
                 metrics: (any MetricsSink)? = nil,
-                accessLog: (@Sendable (AccessLogRecord) -> Void)? = nil) throws(LoadBalancerError) {
+                accessLog: (@Sendable (AccessLogRecord) -> Void)? = nil,
+                resolver: any BackendResolver = SystemBackendResolver()) throws(LoadBalancerError) {
         guard !configuration.backends.isEmpty else { throw LoadBalancerError("no backends configured") }
         guard configuration.backends.count <= BackendIndexSet.capacity else {
             throw LoadBalancerError("at most \(BackendIndexSet.capacity) backends are supported, got \(configuration.backends.count)")
@@ -94,7 +104,9 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
             }
             ownsGroup = true
         }
-        self.log = log
+        // Exclusions are counted for the metrics sink as they are logged (the cluster reports
+        // every transition exactly once, through this closure).
+        self.log = Self.countingExclusions(log, metrics: metrics)
         self.metrics = metrics
         self.accessLog = configuration.accessLog ? accessLog : nil
         self.clock = clock
@@ -123,18 +135,25 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
         if configuration.healthInterval > .zero { clusterConfig.activeCheckInterval = configuration.healthInterval }
         clusterConfig.probeTimeout = configuration.effectiveHealthTimeout
         clusterConfiguration = clusterConfig
+        self.resolver = resolver
         let initial: UpstreamSet
+        let declared = Self.declarations(configuration.backends, weights: configuration.weights, healthPaths: healthPaths)
+        var members = BackendMembership(declared: declared)
         do throws(LoadBalancerError) {
+            let outcomes = try Self.resolveNow(configuration.backends, resolver: resolver,
+                                               resolveOnce: configuration.resolveInterval <= .zero)
+            for event in members.replaceDeclared(declared, resolutions: outcomes, at: clock.now(), inFlight: { _ in 0 }) { log(event) }
             initial = try UpstreamSet.make(
-                backends: configuration.backends, weights: configuration.weights, healthPaths: healthPaths,
+                members: members.members,
                 defaultHealthPath: configuration.healthPath, defaultPathIsExplicit: configuration.healthPathIsExplicit,
                 expectedStatuses: configuration.healthExpectStatus, previous: nil, group: self.group,
-                clusterConfiguration: clusterConfig, clock: clock, log: log)
+                clusterConfiguration: clusterConfig, clock: clock, log: self.log)
         } catch {
             if ownsGroup { self.group.shutdown() }
             throw error
         }
         upstreamSet = Mutex(initial)
+        membership = Mutex(members)
 
         identity = ClientIdentityResolver(trustedProxies: configuration.trustedProxies)
         if let rate = configuration.rateLimit {
@@ -208,23 +227,35 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
         return response
     }
 
+    /// Wraps `log` so that every exclusion a health transition reports (its `cause` metadata)
+    /// also increments `lb_backend_ejections_total{backend,reason}` in `metrics`.
+    private static func countingExclusions(_ log: @escaping LogSink, metrics: (any MetricsSink)?) -> LogSink {
+        guard let metrics else { return log }
+        return { event in
+            log(event)
+            if event.category == .health, let cause = event.metadata["cause"], let backend = event.metadata["backend"] {
+                metrics.increment(counter: "lb_backend_ejections_total", by: 1, dimensions: [("backend", backend), ("reason", cause)])
+            }
+        }
+    }
+
     /// Counts a response to a client request (whoever produced it: balancer, throttle, user
-    /// middleware) and writes its access-log record and metrics.
+    /// middleware), records its duration (`lb_request_duration_seconds`) and writes its
+    /// access-log record and metrics.
     func record(_ response: LBResponse, request: LBRequest, context: LBRequestContext, start: MonotonicInstant) {
         let (backend, attempts) = response.upstream
         counters.count(status: response.status)
-        if metrics == nil && accessLog == nil { return }
         let elapsed = clock.now() - start
+        counters.requestDurations.record(elapsed)
+        if metrics == nil && accessLog == nil { return }
         if let metrics {
             let statusClass = ProxyCounters.statusClass(response.status)
             metrics.increment(counter: "lb_requests_total", by: 1, dimensions: [("status_class", statusClass)])
             metrics.record(histogram: "lb_request_duration_seconds", seconds: Double(elapsed.nanosecondsClamped) / 1e9, dimensions: [])
-            if let backend {
-                metrics.increment(counter: "lb_backend_responses_total", by: 1,
-                                  dimensions: [("backend", backend), ("status_class", statusClass)])
-            } else if response.status == 429 {
+            // lb_backend_responses_total is counted per answered attempt (forwarding).
+            if backend == nil && response.status == 429 {
                 metrics.increment(counter: "lb_throttled_total", by: 1, dimensions: [])
-            } else if response.status == 503 && attempts == 0 {
+            } else if backend == nil && response.status == 503 && attempts == 0 {
                 metrics.increment(counter: "lb_no_backend_total", by: 1, dimensions: [])
             }
             if attempts > 1 {
@@ -247,10 +278,13 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
 
     // MARK: Reload
 
-    /// Replaces the backend set without dropping in-flight requests. Backends that stay keep their
-    /// health, latency, counters, drain flag and pooled connections; new ones start healthy;
-    /// removed ones drain (requests already using them finish; their idle connections are closed).
-    /// Returns the summary it also logs. Concurrent reloads are applied one after the other.
+    /// Replaces the declared backends without dropping in-flight requests. Backends that stay keep
+    /// their health, latency, counters, drain flag and pooled connections (and a name its known
+    /// addresses); new ones start healthy in slow start (a new name is resolved now, blocking);
+    /// removed ones drain (no new requests; they stay, `draining`, until their requests in flight
+    /// finish). Backends added, removed or re-weighted at run time (``addBackend(_:weight:healthPath:)``...)
+    /// are replaced too. Returns the summary it also logs. Reloads, resolutions and run-time
+    /// changes are applied one after the other.
     ///
     /// ```swift
     /// func addFourth(to balancer: LoadBalancer) throws {
@@ -260,35 +294,45 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
     @discardableResult
     public func reload(backends: [BackendURL], weights: [Int] = [], healthPaths: [String?] = []) throws(LoadBalancerError) -> String {
         guard backends.count <= BackendIndexSet.capacity else {
+            noteReloadFailure()
             throw LoadBalancerError("at most \(BackendIndexSet.capacity) backends are supported, got \(backends.count)")
         }
-        let (old, new): (UpstreamSet, UpstreamSet) = try reloadLock.withLock { _ throws(LoadBalancerError) in
-            let old = upstreams
-            let new = try UpstreamSet.make(
-                backends: backends, weights: weights, healthPaths: healthPaths, defaultHealthPath: configuration.healthPath,
-                defaultPathIsExplicit: configuration.healthPathIsExplicit, expectedStatuses: configuration.healthExpectStatus,
-                previous: old, group: group, clusterConfiguration: clusterConfiguration, clock: clock, log: log)
-            upstreamSet.withLock { $0 = new }
-            return (old, new)
+        guard !backends.isEmpty else {
+            noteReloadFailure()
+            throw LoadBalancerError("no backends configured")
         }
-        let added = new.urls.filter { !old.urls.contains($0) }
-        let removedEndpoints = old.urls.enumerated().filter { !new.urls.contains($0.element) }.map { old.endpoints[$0.offset] }
-        for endpoint in removedEndpoints { endpoint.closeIdleConnections() }
-        if !removedEndpoints.isEmpty {
-            // Requests that were in flight return their connections to the removed pools later.
-            let grace = configuration.effectiveRequestTimeout + .seconds(1)
-            Task {
-                try? await Task.sleep(for: grace)
-                for endpoint in removedEndpoints { endpoint.closeIdleConnections() }
+        let declared = Self.declarations(backends, weights: weights, healthPaths: healthPaths)
+        let change: (old: UpstreamSet, new: UpstreamSet, events: [LBLogEvent])
+        do throws(LoadBalancerError) {
+            // Names whose addresses are known keep them (the resolve interval refreshes them); the
+            // others are resolved now, blocking and outside the lock, as at start.
+            let known = membership.withLock { m in Set(m.declared.filter { m.resolution(of: $0.url)?.addresses != nil }.map(\.url)) }
+            let outcomes = try Self.resolveNow(backends.filter { !known.contains($0.description) }, resolver: resolver,
+                                               resolveOnce: configuration.resolveInterval <= .zero)
+            let now = clock.now()
+            change = try changeMembership { m, inFlight in
+                m.replaceDeclared(declared, resolutions: outcomes, at: now, inFlight: inFlight)
             }
+        } catch {
+            noteReloadFailure()
+            throw error
         }
-        let removed = old.urls.filter { !new.urls.contains($0) }
-        var parts = ["\(new.urls.count) backends"]
-        if !added.isEmpty { parts.append("added " + added.map(\.description).joined(separator: ", ")) }
-        if !removed.isEmpty { parts.append("removed (draining) " + removed.map(\.description).joined(separator: ", ")) }
-        let message = "reloaded: " + parts.joined(separator: "; ")
+        let (old, new, events) = change
+        counters.reloadsSucceeded.add(1, ordering: .relaxed)
+        metrics?.increment(counter: "lb_reloads_total", by: 1, dimensions: [("outcome", "success")])
+        for event in events { log(event) }
+        let message = "reloaded: " + Self.changeSummary(old: old, new: new, declaredCount: declared.count)
         log(LBLogEvent(level: .notice, category: .config, message: message))
         return "[CONFIG] " + message
+    }
+
+    /// Counts a reload that was refused (`lb_reloads_total{outcome="failure"}`): an invalid
+    /// configuration file, or a backend set ``reload(backends:weights:healthPaths:)`` rejected
+    /// (counted there already). Call it when your own reload fails before reaching the balancer,
+    /// as lbserve does when the file does not parse.
+    public func noteReloadFailure() {
+        counters.reloadsFailed.add(1, ordering: .relaxed)
+        metrics?.increment(counter: "lb_reloads_total", by: 1, dimensions: [("outcome", "failure")])
     }
 
     // MARK: Lifecycle
@@ -317,6 +361,9 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
             }
             if let store = throttleMiddleware?.sharedStore {
                 tasks.addTask(executorPreference: group.loops[0]) { await store.run() }
+            }
+            if configuration.resolveInterval > .zero {
+                tasks.addTask { await self.runResolution() }
             }
             _ = await tasks.next()   // the shutdown waiter ends first, unless cancelled
             tasks.cancelAll()
@@ -391,7 +438,8 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
             let roundStart = clock.now()
             let up = upstreams
             await withTaskGroup(of: Void.self) { tasks in
-                for index in up.endpoints.indices {
+                // A retiring backend only finishes its requests: it is not probed.
+                for index in up.endpoints.indices where !up.retiring[index] {
                     let loop = group.loops[probeCursor.add(1, ordering: .relaxed).oldValue % group.loops.count]
                     let timeout = up.cluster.probeTimeout(for: index)
                     tasks.addTask(executorPreference: loop) {
@@ -399,7 +447,7 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
                     }
                 }
             }
-            reportGauges(up)
+            reportGauges()
             let wait = interval - (clock.now() - roundStart)
             if wait > .zero {
                 do { try await Task.sleep(for: wait, clock: .continuous) } catch { return }
@@ -438,11 +486,13 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
         }
     }
 
-    private func reportGauges(_ up: UpstreamSet) {
+    private func reportGauges() {
         guard let metrics else { return }
-        for b in up.cluster.snapshot() {
-            metrics.record(gauge: "lb_backend_in_flight", value: Double(b.inFlight), dimensions: [("backend", b.url)])
+        for view in backendViews() {
+            let b = view.snapshot
+            metrics.record(gauge: "lb_backend_in_flight", value: Double(view.inFlight), dimensions: [("backend", b.url)])
             metrics.record(gauge: "lb_backend_up", value: b.isEligible ? 1 : 0, dimensions: [("backend", b.url)])
+            metrics.record(gauge: "lb_backend_share", value: b.isEligible ? b.slowStartFactor : 0, dimensions: [("backend", b.url)])
             let name = b.stateName
             for state in BackendStateName.allCases {
                 metrics.record(gauge: "lb_backend_state", value: name == state ? 1 : 0,
@@ -472,9 +522,9 @@ struct RequestAccounting: SynchronousMiddleware {
 
     func before(_ request: LBRequest, context: LBRequestContext) -> MiddlewareVerdict {
         if adminInChain && balancer.answersAdmin(request, context: context) { return .pass(mark: Self.unrecorded) }
-        // The clock is read only when a duration is reported (metrics or access log).
-        let timed = balancer.metrics != nil || balancer.accessLog != nil
-        return .pass(mark: timed ? balancer.clock.now().nanoseconds : 0)
+        // Two clock reads per request (tens of nanoseconds, vDSO): the duration histogram of
+        // /_lb/metrics is always kept.
+        return .pass(mark: balancer.clock.now().nanoseconds)
     }
 
     func after(_ response: LBResponse, request: LBRequest, context: LBRequestContext, mark: UInt64) {

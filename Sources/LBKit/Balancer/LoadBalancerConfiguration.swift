@@ -12,8 +12,15 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
     public var host = "0.0.0.0"
     /// Listen port (`--port`); 0 picks a free port.
     public var port = 8000
-    /// Backends in rotation order (`--backend`).
+    /// Backends in rotation order (`--backend`). A URL whose host is a name (not an IP literal)
+    /// becomes one backend per address it resolves to (see ``resolveInterval``).
     public var backends: [BackendURL] = []
+    /// How often backend host names are resolved again (`--resolve-interval-ms`, default 5 s,
+    /// Envoy's DNS refresh rate): new addresses join in slow start, vanished ones drain and
+    /// leave, and a failed resolution keeps the last known addresses. `.zero` = resolve once,
+    /// when the backend is configured (then a name that does not resolve is a configuration
+    /// error, as it was before names were re-resolved).
+    public var resolveInterval: Duration = .seconds(5)
     /// Per-backend weights for the weighted strategy (same order as `backends`; missing = 1).
     public var weights: [Int] = []
     /// Selection strategy (`--strategy`).
@@ -124,6 +131,9 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
 
     /// Defaults as documented per property.
     public init() {}
+
+    /// The accepted per-backend weights (config file `weight`, admin API `weight`).
+    public static let weightRange = 1...1000
 
     /// The overall request deadline in effect. Computed without overflow whatever the values
     /// (each factor is capped first: a year per attempt, 1000 attempts).

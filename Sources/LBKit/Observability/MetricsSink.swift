@@ -14,14 +14,20 @@
 /// }
 /// ```
 ///
-/// Names and dimensions emitted (the same families as `/_lb/metrics`):
+/// Names and dimensions emitted (the same families as `/_lb/metrics`, where the status class
+/// label is called `code`):
 /// - `lb_requests_total` {`status_class`} per client request;
 /// - `lb_request_duration_seconds` histogram per client request;
-/// - `lb_backend_responses_total` {`backend`, `status_class`} per proxied response;
+/// - `lb_backend_responses_total` {`backend`, `status_class`} per answer a backend gave to a
+///   proxied attempt (retried 5xx and hedge losers included);
+/// - `lb_backend_ejections_total` {`backend`, `reason`} per exclusion (reasons: the raw values of
+///   ``ExclusionCause``);
 /// - `lb_throttled_total` (429s), `lb_no_backend_total` (503s with no backend eligible),
-///   `lb_retries_total` (attempts beyond the first);
+///   `lb_retries_total` (attempts beyond the first), `lb_reloads_total` {`outcome`: `success`,
+///   `failure`};
 /// - `lb_health_checks_total` {`backend`, `result`, `cause`} per active health check;
 /// - gauges every health round: `lb_backend_in_flight` {`backend`}, `lb_backend_up` {`backend`} (0/1),
+///   `lb_backend_share` {`backend`} (slow-start share, 0 when it takes no requests),
 ///   `lb_backend_state` {`backend`, `state`} (0/1, one series per ``BackendStateName``).
 public protocol MetricsSink: Sendable {
     /// Adds `amount` to the counter `name` with `dimensions`.

@@ -16,6 +16,11 @@ final class ProxyCounters: Sendable {
     let tunnelsOpen = Atomic<Int>(0)
     /// Requests inside ``LoadBalancer/handle(_:context:)`` now (drained before shutdown).
     let inFlight = Atomic<Int>(0)
+    /// Configuration reloads applied, and refused (invalid file or backend set).
+    let reloadsSucceeded = Atomic<Int>(0)
+    let reloadsFailed = Atomic<Int>(0)
+    /// Client-side request durations (`lb_request_duration_seconds`).
+    let requestDurations = RequestDurationHistogram()
 
     /// `1xx` ... `5xx`.
     static func statusClass(_ status: Int) -> String {
@@ -58,4 +63,41 @@ struct CountedTunnel: ConnectionTunnel {
     }
 
     func cancel() { inner.cancel() }
+}
+
+/// The client-side request duration histogram (`lb_request_duration_seconds`): from the request
+/// entering the balancer's chain to its response being ready (headers; a streamed body's
+/// transfer is not included), whoever answered. Lock-free: one relaxed atomic add per bucket
+/// hit, one for the sum.
+final class RequestDurationHistogram: Sendable {
+    /// Upper bounds in seconds. Sub-millisecond buckets first: a proxied answer from a nearby
+    /// backend takes a few hundred microseconds, and a first bucket of 1 ms would hold them all.
+    static let bounds: [Double] = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+    private static let boundNanoseconds: [Int64] = bounds.map { Int64(($0 * 1e9).rounded()) }
+    /// Per bucket (not cumulative), the last one `+Inf`.
+    private let buckets = InlineArray<18, Atomic<Int>> { _ in Atomic(0) }  // bounds.count + 1
+    private let sumNanoseconds = Atomic<Int>(0)
+
+    init() {}
+
+    func record(_ duration: Duration) {
+        let ns = max(duration.nanosecondsClamped, 0)
+        var i = 0
+        let bounds = Self.boundNanoseconds
+        while i < bounds.count && ns > bounds[i] { i += 1 }
+        buckets[i].add(1, ordering: .relaxed)
+        sumNanoseconds.add(Int(clamping: ns), ordering: .relaxed)
+    }
+
+    /// Cumulative counts per bound, then `+Inf` (= the count), and the sum in seconds.
+    var cumulative: (counts: [Int], sum: Double) {
+        var running = 0
+        var counts: [Int] = []
+        counts.reserveCapacity(Self.bounds.count + 1)
+        for i in 0...Self.bounds.count {
+            running += buckets[i].load(ordering: .relaxed)
+            counts.append(running)
+        }
+        return (counts, Double(sumNanoseconds.load(ordering: .relaxed)) / 1e9)
+    }
 }

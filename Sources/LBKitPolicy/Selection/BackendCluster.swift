@@ -99,7 +99,18 @@ public final class BackendCluster: Sendable {
     /// - Returns: the backend, or ``ChooseResult/noneEligible(retryAfter:)`` when every backend is
     ///   excluded, ejected, down, slow or has its half-open trial outstanding.
     public func choose(excluding: BackendIndexSet = BackendIndexSet()) -> ChooseResult {
+        var trial = false
+        return choose(excluding: excluding, trial: &trial)
+    }
+
+    /// Like ``choose(excluding:)``, and sets `trial` when the chosen backend is half-open: this
+    /// attempt is its trial request, the evidence that decides whether it comes back. The
+    /// balancer races a replayable trial against another backend almost at once (a hedge 2 ms
+    /// after it was sent), so a trial of a still-slow backend costs the client nothing.
+    public func choose(excluding: BackendIndexSet = BackendIndexSet(), trial: inout Bool) -> ChooseResult {
         let now = clock.now()
+        var isTrial = false
+        defer { trial = isTrial }
         var transitions: [(Int, HealthTransition)] = []
         let result = state.withLock { s -> ChooseResult in
             if now >= s.nextDeadline { s.refresh(at: now, into: &transitions) }
@@ -125,6 +136,7 @@ public final class BackendCluster: Sendable {
                 chosen = first  // a custom selector returned something it was not offered
             }
             if s.health[chosen].state == .probing {
+                isTrial = true
                 s.health[chosen].trialStarted(at: now)
                 if let deadline = s.health[chosen].nextDeadline, deadline < s.nextDeadline { s.nextDeadline = deadline }
             }
@@ -182,7 +194,11 @@ public final class BackendCluster: Sendable {
     /// resets only when slower than `maxDelay` (a fast refusal says nothing about speed).
     /// `bodyComplete`: the response body arrived whole with its head, so this latency is also
     /// its time to last byte (saves a second report through ``bodyFinished(_:latency:)``).
-    public func attemptFinished(_ index: Int, outcome: AttemptOutcome, latency: Duration, bodyComplete: Bool = false) {
+    ///
+    /// `status`: the response status when the backend answered (counted per status class in
+    /// ``BackendSnapshot/responses``); nil when it did not.
+    public func attemptFinished(_ index: Int, outcome: AttemptOutcome, latency: Duration, bodyComplete: Bool = false,
+                                status: Int? = nil) {
         let now = clock.now()
         let maxDelay = configuration.maxDelay
         let transition = state.withLock { s -> HealthTransition? in
@@ -205,6 +221,7 @@ public final class BackendCluster: Sendable {
                     if let maxDelay, latency > maxDelay { sample = latency }
                 }
             }
+            if let status { s.stats[index].responses.count(status: status) }
             if let sample { s.latency[index].record(sample, at: now) }
             s.stats[index].histogram.record(latency)
             if bodyComplete { s.stats[index].lastByteHistogram.record(latency) }
@@ -351,7 +368,10 @@ public final class BackendCluster: Sendable {
                     histogram: stats.histogram,
                     lastByteHistogram: stats.lastByteHistogram,
                     lastCheck: stats.lastCheck,
-                    healthChecks: stats.healthChecks))
+                    healthChecks: stats.healthChecks,
+                    exclusions: stats.exclusions,
+                    responses: stats.responses,
+                    readmission: health.state == .healthy ? nil : health.readmission))
             }
             return result
         }
@@ -385,8 +405,28 @@ public final class BackendCluster: Sendable {
 
     /// Copies the health, latency, counters and drain flag of every backend whose URL also exists
     /// in `old` (a configuration reload keeps what the balancer learned about unchanged backends).
-    /// In-flight counts are not copied: those requests finish against `old`.
+    /// In-flight counts are not copied: those requests finish against `old`. A backend that is
+    /// not in `old` joined a running balancer: it starts in slow start (`warming`), so a new
+    /// address or a backend added at run time is not flooded while its caches are cold.
     public func inheritState(from old: BackendCluster) {
+        let now = clock.now()
+        let oldURLs = Set(old.backends.map(\.url))
+        state.withLock { s in
+            for (i, b) in backends.enumerated() where !oldURLs.contains(b.url) { s.health[i].beginSlowStart(at: now) }
+        }
+        copyState(from: old)
+    }
+
+    /// Sets the drain flag of backend `index` without logging (the caller says why, e.g. a
+    /// backend whose address no longer resolves drains until its requests finish).
+    public func setDrainFlag(_ index: Int, _ draining: Bool) {
+        state.withLock { s in
+            guard s.draining.indices.contains(index) else { return }
+            s.draining[index] = draining
+        }
+    }
+
+    private func copyState(from old: BackendCluster) {
         var oldIndex: [String: Int] = [:]
         for (i, b) in old.backends.enumerated() { oldIndex[b.url] = i }
         let copied = old.state.withLock { o in (o.health, o.latency, o.stats, o.draining) }
@@ -423,6 +463,8 @@ struct BackendStats: Sendable {
     var lastByteHistogram = LatencyHistogram()
     var lastCheck: HealthCheckRecord?
     var healthChecks = HealthCheckTally()
+    var exclusions = ExclusionTally()
+    var responses = StatusClassCounts()
     /// Whether the "no health endpoint" advice was logged for this backend.
     var noHealthEndpointNoticed = false
 }
@@ -467,6 +509,7 @@ struct ClusterState: Sendable {
             // and it would never receive the traffic that could lower the EWMA again.
             latency[index].resetPeakToRecent()
         }
+        if let cause = transition.cause { stats[index].exclusions.add(cause) }
         if transition.from.isPassiveExclusion { passivelyExcluded -= 1 }
         if transition.to.isPassiveExclusion { passivelyExcluded += 1 }
         if let deadline = health[index].nextDeadline, deadline < nextDeadline { nextDeadline = deadline }

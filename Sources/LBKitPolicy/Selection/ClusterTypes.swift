@@ -298,6 +298,14 @@ public struct BackendSnapshot: Sendable, Equatable {
     public var lastCheck: HealthCheckRecord?
     /// Active health checks by result and cause.
     public var healthChecks = HealthCheckTally()
+    /// Exclusions so far, by the verdict that caused each.
+    public var exclusions = ExclusionTally()
+    /// Answers the backend gave to proxied attempts (hedge losers and retried 5xx included), by
+    /// status class.
+    public var responses = StatusClassCounts()
+    /// While excluded or probing: what may bring it back (health checks, or only trial
+    /// requests). nil in service.
+    public var readmission: ReadmissionEvidence?
 
     /// The one state name shown everywhere (`/_lb/stats`, `/_lb/metrics`, `/_lb/health`):
     /// `draining` when an operator drained it, `warming` while a re-admitted backend's slow-start
@@ -345,16 +353,43 @@ public enum BackendStateName: String, Sendable, CaseIterable, Hashable {
     }
 }
 
+/// Responses counted by status class (`1xx` ... `5xx`).
+public struct StatusClassCounts: Sendable, Equatable {
+    /// Counts of `1xx`, `2xx`, `3xx`, `4xx`, `5xx`, in that order.
+    public private(set) var counts = InlineArray<5, Int>(repeating: 0)
+
+    /// Empty counts.
+    public init() {}
+
+    /// The class labels, in the order of ``counts``.
+    public static let labels = ["1xx", "2xx", "3xx", "4xx", "5xx"]
+
+    /// Counts one response with `status` (below 200 as 1xx, 500 and above as 5xx).
+    public mutating func count(status: Int) {
+        counts[min(max(status / 100, 1), 5) - 1] += 1
+    }
+
+    /// `(label, count)` for each class.
+    public var byLabel: [(String, Int)] { (0..<5).map { (Self.labels[$0], counts[$0]) } }
+
+    /// Whether both hold the same counts.
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        for i in 0..<5 where lhs.counts[i] != rhs.counts[i] { return false }
+        return true
+    }
+}
+
 /// Cumulative attempt latencies in fixed buckets (Prometheus histogram semantics: counts only grow).
 ///
 /// ```swift
 /// var h = LatencyHistogram()
 /// h.record(.milliseconds(3))
-/// h.cumulativeCounts  // [0, 0, 1, 1, ...]: one sample at or below 5 ms and every bound above
+/// h.cumulativeCounts  // [0, 0, 0, 0, 0, 1, 1, ...]: one sample at or below 5 ms and every bound above
 /// ```
 public struct LatencyHistogram: Sendable, Equatable {
     /// Upper bounds in seconds (the `le` labels); a final `+Inf` bucket is implicit.
-    public static let bounds: [Double] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+    /// Starts at 100 µs: a proxied answer from a nearby backend takes well under a millisecond.
+    public static let bounds: [Double] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
     /// Samples per bucket (not cumulative); the last element is the `+Inf` overflow.
     public private(set) var counts = [Int](repeating: 0, count: LatencyHistogram.bounds.count + 1)
     /// Sum of all samples in seconds.

@@ -73,6 +73,7 @@ public final class ThrottleTable: Sendable {
     private let padding = ThrottleCacheLinePadding()
     /// Keys tracked across all shards; never above `maxKeys`.
     private let total = Atomic<Int>(0)
+    private let penalties = Atomic<Int>(0)
     private let shards: InlineArray<32, ThrottlePaddedShard>
 
     /// Creates a table.
@@ -138,7 +139,7 @@ public final class ThrottleTable: Sendable {
                 }
                 return state.entry(slot).pointee.decide(now: t, params: p)
             }
-        if outcome.1 { log(LBLogEvent(level: .notice, category: .throttle, message: "\(key)\(penaltyNote)", metadata: ["client": key.description])) }
+        if outcome.1 { penaltyStarted(key) }
         return outcome.0
     }
 
@@ -164,7 +165,7 @@ public final class ThrottleTable: Sendable {
                 let (decision, started) = entry.pointee.decide(now: t, params: p)
                 return (decision, started, decision.isAllowed ? entry.pointee.tat &- before : 0)
             }
-        if outcome.1 { log(LBLogEvent(level: .notice, category: .throttle, message: "\(key)\(penaltyNote)", metadata: ["client": key.description])) }
+        if outcome.1 { penaltyStarted(key) }
         return ThrottleCharge(decision: outcome.0, charged: outcome.2, penaltyStarted: outcome.1)
     }
 
@@ -224,6 +225,16 @@ public final class ThrottleTable: Sendable {
 
     /// The number of keys tracked (<= `maxKeys`), including idle ones not yet reclaimed.
     public var count: Int { total.load(ordering: .relaxed) }
+
+    /// Penalties started by this table's decisions so far (`lb_throttle_penalties_total`); a
+    /// penalty learnt from another instance through ``merge(_:ahead:penaltyRemaining:now:)`` is
+    /// not counted here.
+    public var penaltiesStarted: Int { penalties.load(ordering: .relaxed) }
+
+    private func penaltyStarted(_ key: ClientAddress) {
+        penalties.add(1, ordering: .relaxed)
+        log(LBLogEvent(level: .notice, category: .throttle, message: "\(key)\(penaltyNote)", metadata: ["client": key.description]))
+    }
 
     /// Heap bytes held by the key storage (entry chunks, bucket and chunk arrays of every shard).
     public var allocatedBytes: Int {

@@ -58,6 +58,12 @@ final class RawHTTPClient {
 
     func send(_ text: String) throws { try send(Array(text.utf8)) }
 
+    /// Changes how long a read waits (a short wait to see that nothing arrives, then a long one).
+    func setReceiveTimeout(ms: Int) {
+        var tv = timeval(tv_sec: ms / 1000, tv_usec: Int((ms % 1000) * 1000))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
     func send(_ bytes: [UInt8]) throws {
         var off = 0
         while off < bytes.count {

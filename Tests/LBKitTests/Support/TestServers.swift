@@ -55,6 +55,7 @@ struct TestBalancer {
     let healthTask: Task<Void, Never>
 
     static func start(backends: [BackendURL], log: LogCapture = LogCapture(),
+                      clock: any MonotonicClock = SystemClock(),
                       configure: (inout LoadBalancerConfiguration) -> Void = { _ in }) throws -> TestBalancer {
         var config = LoadBalancerConfiguration()
         config.host = "127.0.0.1"
@@ -66,7 +67,7 @@ struct TestBalancer {
         // unless a test turns it on (HangDetectionTests and Scripts/fault-scenario.sh cover it).
         config.hangDetection = HangDetection(factor: 0)
         configure(&config)
-        let balancer = try LoadBalancer(configuration: config, group: TestLoops.group, log: log.sink)
+        let balancer = try LoadBalancer(configuration: config, group: TestLoops.group, clock: clock, log: log.sink)
         var serverConfig = HTTP1ServerConfiguration(host: "127.0.0.1", port: 0)
         serverConfig.maxBodyBytes = config.maxBodyBytes
         let server = HTTP1Server(configuration: serverConfig, group: TestLoops.group, handler: balancer.responder(admin: true))
