@@ -34,7 +34,12 @@ public struct AdminEndpointsMiddleware: SynchronousMiddleware {
 
     package func before(_ request: LBRequest, context: LBRequestContext) -> MiddlewareVerdict {
         guard balancer.answersAdmin(request, context: context) else { return .pass(mark: 0) }
+        if request.head.path == "/_lb/backends" { return .answerAsynchronously }
         return .answer(balancer.reservedEndpoint(request, context: context))
+    }
+
+    nonisolated(nonsending) package func answer(_ request: LBRequest, context: LBRequestContext) async -> LBResponse {
+        await balancer.backendsEndpoint(request)
     }
 }
 

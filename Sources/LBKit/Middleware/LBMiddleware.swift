@@ -25,6 +25,9 @@ package enum MiddlewareVerdict {
     case answer(LBResponse)
     /// Go on; `mark` comes back to ``SynchronousMiddleware/after(_:request:context:mark:)``.
     case pass(mark: UInt64)
+    /// Answer with what ``SynchronousMiddleware/answer(_:context:)`` produces (the rare answer
+    /// that needs to wait, e.g. for a request body); the rest of the chain does not run.
+    case answerAsynchronously
 }
 
 /// A middleware of this package whose work is synchronous: a decision before the rest of the
@@ -37,10 +40,17 @@ package protocol SynchronousMiddleware: LBMiddleware {
     func before(_ request: LBRequest, context: LBRequestContext) -> MiddlewareVerdict
     /// After what follows answered `response` (only when ``before(_:context:)`` passed).
     func after(_ response: LBResponse, request: LBRequest, context: LBRequestContext, mark: UInt64)
+    /// The answer when ``before(_:context:)`` said ``MiddlewareVerdict/answerAsynchronously``.
+    nonisolated(nonsending) func answer(_ request: LBRequest, context: LBRequestContext) async -> LBResponse
 }
 
 extension SynchronousMiddleware {
     package func after(_ response: LBResponse, request: LBRequest, context: LBRequestContext, mark: UInt64) {}
+
+    /// Only called after ``MiddlewareVerdict/answerAsynchronously``, which this middleware never says.
+    nonisolated(nonsending) package func answer(_ request: LBRequest, context: LBRequestContext) async -> LBResponse {
+        .jsonError(status: 500, message: "middleware has no asynchronous answer")
+    }
 }
 
 /// Middlewares in order in front of a terminal responder; itself an ``HTTPHandler``, so it can be
@@ -118,10 +128,13 @@ struct SynchronousMiddlewareRow: HTTPHandler, InlineHTTPHandler {
         var marks = InlineArray<8, UInt64>(repeating: 0)
         var passed = 0
         var answer: LBResponse? = nil
+        var answersLater = false
         while passed < middlewares.count {
             switch middlewares[passed].before(request, context: context) {
             case .answer(let response):
                 answer = response
+            case .answerAsynchronously:
+                answersLater = true
             case .pass(let mark):
                 marks[passed] = mark
                 passed += 1
@@ -132,6 +145,8 @@ struct SynchronousMiddlewareRow: HTTPHandler, InlineHTTPHandler {
         let response: LBResponse
         if let answer {
             response = answer
+        } else if answersLater {
+            response = await middlewares[passed].answer(request, context: context)
         } else if let inlineNext {
             response = await inlineNext.handleInline(request, context: context)
         } else {
