@@ -40,7 +40,7 @@ post_echo() {
     | grep -qE '^\{"msg":"demo","handled_by":520[123]\}$'
 }
 vapor_route() { [ "$(c http://127.0.0.1:8081/hello)" = "hello from vapor" ]; }
-health() { [ "$(c http://127.0.0.1:8081/_lb/health)" = '{"status":"ok","backends":3,"eligible":3,"states":{"healthy":3,"warming":0,"probing":0,"slow":0,"ejected":0,"down":0,"draining":0},"not_healthy":[]}' ]; }
+health() { [ "$(c http://127.0.0.1:8081/_lb/health)" = '{"status":"ok","backends":3,"eligible":3,"states":{"healthy":3,"warming":0,"probing":0,"slow":0,"ejected":0,"down":0,"draining":0,"overloaded":0},"not_healthy":[]}' ]; }
 throttled() {
   sleep 2.5   # a full bucket again
   local codes="" code i headers

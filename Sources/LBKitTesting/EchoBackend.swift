@@ -43,10 +43,14 @@ public struct EchoBackendConfiguration: Sendable {
 ///
 /// - `POST`/`PUT`/`PATCH` with a JSON object -> 200, the object plus `"handled_by": <port>`,
 ///   header `X-Handled-By: <port>`; a body that is not a JSON object -> 400.
-/// - `GET /health` -> 200 `{"status":"ok"}`; other `GET`s -> 200 `{"handled_by": <port>}`.
+/// - `GET /health` -> 200 `{"status":"ok"}` (the body the contract fixes), with the process's own
+///   load (``ProcessLoad``) in an `X-LB-Agent: cpu:F memory:F` header; other `GET`s -> 200
+///   `{"handled_by": <port>}`.
 /// - `POST /_echo/delay?ms=N` changes the port's delay at run time (refused through a proxy:
 ///   requests carrying `X-Forwarded-For` get 403); `&health=fast` exempts `GET /health` from it
 ///   (a backend slow on its real routes and fast on its health path), `&health=delayed` undoes that.
+/// - `POST /_echo/load?cpu=F&memory=F` (and `agent=drain|down|ready`, `weight=N`) sets the load its
+///   health answer reports (refused through a proxy too).
 ///
 /// ```swift
 /// let backend = EchoBackend(configuration: .init(ports: [0, 0], mode: .alternate), group: group)
@@ -100,6 +104,7 @@ public final class EchoHandler: HTTPHandler {
     /// `GET /health` answers without the delay (`/_echo/delay?...&health=fast`).
     private let fastHealth = Atomic<Bool>(false)
     private let bodyLimit = Atomic<Int>(8 * 1024 * 1024)
+    private let loadOverride = Mutex(EchoLoadOverride())
 
     /// Largest JSON body collected for echoing.
     public var maxBodyBytes: Int {
@@ -128,6 +133,7 @@ public final class EchoHandler: HTTPHandler {
         if path == "/_echo/delay" {
             return setDelay(request, portHeader: portHeader)
         }
+        if path == "/_echo/load" { return setLoad(request, portHeader: portHeader) }
         if path == "/_echo/sink" { return await sink(request, portHeader: portHeader) }
         if path == "/_echo/bytes" { return bytes(request, portHeader: portHeader) }
         if path == "/_echo/stream" { return stream(request, portHeader: portHeader) }
@@ -137,9 +143,7 @@ public final class EchoHandler: HTTPHandler {
         if mode == .down {
             return .jsonError(status: 503, message: "Backend down", headers: portHeader)
         }
-        if isHealth {
-            return .json(status: 200, #"{"status":"ok"}"#, headers: portHeader)
-        }
+        if isHealth { return health(portHeader: portHeader) }
         if mode == .alternate {
             let n = counter.add(1, ordering: .relaxed).newValue
             if n % 2 == 0 {
@@ -255,6 +259,72 @@ public final class EchoHandler: HTTPHandler {
         delayNanoseconds.store(Int64(ms) * 1_000_000, ordering: .relaxed)
         let health = fastHealth.load(ordering: .relaxed) ? "fast" : "delayed"
         return .json(status: 200, "{\"delay_ms\":\(ms),\"health\":\"\(health)\",\"port\":\(port.load(ordering: .relaxed))}",
+                     headers: portHeader)
+    }
+
+    /// The load this port reports now: the override where set, else the process's measurement.
+    public var reportedLoad: (cpu: Double, memory: Double, agentWords: [String]) {
+        let o = loadOverride.withLock { $0 }
+        let measured = (o.cpu != nil && o.memory != nil) ? (cpu: 0.0, memory: 0.0) : ProcessLoad.shared.read()
+        return (o.cpu ?? measured.cpu, o.memory ?? measured.memory, o.agentWords)
+    }
+
+    /// `GET /health`: `{"status":"ok"}` and `X-LB-Agent: cpu:0.0130 memory:0.0040` (plus any
+    /// agent words set). The load rides in the header so the body stays the contract's exact
+    /// `{"status":"ok"}` for clients that compare it.
+    private func health(portHeader: HeaderFields) -> LBResponse {
+        let load = reportedLoad
+        var headers = portHeader
+        let words = ["cpu:\(Self.decimal(load.cpu))", "memory:\(Self.decimal(load.memory))"] + load.agentWords
+        headers.add(name: BackendLoadReport.agentHeaderName, value: words.joined(separator: " "))
+        return .json(status: 200, #"{"status":"ok"}"#, headers: headers)
+    }
+
+    /// `0.0123` with at most four decimals (JSON number).
+    static func decimal(_ value: Double) -> String {
+        let tenThousandths = Int64((min(max(value, 0), 1000) * 10_000).rounded())
+        let fraction = String(tenThousandths % 10_000)
+        return "\(tenThousandths / 10_000)." + String(repeating: "0", count: 4 - fraction.count) + fraction
+    }
+
+    /// `POST /_echo/load?cpu=0.95&memory=0.2&agent=drain&weight=50`: what the health answer reports
+    /// from now on (parameters left out keep the measured value; no parameter at all clears every
+    /// override). Refused through a proxy, like `/_echo/delay`.
+    private func setLoad(_ request: LBRequest, portHeader: HeaderFields) -> LBResponse {
+        guard request.method == "POST" else {
+            return .jsonError(status: 405, message: "use POST /_echo/load?cpu=F&memory=F", headers: portHeader)
+        }
+        guard !request.headers.contains(name: "X-Forwarded-For") else {
+            return .jsonError(status: 403, message: "/_echo/load is only reachable on the backend's own port", headers: portHeader)
+        }
+        var next = EchoLoadOverride()
+        for pair in (request.head.query ?? "").split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            let name = parts.first.map(String.init) ?? ""
+            let value = parts.count == 2 ? String(parts[1]) : ""
+            switch name {
+            case "cpu", "memory":
+                guard value.utf8.allSatisfy({ (48...57).contains($0) || $0 == UInt8(ascii: ".") }), let d = Double(value), d >= 0, d <= 1 else {
+                    return .jsonError(status: 400, message: "\(name) must be a fraction from 0 to 1", headers: portHeader)
+                }
+                if name == "cpu" { next.cpu = d } else { next.memory = d }
+            case "agent":
+                guard ["ready", "drain", "down", "up"].contains(value) else {
+                    return .jsonError(status: 400, message: "agent must be one of ready, drain, down, up", headers: portHeader)
+                }
+                next.agentWords.append(value)
+            case "weight":
+                guard let n = Int(value), (0...100).contains(n) else {
+                    return .jsonError(status: 400, message: "weight must be an integer percentage from 0 to 100", headers: portHeader)
+                }
+                next.agentWords.append("weight:\(n)%")
+            default:
+                return .jsonError(status: 400, message: "unknown parameter '\(name)' (cpu, memory, agent, weight)", headers: portHeader)
+            }
+        }
+        loadOverride.withLock { $0 = next }
+        let load = reportedLoad
+        return .json(status: 200, "{\"cpu\":\(Self.decimal(load.cpu)),\"memory\":\(Self.decimal(load.memory)),\"agent\":\(JSON.quote(load.agentWords.joined(separator: " "))),\"port\":\(port.load(ordering: .relaxed))}",
                      headers: portHeader)
     }
 

@@ -90,7 +90,8 @@ public enum ConfigFile {
         "port", "host", "backends", "timeout_ms", "request_timeout_ms", "connect_timeout_ms",
         "max_attempts", "retry_non_idempotent", "hedge_after_ms", "max_fails", "ejection_base_ms",
         "ejection_max_ms", "max_ejected_percent", "health_interval_ms", "health_path", "health_expect_status",
-        "health_timeout_ms", "health_fall", "health_rise", "slow_start_ms", "max_delay_ms", "strategy",
+        "health_timeout_ms", "health_fall", "health_rise", "slow_start_ms", "max_delay_ms", "max_backend_cpu",
+        "max_backend_memory", "strategy",
         "rate_limit", "burst", "throttle_max_keys", "penalty_threshold", "penalty_window_ms", "penalty_duration_ms",
         "penalty_factor", "trusted_proxies", "max_body_bytes", "access_log", "admin_token", "admin_allow",
         "admin_listen", "backend_header", "router_health_path", "log_level", "log_format", "threads",
@@ -111,7 +112,8 @@ public enum ConfigFile {
     /// A `backends` key replaces the base backend list and its weights; without it the base
     /// backends and weights are kept, with no per-backend health paths.
     public static func parse(
-        _ data: [UInt8], file: String, base: LoadBalancerConfiguration = LoadBalancerConfiguration()
+        _ data: [UInt8], file: String, base: LoadBalancerConfiguration = LoadBalancerConfiguration(),
+        baseSettings: LBServeSettings = LBServeSettings()
     ) throws(ConfigFileErrors) -> LoadedConfiguration {
         let topLevel = StrictJSON.rootPath
         if data.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) {
@@ -130,7 +132,7 @@ public enum ConfigFile {
             r.fail(topLevel, unknownKeyMessage(key, known: topLevelKeys))
         }
         var c = base
-        var settings = LBServeSettings()
+        var settings = baseSettings
         var healthPaths: [String?] = Array(repeating: nil, count: base.backends.count)
         for key in topLevelKeys {
             guard let v = object[key] else { continue }
@@ -250,7 +252,8 @@ public enum ConfigFile {
     /// path, as given, names the file in messages. An unreadable file is one error naming the path
     /// and the reason (`"missing.json: cannot read: No such file or directory"`).
     public static func load(
-        path: String, base: LoadBalancerConfiguration = LoadBalancerConfiguration()
+        path: String, base: LoadBalancerConfiguration = LoadBalancerConfiguration(),
+        baseSettings: LBServeSettings = LBServeSettings()
     ) throws(ConfigFileErrors) -> LoadedConfiguration {
         let bytes: [UInt8]
         switch readFile(path) {
@@ -258,7 +261,7 @@ public enum ConfigFile {
         case .failure(let problem):
             throw ConfigFileErrors([.init(file: path, field: "", message: problem.message)])
         }
-        return try parse(bytes, file: path, base: base)
+        return try parse(bytes, file: path, base: base, baseSettings: baseSettings)
     }
 
     // MARK: - Internals
@@ -362,6 +365,14 @@ public enum ConfigFile {
                 guard let i = int(v, field, range) else { return nil }
                 return .some(.integer(i))
             case .decimal(let range):
+                if setting.acceptsRateUnits, case .string(let text) = v {
+                    // "100/minute", as on the command line.
+                    guard let value = setting.value(parsing: text) else {
+                        fail(field, "expected \(setting.expectation), got \(JSON.quote(text))")
+                        return nil
+                    }
+                    return .some(value)
+                }
                 guard case .number(let n) = v else {
                     fail(field, "expected a number, got \(v.kind)")
                     return nil
@@ -556,6 +567,8 @@ extension ConfigFile {
             "health_expect_status": optional(c.healthExpectStatus.map { quote($0.description) }),
             "health_timeout_ms": optional(c.healthTimeout.map(ms)), "health_fall": String(c.healthFall),
             "health_rise": String(c.healthRise), "slow_start_ms": ms(c.slowStart), "max_delay_ms": optional(c.maxDelay.map(ms)),
+            "max_backend_cpu": optional(c.maxBackendCPU.map(NumericSetting.plain)),
+            "max_backend_memory": optional(c.maxBackendMemory.map(NumericSetting.plain)),
             "strategy": quote(c.strategy.rawValue), "rate_limit": optional(c.rateLimit.map(NumericSetting.plain)),
             "burst": optional(c.burst.map(String.init)), "throttle_max_keys": String(c.throttleMaxKeys),
             "penalty_threshold": String(c.penaltyThreshold), "penalty_window_ms": ms(c.penaltyWindow),

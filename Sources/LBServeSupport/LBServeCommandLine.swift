@@ -98,7 +98,11 @@ public struct LBServeFlag: Sendable {
     public let meaning: String
     /// Whether it may be given more than once (each adds to a list).
     public let repeatable: Bool
-    /// The environment variable that gives a default, if any.
+    /// The environment variable that gives a default (`LB_` and the flag's name in upper snake
+    /// case: `LB_STRATEGY`, `LB_BACKEND`), nil for `--help`, `--version` and `--check-config`.
+    /// A repeatable flag's variable holds a list separated by commas or spaces
+    /// (`LB_BACKEND=http://127.0.0.1:5001,http://127.0.0.1:5002`); a switch's holds
+    /// `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`.
     public let environment: String?
     let apply: @Sendable (inout LBServeCommandLine.ParseState, String) throws(CommandLineError) -> Void
 
@@ -109,7 +113,9 @@ public struct LBServeFlag: Sendable {
         if left.count < 30 { left += String(repeating: " ", count: 30 - left.count) } else { left += "  " }
         var notes = defaultText.isEmpty ? [] : ["default \(defaultText)"]
         if repeatable { notes.append("repeatable") }
-        if let environment { notes.append("env \(environment)") }
+        if let environment {
+            notes.append("env \(environment)" + (repeatable ? ", comma-separated" : value == nil ? "=1" : ""))
+        }
         return left + meaning + (notes.isEmpty ? "" : " (" + notes.joined(separator: "; ") + ")")
     }
 }
@@ -168,14 +174,23 @@ public enum LBServeCommandLine {
     private static func flag(_ name: String, _ value: String?, _ defaultText: String, _ meaning: String, repeatable: Bool = false,
                              _ apply: @escaping @Sendable (inout ParseState, String) throws(CommandLineError) -> Void) -> LayoutEntry {
         .other(LBServeFlag(name: name, value: value, defaultText: defaultText, meaning: meaning, repeatable: repeatable,
-                           environment: nil, apply: apply))
+                           environment: environmentName(flag: name), apply: apply))
+    }
+
+    /// Flags that are actions, not settings: no environment variable.
+    private static let actionFlags: Set<String> = ["--help", "--version", "--check-config"]
+
+    /// `--trusted-proxy` -> `LB_TRUSTED_PROXY` (nil for the action flags).
+    static func environmentName(flag: String) -> String? {
+        guard !actionFlags.contains(flag) else { return nil }
+        return "LB_" + String(flag.dropFirst(2).map { $0 == "-" ? "_" : $0 }).uppercased()
     }
 
     private static func numericFlag(_ setting: NumericSetting) -> LBServeFlag {
         let value: String
         switch setting.kind {
         case .integer: value = setting.key.hasSuffix("_ms") ? "MS" : "N"
-        case .decimal: value = "R"
+        case .decimal: value = setting.acceptsRateUnits ? "R" : "F"
         }
         return LBServeFlag(name: setting.flag, value: value, defaultText: setting.defaultText, meaning: setting.meaning,
                            repeatable: false, environment: setting.environment) { state, text throws(CommandLineError) in
@@ -246,6 +261,8 @@ public enum LBServeCommandLine {
         .numeric("--health-rise"),
         .numeric("--slow-start-ms"),
         .numeric("--max-delay-ms"),
+        .numeric("--max-backend-cpu"),
+        .numeric("--max-backend-memory"),
         .numeric("--rate-limit"),
         .numeric("--burst"),
         .numeric("--throttle-max-keys"),
@@ -293,11 +310,11 @@ public enum LBServeCommandLine {
             s.options.serve.logFormat = format
         },
         .numeric("--threads"),
-        .other(LBServeFlag(name: "--throttle-store", value: "URL", defaultText: "none",
-                           meaning: "redis://[:password@]host:port[/db]: per-client limits shared by every instance using the same Redis and prefix",
-                           repeatable: false, environment: "LB_THROTTLE_STORE") { s, v throws(CommandLineError) in
+        flag("--throttle-store", "URL", "none",
+             "redis://[:password@]host:port[/db]: per-client limits shared by every instance using the same Redis and prefix") {
+            s, v throws(CommandLineError) in
             s.options.balancer.throttleStore = try throttleStore(v, name: "--throttle-store")
-        }),
+        },
         flag("--throttle-key-prefix", "P", "lbkit:", "prefix of the shared throttle keys in Redis") { s, v throws(CommandLineError) in
             s.options.balancer.throttleKeyPrefix = try throttleKeyPrefix(v, name: "--throttle-key-prefix")
         },
@@ -363,8 +380,8 @@ public enum LBServeCommandLine {
     /// the defaults with the environment variables applied are used.
     public static func parse(_ arguments: [String], environment: [String: String] = [:],
                              base: LoadBalancerConfiguration? = nil, baseSettings: LBServeSettings? = nil) throws(CommandLineError) -> LBServeOptions {
-        var state = ParseState(options: LBServeOptions())
-        if let base { state.options.balancer = base } else { state.options.balancer = try defaults(environment: environment) }
+        var state = try environmentState(environment)
+        if let base { state.options.balancer = base }
         if let baseSettings { state.options.serve = baseSettings }
         var i = 0
         while i < arguments.count {
@@ -403,19 +420,53 @@ public enum LBServeCommandLine {
         }
     }
 
-    /// The environment variables lbserve reads (`LB_RATE_LIMIT`, `LB_BURST`, `LB_HEALTH_FALL`...).
-    public static let environmentVariables = NumericSetting.all.compactMap(\.environment) + ["LB_THROTTLE_STORE"]
+    /// The environment variables lbserve reads: one per flag except `--help`, `--version` and
+    /// `--check-config` (`LB_PORT`, `LB_BACKEND`, `LB_STRATEGY`, `LB_RATE_LIMIT`, `LB_ACCESS_LOG`...).
+    public static let environmentVariables = flags.compactMap(\.environment)
 
     /// The default configuration with the `LB_*` variables applied (checked exactly like their
     /// flags; the error names the variable).
     public static func defaults(environment: [String: String]) throws(CommandLineError) -> LoadBalancerConfiguration {
-        var config = LoadBalancerConfiguration()
-        for setting in NumericSetting.all {
-            guard let name = setting.environment, let text = environment[name] else { continue }
-            try setting.apply(text, to: &config, name: name)
+        try environmentState(environment).options.balancer
+    }
+
+    /// lbserve's own settings (log level and format, admin listener) from the `LB_*` variables.
+    public static func defaultSettings(environment: [String: String]) throws(CommandLineError) -> LBServeSettings {
+        try environmentState(environment).options.serve
+    }
+
+    /// The defaults with every `LB_*` variable applied through its flag's own parser, so a value
+    /// is checked exactly as on the command line; an error names the variable, not the flag.
+    static func environmentState(_ environment: [String: String]) throws(CommandLineError) -> ParseState {
+        var state = ParseState(options: LBServeOptions())
+        guard !environment.isEmpty else { return state }
+        for flag in flags {
+            guard let name = flag.environment, let text = environment[name] else { continue }
+            let values: [String]
+            if flag.value == nil {
+                switch text.lowercased() {
+                case "1", "true", "yes", "on": values = [""]
+                case "0", "false", "no", "off", "": values = []
+                default: throw CommandLineError("\(name): '\(text)' is not true or false (1/0, yes/no, on/off)")
+                }
+            } else if flag.repeatable {
+                values = text.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\t" || $0 == "\n" }).map(String.init)
+            } else {
+                values = [text]
+            }
+            do throws(CommandLineError) {
+                for value in values { try flag.apply(&state, value) }
+            } catch {
+                // "--strategy: 'x' is not ..." -> "LB_STRATEGY: 'x' is not ..."
+                var message = error.message
+                if message.hasPrefix(flag.name + ":") { message = name + message.dropFirst(flag.name.count) }
+                throw CommandLineError(message)
+            }
         }
-        if let text = environment["LB_THROTTLE_STORE"] { config.throttleStore = try throttleStore(text, name: "LB_THROTTLE_STORE") }
-        return config
+        // Backends from LB_BACKEND are a default: the first --backend flag replaces them, and a
+        // config file's "backends" key too.
+        state.backendsFromFlags = false
+        return state
     }
 }
 
@@ -438,10 +489,10 @@ extension LBServeCommandLine {
     public static func load(_ arguments: [String], environment: [String: String] = [:]) throws(CommandLineError) -> Setup {
         let first = try parse(arguments, environment: environment)
         guard let path = first.configFile else { return Setup(options: first, healthPaths: []) }
-        let base = try defaults(environment: environment)
+        let fromEnvironment = try environmentState(environment).options
         let loaded: LoadedConfiguration
         do throws(ConfigFileErrors) {
-            loaded = try ConfigFile.load(path: path, base: base)
+            loaded = try ConfigFile.load(path: path, base: fromEnvironment.balancer, baseSettings: fromEnvironment.serve)
         } catch {
             throw CommandLineError(lines: error.errors.map(\.description))
         }
@@ -469,6 +520,27 @@ extension LBServeCommandLine {
         }
         if c.throttleStore != nil && c.rateLimit == nil {
             out.append("--throttle-store has no effect without --rate-limit (there is no per-client limit to share)")
+        }
+        let defaults = LoadBalancerConfiguration()
+        if c.rateLimit == nil {
+            var unused: [String] = []
+            if c.burst != nil { unused.append("--burst") }
+            if c.penaltyThreshold != defaults.penaltyThreshold { unused.append("--penalty-threshold") }
+            if c.penaltyWindow != defaults.penaltyWindow { unused.append("--penalty-window-ms") }
+            if c.penaltyDuration != defaults.penaltyDuration { unused.append("--penalty-duration-ms") }
+            if c.penaltyFactor != defaults.penaltyFactor { unused.append("--penalty-factor") }
+            if c.throttleMaxKeys != defaults.throttleMaxKeys { unused.append("--throttle-max-keys") }
+            if !unused.isEmpty { out.append("\(unused.joined(separator: ", ")) \(unused.count == 1 ? "has" : "have") no effect without --rate-limit") }
+        }
+        if c.throttleStore == nil {
+            var unused: [String] = []
+            if c.throttleKeyPrefix != defaults.throttleKeyPrefix { unused.append("--throttle-key-prefix") }
+            if c.throttleSyncInterval != defaults.throttleSyncInterval { unused.append("--throttle-sync-ms") }
+            if c.throttleStoreTimeout != defaults.throttleStoreTimeout { unused.append("--throttle-store-timeout-ms") }
+            if !unused.isEmpty { out.append("\(unused.joined(separator: ", ")) \(unused.count == 1 ? "has" : "have") no effect without --throttle-store") }
+        }
+        if c.healthInterval == .zero && (c.maxBackendCPU != nil || c.maxBackendMemory != nil) {
+            out.append("--max-backend-cpu/--max-backend-memory have no effect with --health-interval-ms 0 (backends report their load in health answers)")
         }
         return out
     }

@@ -43,10 +43,14 @@ public struct NumericSetting: Sendable {
     public let kind: Kind
     /// Whether the config file may say `null` for "unset" (off or automatic).
     public let nullable: Bool
+    /// Whether the value is a rate that may carry a unit: `100`, `100/s`, `100/minute`, `5/h`
+    /// (flags, environment, and config strings); stored per second.
+    public let acceptsRateUnits: Bool
     private let set: @Sendable (inout LoadBalancerConfiguration, Value?) -> Void
 
-    private init(_ flag: String, _ kind: Kind, nullable: Bool, defaultText: String, meaning: String,
+    private init(_ flag: String, _ kind: Kind, nullable: Bool, rate: Bool = false, defaultText: String, meaning: String,
                  _ set: @escaping @Sendable (inout LoadBalancerConfiguration, Value?) -> Void) {
+        self.acceptsRateUnits = rate
         self.flag = flag
         self.key = String(flag.dropFirst(2).map { $0 == "-" ? "_" : $0 })
         self.environment = "LB_" + self.key.uppercased()
@@ -71,9 +75,9 @@ public struct NumericSetting: Sendable {
         }
     }
 
-    private static func optionalDecimal(_ flag: String, _ range: ClosedRange<Double>, _ defaultText: String, _ meaning: String,
+    private static func optionalDecimal(_ flag: String, _ range: ClosedRange<Double>, rate: Bool = false, _ defaultText: String, _ meaning: String,
                                         _ set: @escaping @Sendable (inout LoadBalancerConfiguration, Double?) -> Void) -> NumericSetting {
-        NumericSetting(flag, .decimal(range), nullable: true, defaultText: defaultText, meaning: meaning) { c, v in
+        NumericSetting(flag, .decimal(range), nullable: true, rate: rate, defaultText: defaultText, meaning: meaning) { c, v in
             if case .decimal(let d) = v { set(&c, d) } else { set(&c, nil) }
         }
     }
@@ -123,8 +127,17 @@ public struct NumericSetting: Sendable {
         .optionalInteger("--max-delay-ms", 1...hourMs, "off", "latency above which a backend is excluded as slow") {
             $0.maxDelay = $1.map { .milliseconds($0) }
         },
+        .optionalDecimal("--max-backend-cpu", 0.01...1, "off",
+                         "CPU fraction a backend may report in its health answer before it leaves the rotation (back under 90% of it)") {
+            $0.maxBackendCPU = $1
+        },
+        .optionalDecimal("--max-backend-memory", 0.01...1, "off",
+                         "memory fraction a backend may report in its health answer before it leaves the rotation (back under 90% of it)") {
+            $0.maxBackendMemory = $1
+        },
         // The throttle's own limits (ThrottleConfiguration clamps to these; nothing is clamped silently).
-        .optionalDecimal("--rate-limit", 0.000001...1_000_000_000, "off", "requests per second per client IP") { $0.rateLimit = $1 },
+        .optionalDecimal("--rate-limit", 0.000001...1_000_000_000, rate: true, "off",
+                         "requests per client IP: N or N/s per second, N/minute, N/hour") { $0.rateLimit = $1 },
         .optionalInteger("--burst", 1...1_000_000, "= rate", "burst per client IP") { $0.burst = $1 },
         .integer("--throttle-max-keys", 1...100_000_000, "100000", "most client IPs tracked (least recently seen evicted)") {
             $0.throttleMaxKeys = $1
@@ -164,6 +177,8 @@ public struct NumericSetting: Sendable {
     public var expectation: String {
         switch kind {
         case .integer(let r): "an integer in \(r.lowerBound)...\(r.upperBound)"
+        case .decimal(let r) where acceptsRateUnits:
+            "a rate in \(Self.plain(r.lowerBound))...\(Self.plain(r.upperBound)) per second, written N, N/s, N/minute or N/hour"
         case .decimal(let r): "a number in \(Self.plain(r.lowerBound))...\(Self.plain(r.upperBound))"
         }
     }
@@ -175,15 +190,29 @@ public struct NumericSetting: Sendable {
             guard let n = Int(text), range.contains(n) else { return nil }
             return .integer(n)
         case .decimal(let range):
+            var text = Substring(text)
+            var perSeconds = 1.0
+            if acceptsRateUnits, let slash = text.firstIndex(of: "/") {
+                guard let seconds = Self.rateUnits[String(text[text.index(after: slash)...]).lowercased()] else { return nil }
+                perSeconds = seconds
+                text = text[..<slash]
+            }
             // Digits with an optional fraction and exponent only: Double(_:) alone would also take
             // "inf", "nan" and hex floats such as "0x1p3".
             guard let first = text.utf8.first, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first) || first == UInt8(ascii: "."),
                   text.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || "+-.eE".utf8.contains($0) }),
-                  let d = Double(text), d.isFinite, range.contains(d)
+                  let n = Double(text), n.isFinite
             else { return nil }
+            let d = n / perSeconds
+            guard d.isFinite, range.contains(d) else { return nil }
             return .decimal(d)
         }
     }
+
+    /// The units a rate may carry after `/`, in seconds: `100/minute` is 100 / 60 per second.
+    static let rateUnits: [String: Double] = [
+        "s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
+    ]
 
     /// Parses `text` (from the flag or environment variable `name`) and stores it in `config`;
     /// the error is one line: `<name>: '<text>' is not <expectation>`.

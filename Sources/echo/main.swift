@@ -11,7 +11,8 @@ let usage = """
                 [--max-body-bytes 8388608]
     endpoints beyond the contract: POST /_echo/sink (counts a body of any size), GET /_echo/bytes?n=N,
     GET /_echo/stream?chunks=K&interval_ms=M (server-sent events),
-    POST /_echo/delay?ms=N[&health=fast|delayed] (fast: GET /health answers without the delay)
+    POST /_echo/delay?ms=N[&health=fast|delayed] (fast: GET /health answers without the delay),
+    POST /_echo/load?cpu=F&memory=F[&agent=drain|down|ready][&weight=N] (what GET /health reports; no parameter = measured)
     """
 
 func fail(_ message: String) -> Never {

@@ -164,6 +164,6 @@ struct HealthCheckResultTests {
             "[ADMIN] Marking \(Self.b1) as DRAINING (drained by an operator)",
             "[ADMIN] Marking \(Self.b1) as HEALTHY (undrained by an operator)",
         ])
-        #expect(BackendStateName.allCases.map(\.rawValue) == ["healthy", "warming", "probing", "slow", "ejected", "down", "draining"])
+        #expect(BackendStateName.allCases.map(\.rawValue) == ["healthy", "warming", "probing", "slow", "ejected", "down", "draining", "overloaded"])
     }
 }

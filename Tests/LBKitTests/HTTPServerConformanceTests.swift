@@ -323,14 +323,21 @@ struct HTTPServerConformanceTests {
     func gracefulShutdown() async throws {
         let inHandler = CallCounter()
         let idleReady = CallCounter()
+        // The slow handler answers only once the shutdown has begun (not after a fixed sleep that
+        // a loaded machine can outlast before the test even starts the shutdown).
+        let serverBox = ServerBox()
         let s = try ConformanceServer.start(handler: { request, _ in
             if request.head.path == "/slow" {
                 inHandler.increment()
-                try? await Task.sleep(for: .milliseconds(300))
+                for _ in 0..<1000 where serverBox.server?.isDraining != true {
+                    try? await Task.sleep(for: .milliseconds(10))
+                }
+                try? await Task.sleep(for: .milliseconds(50))
                 return LBResponse(status: 200, body: Array("done".utf8))
             }
             return LBResponse(status: 200, body: Array("fast".utf8))
         })
+        serverBox.server = s.server
         let port = s.port
         // An idle keep-alive connection: must be closed by the shutdown, not wait out the timeout.
         async let idle = offload { () -> (Int, [UInt8]) in
@@ -501,5 +508,14 @@ extension RawHTTPClient {
     func abortWithReset() {
         var l = linger(l_onoff: 1, l_linger: 0)
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+    }
+}
+
+/// Hands a server to a handler created before it (the handler reads it once requests arrive).
+final class ServerBox: Sendable {
+    private let stored = Mutex<HTTP1Server?>(nil)
+    var server: HTTP1Server? {
+        get { stored.withLock { $0 } }
+        set { stored.withLock { $0 = newValue } }
     }
 }

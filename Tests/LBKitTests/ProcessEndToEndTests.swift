@@ -60,7 +60,10 @@ struct ProcessEndToEndTests {
         #expect(posts[1].bodyText == #"{"error":"App failure"}"#)
         #expect(health == [200, 200, 200])
         let h = try await rawRequest(port: port, path: "/health")
+        // Exactly `{"status":"ok"}`; the process's own load rides in X-LB-Agent (issue 11).
         #expect(h.bodyText == #"{"status":"ok"}"#)
+        let agent = h.header("X-LB-Agent") ?? ""
+        #expect(agent.hasPrefix("cpu:") && agent.contains(" memory:"), "\(agent)")
     }
 
     // MARK: lbserve

@@ -26,7 +26,10 @@ final class FakeRESPServer: Sendable {
         Thread {
             while true {
                 let client = accept(fd, nil, nil)
-                if client < 0 { return }
+                // The listener is closed here, by the thread that accepts on it, never by stop():
+                // a number closed under a running accept() could be reused by another test's
+                // socket, whose connections this thread would then steal.
+                if client < 0 { close(fd); return }
                 var buf = [UInt8](repeating: 0, count: 65536)
                 while true {
                     let n = buf.withUnsafeMutableBytes { read(client, $0.baseAddress, $0.count) }
@@ -44,7 +47,8 @@ final class FakeRESPServer: Sendable {
 
     var url: RedisURL { RedisURL(host: "127.0.0.1", port: port) }
 
-    func stop() { shutdown(fd, Int32(SHUT_RDWR)); close(fd) }
+    /// Stops listening (new connects are refused) and wakes the accept thread, which closes the fd.
+    func stop() { shutdown(fd, Int32(SHUT_RDWR)) }
 }
 
 /// Loops of the Redis tests' own (the shared test loops carry heavy streaming tests in parallel).

@@ -75,7 +75,11 @@ extension LoadBalancer {
     /// `/_lb/*` for admin clients, 404 for everything else.
     public func adminResponder() -> any HTTPHandler {
         LBMiddlewareChain([adminEndpoints], responder: ClosureHandler { request, _ in
-            .jsonError(status: 404, message: "no such endpoint \(request.head.path) (try /_lb/health, /_lb/stats, /_lb/metrics, /_lb/backends)")
+            // Reached for a path that is not /_lb/*, or for a client that is not an admin client
+            // (--admin-allow replaces the loopback default): say which, on the operator's listener.
+            request.head.target.hasPrefix("/_lb/")
+                ? .jsonError(status: 404, message: "\(request.head.path) is not answered for this client (admin clients: loopback, or the --admin-allow ranges)")
+                : .jsonError(status: 404, message: "no such endpoint \(request.head.path) (try /_lb/health, /_lb/stats, /_lb/metrics, /_lb/backends)")
         })
     }
 
@@ -214,10 +218,12 @@ extension LoadBalancer {
                     + "\"status\":\(check.result.status.map(String.init) ?? "null"),"
                     + "\"latency_ms\":\(String(format3: check.latency.milliseconds)),\"ago_ms\":\(String(format3: (now - check.at).milliseconds))}"
             }
+            let reportedLoad = Self.reportedLoadJSON(b.reportedLoad, now: now)
             backends.append("""
-                {"url":\(JSON.quote(b.url)),"address":\(JSON.quote(pool.address.description)),"resolved_from":\(origin),"retiring":\(view.retiring),"state":"\(b.stateName.rawValue)","health":"\(b.state.rawValue)","reason":\(JSON.quote(b.reason)),\
-                "eligible":\(b.isEligible),"share":\(String(format3: b.isEligible ? b.slowStartFactor : 0)),\
+                {"url":\(JSON.quote(b.url)),"address":\(JSON.quote(pool.address.description)),"resolved_from":\(origin),"retiring":\(view.retiring),"state":"\(b.stateName.rawValue)","health":"\(b.state.rawValue)","reason":\(JSON.quote(Self.stateReason(b))),\
+                "eligible":\(b.isEligible),"share":\(String(format3: b.isEligible ? b.slowStartFactor * (b.reportedLoad?.shareFactor ?? 1) : 0)),\
                 "readmission":\(b.readmission.map { "\"\($0.rawValue)\"" } ?? "null"),"last_check":\(lastCheck),\
+                "reported_load":\(reportedLoad),\
                 "state_for_ms":\(String(format3: sinceMs)),"weight":\(b.weight),"requests":\(b.requests),\
                 "failures":{"connect":\(b.failures.connect),"reset":\(b.failures.reset),"timeout":\(b.failures.timeout),"5xx":\(b.failures.status5xx),"total":\(b.failures.total)},\
                 "retries":\(b.retries),"in_flight":\(view.inFlight),"ejections":\(b.ejectionCount),\
@@ -245,6 +251,23 @@ extension LoadBalancer {
             "tunnels":{"opened":\(c.tunnelsOpened.load(ordering: .relaxed)),"open":\(c.tunnelsOpen.load(ordering: .relaxed))}},\
             "backends":[\(backends.joined(separator: ","))]}
             """
+    }
+
+    /// The reason shown with the state: the reported-load reason when that is what keeps the
+    /// backend out (`cpu 0.95 > max 0.9`, `backend reports drain`), else the health reason.
+    static func stateReason(_ b: BackendSnapshot) -> String {
+        guard !b.draining, b.state != .down, let load = b.reportedLoad, load.exclusion != nil else { return b.reason }
+        return load.reason
+    }
+
+    /// `{"cpu":0.95,"memory":0.2,"agent":null,"weight_percent":null,"ago_ms":812.5,"overloads":1}`:
+    /// the last load report of a health answer (null before any).
+    static func reportedLoadJSON(_ gate: BackendLoadGate?, now: MonotonicInstant) -> String {
+        guard let gate, let report = gate.lastReport, let at = gate.reportedAt else { return "null" }
+        func number(_ d: Double?) -> String { d.map { String(format3: $0) } ?? "null" }
+        return "{\"cpu\":\(number(report.cpu)),\"memory\":\(number(report.memory)),"
+            + "\"agent\":\(report.agent.map { "\"\($0.rawValue)\"" } ?? "null"),\"weight_percent\":\(report.weightPercent.map(String.init) ?? "null"),"
+            + "\"ago_ms\":\(String(format3: (now - at).milliseconds)),\"overloads\":\(gate.overloadCount)}"
     }
 
     /// `"throttle_store":{...},` when throttling is on: `kind` `local`, or `redis` with its state.
@@ -345,6 +368,12 @@ extension LoadBalancer {
                 out += "lb_health_checks_total{backend=\"\(b.url)\",result=\"\(entry.result)\",cause=\"\(entry.cause)\"} \(entry.count)\n"
             }
         }
+        family("lb_backend_reported_cpu", "gauge", "CPU load the backend reported in its last health answer, as a fraction (absent until it reports).")
+        for b in snapshot { if let cpu = b.reportedLoad?.lastReport?.cpu { out += "lb_backend_reported_cpu{backend=\"\(b.url)\"} \(cpu)\n" } }
+        family("lb_backend_reported_memory", "gauge", "Memory use the backend reported in its last health answer, as a fraction (absent until it reports).")
+        for b in snapshot { if let memory = b.reportedLoad?.lastReport?.memory { out += "lb_backend_reported_memory{backend=\"\(b.url)\"} \(memory)\n" } }
+        family("lb_backend_overloads_total", "counter", "Times the backend left the rotation because its reported load was over --max-backend-cpu/--max-backend-memory.")
+        for b in snapshot { out += "lb_backend_overloads_total{backend=\"\(b.url)\"} \(b.reportedLoad?.overloadCount ?? 0)\n" }
         family("lb_backend_latency_seconds", "histogram", "Latency of attempts sent to each backend (time to the complete response).")
         for b in snapshot {
             let cumulative = b.histogram.cumulativeCounts

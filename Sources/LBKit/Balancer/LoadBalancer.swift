@@ -134,6 +134,8 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
         }
         if configuration.healthInterval > .zero { clusterConfig.activeCheckInterval = configuration.healthInterval }
         clusterConfig.probeTimeout = configuration.effectiveHealthTimeout
+        clusterConfig.backendLoad = BackendLoadPolicy(maxCPU: configuration.maxBackendCPU, maxMemory: configuration.maxBackendMemory,
+                                                      recoveryReports: configuration.healthRise)
         clusterConfiguration = clusterConfig
         self.resolver = resolver
         let initial: UpstreamSet
@@ -359,6 +361,7 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
             if configuration.healthInterval > .zero {
                 tasks.addTask { await self.runHealthChecks() }
             }
+            tasks.addTask { await self.trimIdleConnections() }
             if let store = throttleMiddleware?.sharedStore {
                 tasks.addTask(executorPreference: group.loops[0]) { await store.run() }
             }
@@ -426,6 +429,16 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
         }
     }
 
+    /// Every second, closes the pooled upstream connections nobody used for two seconds beyond
+    /// four per backend and loop: the connections a burst opened do not stay, with their memory,
+    /// once it is over (issue 14: memory returned after a burst).
+    nonisolated(nonsending) private func trimIdleConnections() async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: .seconds(1), clock: .continuous) } catch { return }
+            for endpoint in upstreams.endpoints { endpoint.closeSurplusIdleConnections(unusedFor: .seconds(2), keep: 4) }
+        }
+    }
+
     // MARK: Active health checks
 
     /// Probes every backend with `GET healthPath` every `healthInterval` until the task is cancelled.
@@ -465,12 +478,22 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
         do {
             let response = try await client.execute(UpstreamRequest(head: head), to: up.endpoints[index], on: loop, timeout: timeout)
             result = up.healthExpectations[index].judge(status: response.head.status)
+            up.cluster.loadReported(index, Self.loadReport(response))
         } catch {
             result = healthCheckFailure(error, timeout: timeout)
         }
         up.cluster.probeFinished(index, result: result, latency: clock.now() - start, path: up.healthPaths[index])
         metrics?.increment(counter: "lb_health_checks_total", by: 1,
                            dimensions: [("backend", up.names[index]), ("result", result.resultLabel), ("cause", result.label)])
+    }
+
+    /// What a health answer says about the backend's load: the body's `cpu`/`memory` fields,
+    /// overridden by the words of the `X-LB-Agent` header (see ``BackendLoadReport``).
+    static func loadReport(_ response: UpstreamResponse) -> BackendLoadReport {
+        var report = BackendLoadReport(jsonBody: response.body)
+        let words = response.head.headers[BackendLoadReport.agentHeaderName]
+        if !words.isEmpty { report = report.overridden(by: BackendLoadReport(agentHeader: words.joined(separator: ","))) }
+        return report
     }
 
     /// The cause of a health check that got no usable answer.
@@ -497,6 +520,12 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
             for state in BackendStateName.allCases {
                 metrics.record(gauge: "lb_backend_state", value: name == state ? 1 : 0,
                                dimensions: [("backend", b.url), ("state", state.rawValue)])
+            }
+            if let cpu = b.reportedLoad?.lastReport?.cpu {
+                metrics.record(gauge: "lb_backend_reported_cpu", value: cpu, dimensions: [("backend", b.url)])
+            }
+            if let memory = b.reportedLoad?.lastReport?.memory {
+                metrics.record(gauge: "lb_backend_reported_memory", value: memory, dimensions: [("backend", b.url)])
             }
         }
     }

@@ -77,6 +77,13 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
     /// At most this percentage of the backends (at least one) is passively excluded at once
     /// (`--max-ejected-percent`); backends marked down by health checks are not capped.
     public var maxEjectedPercent = 50
+    /// Largest CPU fraction a backend may report in its health answers (`--max-backend-cpu`,
+    /// e.g. 0.9) before it leaves the rotation; it comes back after `healthRise` reports at or
+    /// below 90% of it. nil = reported CPU is shown in stats but excludes nothing. Needs active
+    /// health checks (the reports ride on them). See ``BackendLoadReport``.
+    public var maxBackendCPU: Double?
+    /// Largest memory fraction a backend may report (`--max-backend-memory`); as ``maxBackendCPU``.
+    public var maxBackendMemory: Double?
     /// Requests per second per client IP (`--rate-limit`); nil = no throttling.
     public var rateLimit: Double?
     /// Burst per client IP (`--burst`); nil = same as the rate (at least 1).

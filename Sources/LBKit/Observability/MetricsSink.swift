@@ -28,7 +28,9 @@
 /// - `lb_health_checks_total` {`backend`, `result`, `cause`} per active health check;
 /// - gauges every health round: `lb_backend_in_flight` {`backend`}, `lb_backend_up` {`backend`} (0/1),
 ///   `lb_backend_share` {`backend`} (slow-start share, 0 when it takes no requests),
-///   `lb_backend_state` {`backend`, `state`} (0/1, one series per ``BackendStateName``).
+///   `lb_backend_state` {`backend`, `state`} (0/1, one series per ``BackendStateName``), and
+///   `lb_backend_reported_cpu` / `lb_backend_reported_memory` {`backend`} once a backend reports
+///   its load (see ``BackendLoadReport``).
 public protocol MetricsSink: Sendable {
     /// Adds `amount` to the counter `name` with `dimensions`.
     func increment(counter name: String, by amount: Int, dimensions: [(String, String)])

@@ -306,6 +306,7 @@ public final class UpstreamClient: Sendable {
                 connection.socket.close()
                 throw UpstreamError(kind: .aborted, requestSent: triedStale)
             }
+            connection.socket.loop.readBuffers.lend(to: &connection.buffer)
             do throws(ExchangeFailure) {
                 try await write(wire, on: connection, deadline: deadline)
                 var deadline = deadline
@@ -535,6 +536,8 @@ public final class UpstreamClient: Sendable {
             return
         }
         connection.lastUsed = lbk_monotonic_ns()
+        // An idle pooled connection holds no read buffer; the next exchange borrows one.
+        connection.socket.loop.readBuffers.reclaim(&connection.buffer)
         let pool = endpoint.pools[loop.index % endpoint.pools.count]
         let max = configuration.maxIdlePerLoop
         let kept = pool.idle.withLock { p -> Bool in

@@ -1,3 +1,4 @@
+internal import CLBKitShim
 import Synchronization
 
 /// One upstream address with its connection pools (one per event loop, so an exchange never
@@ -48,6 +49,30 @@ public final class UpstreamEndpoint: Sendable, CustomStringConvertible {
     }
 }
 
+extension UpstreamEndpoint {
+    /// Closes idle pooled connections unused for longer than `unusedFor`, keeping the `keep`
+    /// most recently used ones of each loop's pool. After a burst the pools shrink back to what
+    /// steady traffic uses: every idle connection holds a socket object, and those scattered
+    /// small objects keep whole heap pages resident long after the burst.
+    public func closeSurplusIdleConnections(unusedFor: Duration, keep: Int) {
+        let limit = UInt64(max(0, unusedFor.nanosecondsClamped))
+        let keep = max(0, keep)
+        let now = lbk_monotonic_ns()
+        for pool in pools {
+            let surplus = pool.idle.withLock { p -> [PooledConnection] in
+                // Released connections are appended: the front holds the least recently used.
+                var n = 0
+                while n < p.count - keep && now &- p[n].lastUsed > limit { n += 1 }
+                guard n > 0 else { return [] }
+                let closing = Array(p[..<n])
+                p.removeFirst(n)
+                return closing
+            }
+            for c in surplus { c.socket.close() }
+        }
+    }
+}
+
 /// The idle connections of one endpoint on one event loop (LIFO: the most recently used first).
 final class ConnectionPool: Sendable {
     let idle = Mutex<[PooledConnection]>([])
@@ -61,7 +86,8 @@ final class ConnectionPool: Sendable {
 final class PooledConnection: @unchecked Sendable {
     let socket: Socket
     let endpoint: UpstreamEndpoint
-    var buffer = InboundBuffer(capacity: 16 * 1024)
+    /// Lent by the loop's ``ReadBufferPool`` while an exchange runs; none while pooled.
+    var buffer = InboundBuffer(capacity: 0)
     var lastUsed: UInt64
     var exchanges = 0
 

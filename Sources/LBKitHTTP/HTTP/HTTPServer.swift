@@ -18,7 +18,7 @@ import Synchronization
 /// // ...
 /// await server.shutdown(timeout: .seconds(10))
 /// ```
-public final class HTTP1Server: Sendable {
+public final class HTTP1Server: Sendable, ParkedSocketOwner {
     /// The configuration the server was created with.
     public let configuration: HTTP1ServerConfiguration
     /// The loops connections are spread over.
@@ -48,6 +48,10 @@ public final class HTTP1Server: Sendable {
     private let acceptTask = Mutex<Task<Void, Never>?>(nil)
     /// Request-body bytes buffered by all connections now (see `bufferedBodyBudget`).
     private let bufferedBodyBytes = Atomic<Int>(0)
+    /// Idle keep-alive connections parked in the loops (not in `connections`).
+    private let parkedCount = Atomic<Int>(0)
+    /// The port the listener is bound to (for the request context of a resumed connection).
+    private let boundPort = Atomic<Int>(0)
 
     /// Creates a server; call ``start()`` to listen.
     public init(configuration: HTTP1ServerConfiguration, group: LBEventLoopGroup, handler: some HTTPHandler) {
@@ -78,6 +82,7 @@ public final class HTTP1Server: Sendable {
             throw .bindFailed(address.description, error)
         }
         listener.withLock { $0 = socket }
+        boundPort.store(configuration.port == 0 ? (socket.localAddress?.port ?? 0) : configuration.port, ordering: .relaxed)
         let task = Task(executorPreference: loop) { await self.acceptLoop(socket) }
         acceptTask.withLock { $0 = task }
         return socket.localAddress ?? address
@@ -86,8 +91,11 @@ public final class HTTP1Server: Sendable {
     /// The bound address (after ``start()``).
     public var localAddress: IPSocketAddress? { listener.withLock { $0 }?.localAddress }
 
-    /// Number of open client connections.
-    public var connectionCount: Int { connections.withLock { $0.count } }
+    /// Number of open client connections (parked idle ones included).
+    public var connectionCount: Int { connections.withLock { $0.count } + parkedCount.load(ordering: .relaxed) }
+
+    /// Number of idle keep-alive connections parked now (holding no task, buffer or socket object).
+    var parkedConnectionCount: Int { parkedCount.load(ordering: .relaxed) }
 
     /// Request-body bytes all connections hold buffered now.
     public var bufferedRequestBodyBytes: Int { bufferedBodyBytes.load(ordering: .relaxed) }
@@ -121,11 +129,13 @@ public final class HTTP1Server: Sendable {
         }
         await acceptTask.withLock { $0 }?.value
         for socket in connections.withLock({ $0.all }) { socket.interruptIdle() }
+        for loop in group.loops { loop.closeParked(owner: self) }
         let deadline = lbk_monotonic_ns() &+ UInt64(max(0, timeout.nanosecondsClamped))
         while connectionCount > 0 && lbk_monotonic_ns() < deadline {
             try? await Task.sleep(for: .milliseconds(5))
         }
         for socket in connections.withLock({ $0.all }) { socket.close() }
+        for loop in group.loops { loop.closeParked(owner: self) }
     }
 
     nonisolated(nonsending) private func acceptLoop(_ socket: Socket) async {
@@ -144,7 +154,7 @@ public final class HTTP1Server: Sendable {
             }
             let loop = group.next()
             let fd = accepted.fd, peer = accepted.peer
-            let localPort = configuration.port == 0 ? (socket.localAddress?.port ?? 0) : configuration.port
+            let localPort = boundPort.load(ordering: .relaxed)
             Task(executorPreference: loop) {
                 guard let client = try? Socket.adopt(fd: fd, loop: loop) else { return }
                 self.connections.withLock { $0.insert(client) }
@@ -152,11 +162,57 @@ public final class HTTP1Server: Sendable {
                 let connection = HTTP1ServerConnection(
                     socket: client, server: self,
                     context: LBRequestContext(peer: peer, localPort: localPort, eventLoop: loop))
-                await connection.run()
-                client.close()
-                self.connections.withLock { $0.remove(client) }
+                await self.serve(connection, resuming: nil)
             }
         }
+    }
+
+    /// Runs `connection` until it ends (then closes it) or parks while idle (then its loop keeps
+    /// it, and ``parkedSocketReady(_:deadline:token:)`` continues it when bytes arrive).
+    nonisolated(nonsending) func serve(_ connection: HTTP1ServerConnection, resuming: HTTP1ServerConnection.Resumption?) async {
+        if await connection.run(resuming: resuming) == .parked { return }
+        connectionEnded(connection.socket)
+    }
+
+    /// Closes a client connection and forgets it.
+    func connectionEnded(_ socket: Socket) {
+        socket.close()
+        connections.withLock { $0.remove(socket) }
+    }
+
+    // MARK: Parked connections
+
+    /// Parks an idle keep-alive connection in its loop (see ``HTTP1ServerConnection``): false when
+    /// it cannot be parked now (the caller goes on waiting in its task, or closes when draining).
+    func park(_ socket: Socket, served: Int, idleDeadline: UInt64) -> Bool {
+        if isDraining { return false }
+        parkedCount.add(1, ordering: .relaxed)   // before leaving the table: never counted as gone
+        connections.withLock { $0.remove(socket) }
+        guard socket.loop.park(socket, until: idleDeadline, owner: self, token: UInt64(max(0, served))) else {
+            connections.withLock { $0.insert(socket) }
+            parkedCount.subtract(1, ordering: .relaxed)
+            return false
+        }
+        // Shutdown may have closed the parked connections just before this one parked.
+        if isDraining { socket.loop.closeParked(owner: self) }
+        return true
+    }
+
+    /// A parked connection has bytes (or EOF): serve it in a new task.
+    func parkedSocketReady(_ socket: Socket, deadline: UInt64, token: UInt64) {
+        connections.withLock { $0.insert(socket) }
+        parkedCount.subtract(1, ordering: .relaxed)
+        if isDraining { socket.interruptIdle() }
+        let connection = HTTP1ServerConnection(
+            socket: socket, server: self,
+            context: LBRequestContext(peer: socket.peerAddress, localPort: boundPort.load(ordering: .relaxed), eventLoop: socket.loop))
+        let resumption = HTTP1ServerConnection.Resumption(served: Int(clamping: token), idleDeadline: deadline)
+        Task(executorPreference: socket.loop) { await self.serve(connection, resuming: resumption) }
+    }
+
+    /// A parked connection was closed (idle timeout, shutdown).
+    func parkedSocketGone(token: UInt64) {
+        parkedCount.subtract(1, ordering: .relaxed)
     }
 }
 

@@ -3,6 +3,8 @@ import Synchronization
 internal import CLBKitShim
 
 /// The read side of a client connection: its socket and the bytes read but not yet parsed.
+/// The buffer is lent by the loop's ``ReadBufferPool`` for each read and given back once every
+/// byte read is consumed (before the handler runs, and when the connection parks).
 ///
 /// `@unchecked Sendable`: one user at a time. The connection task reads heads through it; while
 /// a handler consumes a streamed request body, the body reader (called from that same handler
@@ -15,7 +17,22 @@ final class ConnectionInput: @unchecked Sendable {
 
     /// Reads more bytes with a deadline `stall` from now. EOF and errors map to `failure`.
     nonisolated(nonsending) func readMore(stall: Duration) async throws(SocketError) -> Int {
-        try await socket.read(into: &buffer, deadline: deadlineNs(after: stall))
+        socket.loop.readBuffers.lend(to: &buffer)
+        return try await socket.read(into: &buffer, deadline: deadlineNs(after: stall))
+    }
+
+    /// Gives the buffer back to the loop if it holds no unread byte.
+    func reclaimBuffer() {
+        socket.loop.readBuffers.reclaim(&buffer)
+    }
+}
+
+extension HTTP1ServerConnection {
+    /// `base` plus `duration` in monotonic ns, saturating.
+    @inline(__always)
+    static func adding(_ duration: Duration, to base: UInt64) -> UInt64 {
+        let (sum, overflow) = base.addingReportingOverflow(UInt64(max(0, duration.nanosecondsClamped)))
+        return overflow ? .max : sum
     }
 }
 
@@ -37,9 +54,14 @@ func deadlineNs(afterNs ns: UInt64) -> UInt64 {
 ///
 /// Memory per connection is bounded by buffer sizes, never by body sizes: bodies up to
 /// `maxBufferedBodyBytes` are buffered (within the server-wide `bufferedBodyBudget`), larger
-/// ones stream; responses stream; and an idle keep-alive connection holds no read or write
-/// buffer while it waits.
-struct HTTP1ServerConnection {
+/// ones stream; responses stream. A keep-alive connection that stays quiet for a second is
+/// *parked*: its task ends (freeing its async frames and its read and write buffers), its socket
+/// object is retired, and its loop keeps just an entry in its fd table until the next request
+/// arrives, which starts a fresh task (``LBEventLoop/park(_:until:owner:token:)``,
+/// ``HTTP1Server/parkedSocketReady(_:deadline:token:)``). An idle connection then holds no heap
+/// object at all: 10,000 of them cost about 200 bytes of RSS each, where scattered small objects
+/// (a task, a socket) kept a heap page resident per connection.
+struct HTTP1ServerConnection: Sendable {
     let socket: Socket
     let server: HTTP1Server
     let context: LBRequestContext
@@ -52,7 +74,30 @@ struct HTTP1ServerConnection {
         case respond(LBResponse)
         /// Close without a response (EOF, reset, idle timeout, shutdown).
         case close
+        /// Quiet for a while between requests: park until the next one (or `idleDeadline`).
+        case park(idleDeadline: UInt64)
     }
+
+    /// How ``run(resuming:)`` ended.
+    enum Ending: Equatable {
+        /// The connection is done: close it.
+        case closed
+        /// Parked while idle in its loop: the server continues it in a new task when bytes
+        /// arrive, or the loop closes it (idle deadline, shutdown).
+        case parked
+    }
+
+    /// What a parked connection carries over to the task that continues it.
+    struct Resumption: Sendable {
+        /// Requests answered on the connection so far (for `maxRequestsPerConnection`).
+        var served: Int
+        /// When the keep-alive wait that was parked ends.
+        var idleDeadline: UInt64
+    }
+
+    /// How long a keep-alive connection may wait for its next request before it is parked.
+    /// A busy client sends its next request within moments and keeps its task and buffers.
+    static let quietPeriodNs: UInt64 = 1_000_000_000
 
     /// How a response body is delimited on the wire.
     enum ResponseFraming: Equatable {
@@ -67,16 +112,22 @@ struct HTTP1ServerConnection {
         case streamed(ServerBodyReader)
     }
 
-    nonisolated(nonsending) func run() async {
+    /// Serves requests until the connection ends or parks (`resuming`: the state of a parked
+    /// connection whose next request has arrived).
+    nonisolated(nonsending) func run(resuming: Resumption? = nil) async -> Ending {
         let input = ConnectionInput(socket: socket)
+        // However the connection ends or parks, an empty read buffer goes back to the loop.
+        defer { input.reclaimBuffer() }
         var out: [UInt8] = []
-        var served = 0
+        var served = resuming?.served ?? 0
+        var resumedIdleDeadline = resuming?.idleDeadline
         var backToBack = 0
         while true {
             let parsed: ParsedRequestHead
             let body: ReadBody
             do throws(Failure) {
-                parsed = try await readHead(input, out: &out)
+                parsed = try await readHead(input, idleDeadline: resumedIdleDeadline)
+                resumedIdleDeadline = nil
                 if parsed.head.method == "CONNECT" {
                     // We are an origin-facing proxy, not a forward proxy: no CONNECT tunnels
                     // (RFC 9110 9.3.6). Refused before any byte could be taken as a tunnel.
@@ -84,14 +135,27 @@ struct HTTP1ServerConnection {
                 }
                 body = try await readBody(parsed, input)
             } catch {
-                if case .respond(let response) = error {
+                switch error {
+                case .respond(let response):
                     if await write(response, headOnly: false, keepAlive: false, version: .http1_1, into: &out) {
                         await lingeringClose(input)
                     }
+                case .park(let idleDeadline):
+                    input.reclaimBuffer()
+                    if server.park(socket, served: served, idleDeadline: idleDeadline) { return .parked }
+                    // Not parked: bytes arrived meanwhile (read them), or the server is draining.
+                    if server.isDraining { return .closed }
+                    resumedIdleDeadline = idleDeadline
+                    continue
+                case .close:
+                    break
                 }
-                return
+                return .closed
             }
             served += 1
+            // The request is read: the handler runs without holding a read buffer (unless
+            // pipelined bytes wait in it).
+            input.reclaimBuffer()
             var request: LBRequest
             var reserved = 0
             var reader: ServerBodyReader?
@@ -125,22 +189,22 @@ struct HTTP1ServerConnection {
             if let tunnel = response.tunnel {
                 guard response.head.status == 101 else {
                     tunnel.cancel()
-                    return
+                    return .closed
                 }
                 guard await writeUpgrade(response.head, into: &out) else {
                     tunnel.cancel()
-                    return
+                    return .closed
                 }
                 let pending = input.buffer.take(input.buffer.readableCount)
                 await tunnel.run(client: socket, pending: pending, idleTimeout: config.tunnelIdleTimeout)
-                return
+                return .closed
             }
             let ok = await write(response, headOnly: parsed.head.method == "HEAD", keepAlive: keepAlive,
                                  version: parsed.head.version, into: &out)
-            if !ok { return }
+            if !ok { return .closed }
             if !keepAlive {
                 await lingeringClose(input)
-                return
+                return .closed
             }
             // Fairness: a client pipelining many requests never makes this task suspend on a read,
             // so let the loop run other connections every 16 requests answered from the buffer.
@@ -165,6 +229,7 @@ struct HTTP1ServerConnection {
         var discarded = 0
         while discarded < 1 << 20 {
             input.buffer.consume(input.buffer.readableCount)
+            socket.loop.readBuffers.lend(to: &input.buffer)
             guard let n = try? await socket.read(into: &input.buffer, deadline: until), n > 0 else { return }
             discarded += n
         }
@@ -172,8 +237,15 @@ struct HTTP1ServerConnection {
 
     // MARK: Head
 
-    nonisolated(nonsending) private func readHead(_ input: ConnectionInput, out: inout [UInt8]) async throws(Failure) -> ParsedRequestHead {
-        let idleDeadline = deadlineNs(afterNs: server.timeoutsNs.idle)
+    /// Reads the next request head. Waiting for its first byte is the keep-alive idle wait (until
+    /// `idleDeadline`, default idle timeout from now); quiet for ``quietPeriodNs`` -> ``Failure/park(idleDeadline:)``.
+    nonisolated(nonsending) private func readHead(_ input: ConnectionInput, idleDeadline resumed: UInt64?) async throws(Failure) -> ParsedRequestHead {
+        let now = lbk_monotonic_ns()
+        let idleDeadline = resumed ?? {
+            let (sum, overflow) = now.addingReportingOverflow(server.timeoutsNs.idle)
+            return overflow ? .max : sum
+        }()
+        let quietDeadline = min(idleDeadline, now &+ Self.quietPeriodNs)
         var headDeadline: UInt64 = .max
         var scanFrom = 0
         while true {
@@ -192,32 +264,21 @@ struct HTTP1ServerConnection {
             }
             let waitingIdle = input.buffer.isEmpty
             do {
-                if waitingIdle && !socket.mightBeReadable && input.buffer.capacity > 64 {
-                    // A busy keep-alive client sends its next request within moments: keep the
-                    // buffers for it. One that stays quiet for a second is idle: it waits
-                    // holding no read or write buffer.
-                    let brief = min(idleDeadline, deadlineNs(after: .seconds(1)))
-                    var quiet = false
-                    do throws(SocketError) {
-                        try await socket.waitUntilReadable(deadline: brief, idle: true)
-                    } catch {
-                        guard error == .timedOut && brief < idleDeadline else { throw error }
-                        quiet = true
-                    }
-                    if quiet {
-                        input.buffer = InboundBuffer(capacity: 0)
-                        out = []
-                        try await socket.waitUntilReadable(deadline: idleDeadline, idle: true)
-                    }
+                // A busy keep-alive client sends its next request within moments: it keeps its
+                // task and buffers. One that stays quiet until `quietDeadline` is parked.
+                if waitingIdle && !socket.mightBeReadable {
+                    try await socket.waitUntilReadable(deadline: quietDeadline, idle: true)
                 }
-                let n = try await socket.read(into: &input.buffer, deadline: waitingIdle ? idleDeadline : headDeadline,
+                socket.loop.readBuffers.lend(to: &input.buffer)
+                let n = try await socket.read(into: &input.buffer, deadline: waitingIdle ? quietDeadline : headDeadline,
                                               idle: waitingIdle)
                 if n == 0 { throw Failure.close }
             } catch let error as Failure {
                 throw error
             } catch {
-                if error as? SocketError == .timedOut && !waitingIdle {
-                    throw .respond(.jsonError(status: 408, message: "request head not received in time"))
+                if error as? SocketError == .timedOut {
+                    if !waitingIdle { throw .respond(.jsonError(status: 408, message: "request head not received in time")) }
+                    if quietDeadline < idleDeadline { throw .park(idleDeadline: idleDeadline) }
                 }
                 throw .close
             }

@@ -17,7 +17,8 @@ import Synchronization
 ///
 /// `@unchecked Sendable`: the mutable members are either `Mutex`/`Atomic` protected (`jobs`,
 /// `registry`, `timers`, `sleeping`, `running`) or touched only by the loop thread itself inside
-/// `run()` (`eventBuffer`, `dataBuffer`, `jobScratch`, `dispatchScratch`), which is the only thread
+/// `run()` (`eventBuffer`, `dataBuffer`, `jobScratch`, `dispatchScratch`, `expiredScratch`,
+/// `expiredSockets`), which is the only thread
 /// that calls the `@inline(never)` helpers of `run()`.
 public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringConvertible {
     /// A human-readable name, used for the thread name.
@@ -37,13 +38,17 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
     private let timers = Mutex<TimerHeap>(TimerHeap())
     private let threadID = Mutex<pthread_t?>(nil)
     private let finished = Mutex<Bool>(false)
+    /// Read buffers lent to this loop's connections while they read (see ``ReadBufferPool``).
+    package let readBuffers = ReadBufferPool()
 
     // Loop-thread-only scratch space.
     private var eventBuffer = [UInt32](repeating: 0, count: 256)
     private var dataBuffer = [UInt64](repeating: 0, count: 256)
     private var jobScratch: [UnownedJob] = []
     private var dispatchScratch: [(Socket, UInt32)] = []
-    private var expiredScratch: [Socket] = []
+    private var resumedScratch: [(Socket, ParkedSocket)] = []
+    private var expiredScratch: [TimerEntry] = []
+    private var expiredSockets: [Socket] = []
 
     /// Creates a loop and starts its thread.
     public init(name: String = "lb-loop", index: Int = 0) throws(SocketError) {
@@ -133,16 +138,63 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
         registry.withLock { $0.remove(fd: socket.fd, generation: socket.generation) }
     }
 
-    /// Number of registered sockets (for stats and tests).
+    /// Number of registered sockets, parked ones included (for stats and tests).
     public var registeredSocketCount: Int { registry.withLock { $0.count } }
+
+    // MARK: Parking
+
+    /// Parks an idle connection's socket: the socket object is retired (``Socket/retireForParking()``)
+    /// and the loop keeps only a small entry in its fd table, so a parked connection costs no heap
+    /// object at all. On the next readiness event the loop makes a new ``Socket`` for the fd and
+    /// hands it to `owner` (``ParkedSocketOwner/parkedSocketReady(_:deadline:token:)``); at
+    /// `deadline`, or on ``closeParked(owner:)`` or loop stop, it closes the fd and tells `owner`
+    /// (``ParkedSocketOwner/parkedSocketGone(token:)``).
+    ///
+    /// Returns false (the socket unchanged) when the socket cannot be parked now: the caller is
+    /// not on this loop's thread (only there is the readiness check free of races with event
+    /// dispatch), the loop stopped, a task waits on the socket, or bytes or EOF may be readable.
+    func park(_ socket: Socket, until deadline: UInt64, owner: any ParkedSocketOwner, token: UInt64) -> Bool {
+        guard running.load(ordering: .acquiring), inEventLoop else { return false }
+        let entry = ParkedSocket(deadline: deadline, owner: owner, token: token)
+        let generation = socket.generation
+        let parked = registry.withLock { reg -> Bool in
+            guard reg.lookup(fd: socket.fd, generation: generation) === socket, socket.retireForParking() else { return false }
+            reg.park(fd: socket.fd, generation: generation, entry)
+            return true
+        }
+        guard parked else { return false }
+        if deadline != .max { armTimer(fd: socket.fd, generation: generation, at: deadline) }
+        return true
+    }
+
+    /// Closes every socket `owner` parked on this loop (graceful shutdown).
+    func closeParked(owner: any ParkedSocketOwner) {
+        let taken = registry.withLock { $0.removeParked { $0.owner === owner } }
+        closeParkedSockets(taken)
+    }
+
+    private func closeParkedSockets(_ taken: [(Int32, ParkedSocket)]) {
+        for (fd, entry) in taken {
+            _ = lbk_epoll_del(epollFD, fd)
+            Glibc.close(fd)
+            entry.owner.parkedSocketGone(token: entry.token)
+        }
+    }
 
     // MARK: Timers
 
-    /// Arranges for `socket.timerFired` to run on the loop at or after `deadline` (monotonic ns).
+    /// Arranges for `socket.timerFired` to run on the loop at or after `deadline` (monotonic ns),
+    /// if the socket is still registered then. The entry names the socket by its registration and
+    /// does not retain it: a closed socket is freed at once, not when its last deadline passes.
     func armTimer(for socket: Socket, at deadline: UInt64) {
+        armTimer(fd: socket.fd, generation: socket.generation, at: deadline)
+    }
+
+    private func armTimer(fd: Int32, generation: UInt32, at deadline: UInt64) {
+        let entry = TimerEntry(deadline: deadline, fd: fd, generation: generation)
         let becameEarliest = timers.withLock { heap -> Bool in
             let previous = heap.peekDeadline ?? .max
-            heap.push(TimerEntry(deadline: deadline, socket: socket))
+            heap.push(entry)
             return deadline < previous
         }
         if becameEarliest && !inEventLoop { _ = lbk_eventfd_signal(wakeFD) }
@@ -203,6 +255,7 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
         jobs.withLock { _ in jobsClosed.store(true, ordering: .releasing) }
         drainJobs()
         for socket in registry.withLock({ $0.allSockets }) { socket.close() }
+        closeParkedSockets(registry.withLock { $0.removeParked { _ in true } })
     }
 
     /// Runs every queued job; jobs enqueued while running are picked up by the next pass.
@@ -262,6 +315,14 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
                 let generation = UInt32(truncatingIfNeeded: data >> 32)
                 if let socket = reg.lookup(fd: fd, generation: generation) {
                     dispatchScratch.append((socket, eventBuffer[i]))
+                } else if reg.isParked(fd: fd, generation: generation) {
+                    // A parked connection woke up: a new socket object takes over its registration.
+                    let socket = Socket(fd: fd, loop: self)
+                    socket.setGeneration(generation)
+                    if let entry = reg.unpark(fd: fd, generation: generation, as: socket) {
+                        dispatchScratch.append((socket, eventBuffer[i]))
+                        resumedScratch.append((socket, entry))
+                    }
                 }
             }
         }
@@ -271,6 +332,12 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
         }
         for (socket, events) in dispatchScratch { socket.handleEvents(events) }
         dispatchScratch.removeAll(keepingCapacity: true)
+        if !resumedScratch.isEmpty {
+            for (socket, entry) in resumedScratch {
+                entry.owner.parkedSocketReady(socket, deadline: entry.deadline, token: entry.token)
+            }
+            resumedScratch.removeAll(keepingCapacity: true)
+        }
     }
 
     @inline(never)
@@ -279,15 +346,28 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
         let live = registryCountUnlocked
         timers.withLock { heap in
             while let top = heap.peekDeadline, top <= now, let entry = heap.pop() {
-                expiredScratch.append(entry.socket)
+                expiredScratch.append(entry)
             }
             // Closed sockets leave entries behind; rebuild when they dominate.
             if heap.count > 4096 && heap.count > 4 * max(live, 1) {
-                heap.removeAll { $0.socket.isClosed }
+                registry.withLock { reg in heap.removeAll { !reg.isRegistered(fd: $0.fd, generation: $0.generation) } }
             }
         }
-        for socket in expiredScratch { socket.timerFired(now: now) }
+        if expiredScratch.isEmpty { return }
+        var expiredParked: [(Int32, ParkedSocket)] = []
+        registry.withLock { reg in
+            for entry in expiredScratch {
+                if let socket = reg.lookup(fd: entry.fd, generation: entry.generation) {
+                    expiredSockets.append(socket)
+                } else if let parked = reg.removeParked(fd: entry.fd, generation: entry.generation, dueBy: now) {
+                    expiredParked.append((entry.fd, parked))
+                }
+            }
+        }
         expiredScratch.removeAll(keepingCapacity: true)
+        for socket in expiredSockets { socket.timerFired(now: now) }
+        expiredSockets.removeAll(keepingCapacity: true)
+        if !expiredParked.isEmpty { closeParkedSockets(expiredParked) }
     }
 
     private var registryCountUnlocked: Int { registry.withLock { $0.count } }
@@ -300,31 +380,40 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
 
 /// fd-indexed table of registered sockets with a generation per registration, so an event for an
 /// fd that was closed (and possibly reused) in the same epoll batch is recognised and dropped.
+///
+/// A registration is held either by a ``Socket`` or, for a parked idle connection, by a
+/// ``ParkedSocket`` entry (no object).
 struct SocketRegistry {
-    private var slots: [(generation: UInt32, socket: Socket?)] = []
+    struct Slot {
+        var generation: UInt32 = 0
+        var socket: Socket?
+        var parked: ParkedSocket?
+        var isUsed: Bool { socket != nil || parked != nil }
+    }
+    private var slots: [Slot] = []
 
-    /// Every registered socket.
+    /// Every registered socket (parked ones have none).
     var allSockets: [Socket] { slots.compactMap(\.socket) }
     private var nextGeneration: UInt32 = 1
+    /// Registrations, parked ones included.
     private(set) var count = 0
 
     mutating func insert(_ socket: Socket) -> UInt32 {
         let fd = Int(socket.fd)
         if fd >= slots.count {
-            let empty: (generation: UInt32, socket: Socket?) = (0, nil)
-            slots.append(contentsOf: repeatElement(empty, count: fd + 1 - slots.count + 64))
+            slots.append(contentsOf: repeatElement(Slot(), count: fd + 1 - slots.count + 64))
         }
         let generation = nextGeneration
         nextGeneration = nextGeneration == .max ? 1 : nextGeneration + 1
-        if slots[fd].socket == nil { count += 1 }
-        slots[fd] = (generation, socket)
+        if !slots[fd].isUsed { count += 1 }
+        slots[fd] = Slot(generation: generation, socket: socket)
         return generation
     }
 
     mutating func remove(fd: Int32, generation: UInt32) {
         let i = Int(fd)
         guard i >= 0, i < slots.count, slots[i].generation == generation, slots[i].socket != nil else { return }
-        slots[i] = (0, nil)
+        slots[i] = Slot()
         count -= 1
     }
 
@@ -333,11 +422,81 @@ struct SocketRegistry {
         guard i >= 0, i < slots.count, slots[i].generation == generation else { return nil }
         return slots[i].socket
     }
+
+    /// Whether the registration exists (held by a socket or parked).
+    func isRegistered(fd: Int32, generation: UInt32) -> Bool {
+        let i = Int(fd)
+        return i >= 0 && i < slots.count && slots[i].generation == generation && slots[i].isUsed
+    }
+
+    func isParked(fd: Int32, generation: UInt32) -> Bool {
+        let i = Int(fd)
+        return i >= 0 && i < slots.count && slots[i].generation == generation && slots[i].parked != nil
+    }
+
+    /// Replaces the registration's socket by `entry` (the caller checked the socket holds it).
+    mutating func park(fd: Int32, generation: UInt32, _ entry: ParkedSocket) {
+        let i = Int(fd)
+        slots[i].socket = nil
+        slots[i].parked = entry
+    }
+
+    /// Hands a parked registration over to `socket`; returns its entry.
+    mutating func unpark(fd: Int32, generation: UInt32, as socket: Socket) -> ParkedSocket? {
+        let i = Int(fd)
+        guard i >= 0, i < slots.count, slots[i].generation == generation, let entry = slots[i].parked else { return nil }
+        slots[i].parked = nil
+        slots[i].socket = socket
+        return entry
+    }
+
+    /// Removes a parked registration whose deadline is at or before `now`.
+    mutating func removeParked(fd: Int32, generation: UInt32, dueBy now: UInt64) -> ParkedSocket? {
+        let i = Int(fd)
+        guard i >= 0, i < slots.count, slots[i].generation == generation,
+              let entry = slots[i].parked, entry.deadline <= now else { return nil }
+        slots[i] = Slot()
+        count -= 1
+        return entry
+    }
+
+    /// Removes every parked registration matching `predicate`.
+    mutating func removeParked(where predicate: (ParkedSocket) -> Bool) -> [(Int32, ParkedSocket)] {
+        var taken: [(Int32, ParkedSocket)] = []
+        for i in slots.indices {
+            guard let entry = slots[i].parked, predicate(entry) else { continue }
+            taken.append((Int32(i), entry))
+            slots[i] = Slot()
+            count -= 1
+        }
+        return taken
+    }
 }
 
+/// Who gets a parked connection back (see ``LBEventLoop/park(_:until:owner:token:)``). Called on
+/// the loop's thread, except ``parkedSocketGone(token:)`` from ``LBEventLoop/closeParked(owner:)``
+/// (the caller's thread); neither may block.
+protocol ParkedSocketOwner: AnyObject, Sendable {
+    /// The parked connection may have bytes to read (or reached EOF): `socket` is its new socket
+    /// object, registered; `deadline` and `token` are those given to `park`.
+    func parkedSocketReady(_ socket: Socket, deadline: UInt64, token: UInt64)
+    /// The parked connection was closed (its deadline passed, shutdown, or the loop stopped).
+    func parkedSocketGone(token: UInt64)
+}
+
+/// A parked connection's entry in its loop's fd table.
+struct ParkedSocket {
+    var deadline: UInt64
+    var owner: any ParkedSocketOwner
+    var token: UInt64
+}
+
+/// A deadline of a registered socket, named by its registration (fd and generation) so that the
+/// heap holds no reference to it.
 struct TimerEntry {
     var deadline: UInt64
-    var socket: Socket
+    var fd: Int32
+    var generation: UInt32
 }
 
 /// A binary min-heap of socket deadlines.

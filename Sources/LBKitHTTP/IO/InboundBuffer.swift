@@ -1,3 +1,4 @@
+import Synchronization
 /// A growable byte buffer for reading from a socket: bytes are appended at `writerIndex`
 /// and consumed from `readerIndex`. Owned by one connection task; never shared.
 ///
@@ -14,9 +15,10 @@ package struct InboundBuffer: Sendable {
     /// Index one past the last written byte.
     package private(set) var writerIndex: Int = 0
 
-    /// Creates a buffer with `capacity` bytes of initial space.
+    /// Creates a buffer with `capacity` bytes of initial space (0: no storage at all until the
+    /// first write, so an empty buffer costs no allocation).
     package init(capacity: Int = 16 * 1024) {
-        storage = [UInt8](repeating: 0, count: max(capacity, 64))
+        storage = capacity > 0 ? [UInt8](repeating: 0, count: capacity) : []
     }
 
     /// The bytes of storage held (read or not).
@@ -96,5 +98,50 @@ package struct InboundBuffer: Sendable {
             _ = space.initializeMemory(as: UInt8.self, from: bytes)
             return count
         }
+    }
+}
+
+/// A few spare read buffers per event loop, lent to connections only while they read.
+///
+/// A connection needs a read buffer while bytes of a request or response are arriving, not
+/// while its handler runs or while it sits idle (in the server) or pooled (upstream). Lending
+/// the buffer for just that span means thousands of connections share a few buffers, nothing
+/// is zero-filled or allocated per request in the steady state, and the memory of a burst is not
+/// left behind in idle connections. Thread-safe (a lock around a short array), though used
+/// from the loop's own thread.
+package final class ReadBufferPool: Sendable {
+    /// The size of every pooled buffer (grown buffers are not kept).
+    package static let bufferSize = 16 * 1024
+    /// At most this many spare buffers are kept.
+    package let limit: Int
+    private let spare = Mutex<[InboundBuffer]>([])
+
+    /// Creates a pool keeping at most `limit` spare buffers.
+    package init(limit: Int = 8) {
+        self.limit = limit
+    }
+
+    /// Number of spare buffers now (for tests).
+    package var spareCount: Int { spare.withLock { $0.count } }
+
+    /// Gives `buffer` storage to read into when it has none (a spare one, or a new one).
+    @inline(__always)
+    package func lend(to buffer: inout InboundBuffer) {
+        if buffer.capacity == 0 { buffer = take() }
+    }
+
+    /// A spare buffer, or a new one.
+    package func take() -> InboundBuffer {
+        spare.withLock { $0.popLast() } ?? InboundBuffer(capacity: Self.bufferSize)
+    }
+
+    /// Takes back the storage of `buffer` when it holds no unread byte; `buffer` is left
+    /// empty with no storage. A buffer with unread bytes (a partial message) is left as it is.
+    package func reclaim(_ buffer: inout InboundBuffer) {
+        guard buffer.isEmpty, buffer.capacity > 0 else { return }
+        let storage = buffer
+        buffer = InboundBuffer(capacity: 0)
+        guard storage.capacity == Self.bufferSize else { return }
+        spare.withLock { if $0.count < limit { $0.append(storage) } }
     }
 }

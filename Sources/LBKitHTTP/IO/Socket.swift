@@ -145,6 +145,17 @@ package final class Socket: Sendable, CustomStringConvertible {
         return withUnsafeBytes(of: &storage) { raw in raw.baseAddress.flatMap { IPSocketAddress(raw: $0) } }
     }
 
+    /// The peer's address (nil when the socket is not connected).
+    package var peerAddress: IPSocketAddress? {
+        var storage = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &len) }
+        }
+        guard rc == 0 else { return nil }
+        return withUnsafeBytes(of: &storage) { raw in raw.baseAddress.flatMap { IPSocketAddress(raw: $0) } }
+    }
+
     // MARK: Accept
 
     /// Accepts one connection: the new connected fd (non-blocking) and the peer's address.
@@ -233,6 +244,19 @@ package final class Socket: Sendable, CustomStringConvertible {
         }
     }
 
+    /// Retires this object without closing its fd, so that the loop can keep the connection
+    /// parked with no object at all (``LBEventLoop/park(_:until:owner:token:)``). Refused (false)
+    /// while a task waits on the socket or when a read might return bytes (readiness or EOF
+    /// seen since the last read drained it). Afterwards the object acts closed.
+    func retireForParking() -> Bool {
+        state.withLock { s in
+            guard !s.closed, s.readWaiter == nil, s.writeWaiter == nil,
+                  s.drained, !s.readable, !s.peerClosed, !s.shutdownRequested else { return false }
+            s.closed = true
+            return true
+        }
+    }
+
     /// Whether a read now might return bytes without waiting (the last read did not drain the
     /// socket, or a readiness event arrived since).
     package var mightBeReadable: Bool { state.withLock { s in !(s.drained && !s.readable && !s.peerClosed) } }
@@ -247,6 +271,10 @@ package final class Socket: Sendable, CustomStringConvertible {
     @inline(__always)
     private func prepareRead() -> Bool {
         state.withLock { s in
+            // Closed (possibly from another thread, e.g. a server shutting down): never touch the
+            // fd again, its number may already belong to another socket of this process. The wait
+            // that follows reports `.closed`.
+            if s.closed { return false }
             if s.drained && !s.readable && !s.peerClosed { return false }
             s.readable = false
             s.drained = false
@@ -268,6 +296,8 @@ package final class Socket: Sendable, CustomStringConvertible {
         var offset = 0
         var retryAfterClear = false
         while offset < bytes.count {
+            // As in prepareRead(): after close() the fd number may have been reused.
+            if state.withLock({ $0.closed }) { throw .closed }
             let (sent, code) = bytes.withUnsafeBytes { raw -> (Int, Int32) in
                 let r = send(fd, raw.baseAddress.map { $0 + offset }, raw.count - offset, lbk_MSG_NOSIGNAL)
                 return (r, r < 0 ? errno : 0)
@@ -432,6 +462,7 @@ package final class Socket: Sendable, CustomStringConvertible {
 
     /// Half-closes the sending side (FIN), keeping the socket readable.
     package func shutdownWrite() {
+        if isClosed { return }  // the fd number may belong to another socket by now
         _ = Glibc.shutdown(fd, lbk_SHUT_WR)
     }
 

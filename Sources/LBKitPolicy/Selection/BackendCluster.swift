@@ -82,6 +82,7 @@ public final class BackendCluster: Sendable {
             stats: Array(repeating: BackendStats(), count: count),
             weights: backends.map { max($0.weight, 1) },
             draining: Array(repeating: false, count: count),
+            load: Array(repeating: BackendLoadGate(policy: configuration.backendLoad, now: now), count: count),
             selector: selector ?? configuration.strategy.makeSelector(backendCount: count),
             random: random,
             scratch: scratch))
@@ -116,7 +117,7 @@ public final class BackendCluster: Sendable {
             if now >= s.nextDeadline { s.refresh(at: now, into: &transitions) }
             s.scratch.removeAll(keepingCapacity: true)
             let usesLatency = s.selector.usesLatency
-            for i in 0..<s.health.count where !excluding.contains(i) && !s.draining[i] && s.health[i].isEligible(at: now) {
+            for i in 0..<s.health.count where !excluding.contains(i) && !s.draining[i] && s.load[i].admits && s.health[i].isEligible(at: now) {
                 if s.stats[i].inFlight > 0, let hung = s.hungTransition(i, at: now, configuration: hangConfiguration,
                                                                          allowExclusion: s.passivelyExcluded < maxPassivelyExcluded) {
                     s.apply(hung, to: i)
@@ -126,7 +127,7 @@ public final class BackendCluster: Sendable {
                 s.scratch.append(BackendContext(
                     index: i, inFlight: s.stats[i].inFlight,
                     latencyEWMA: usesLatency ? s.latency[i].ewma(at: now) / 1_000_000 : 0,
-                    weight: s.weights[i], slowStartFactor: s.health[i].slowStartFactor(at: now)))
+                    weight: s.weights[i], slowStartFactor: s.health[i].slowStartFactor(at: now) * s.load[i].shareFactor))
             }
             guard let first = s.scratch.first?.index else {
                 return .noneEligible(retryAfter: s.retryAfter(at: now, excluding: excluding))
@@ -371,7 +372,8 @@ public final class BackendCluster: Sendable {
                     healthChecks: stats.healthChecks,
                     exclusions: stats.exclusions,
                     responses: stats.responses,
-                    readmission: health.state == .healthy ? nil : health.readmission))
+                    readmission: health.state == .healthy ? nil : health.readmission,
+                    reportedLoad: s.load[i]))
             }
             return result
         }
@@ -398,6 +400,27 @@ public final class BackendCluster: Sendable {
         log(LBLogEvent(level: .notice, category: .admin, message: "Marking \(url) as \(word) (\(reason))",
                        metadata: ["backend": url, "state": draining ? BackendStateName.draining.rawValue : health.rawValue, "reason": reason]))
         return true
+    }
+
+    /// Feeds what backend `index` reported about its own load in a health answer (see
+    /// ``BackendLoadReport``): over `configuration.backendLoad`'s thresholds, or asking for
+    /// `drain`/`down`, it leaves the rotation (logged `OVERLOADED`, `DRAINING`, `DOWN`); it comes
+    /// back when its reports recover (logged with the state it returns to). These exclusions
+    /// are the backend's own word, so the max-ejected cap does not apply: when every backend
+    /// reports overload, requests get 503 with `Retry-After`, as with every backend down.
+    public func loadReported(_ index: Int, _ report: BackendLoadReport) {
+        let now = clock.now()
+        let outcome = state.withLock { s -> (BackendLoadTransition, BackendHealthState)? in
+            guard s.load.indices.contains(index), let t = s.load[index].record(report, at: now) else { return nil }
+            return (t, s.health[index].state)
+        }
+        guard let (transition, health) = outcome else { return }
+        let url = backends[index].url
+        let entered = transition.to?.stateName.rawValue ?? health.rawValue
+        log(LBLogEvent(level: transition.to == nil ? .info : .warning, category: .health,
+                       message: "Marking \(url) as \(entered.uppercased()) (\(transition.reason))",
+                       metadata: ["backend": url, "state": entered, "reason": transition.reason,
+                                  "from": transition.from?.stateName.rawValue ?? health.rawValue]))
     }
 
     /// The index of the backend whose URL is `url`, if any.
@@ -429,7 +452,7 @@ public final class BackendCluster: Sendable {
     private func copyState(from old: BackendCluster) {
         var oldIndex: [String: Int] = [:]
         for (i, b) in old.backends.enumerated() { oldIndex[b.url] = i }
-        let copied = old.state.withLock { o in (o.health, o.latency, o.stats, o.draining) }
+        let copied = old.state.withLock { o in (o.health, o.latency, o.stats, o.draining, o.load) }
         state.withLock { s in
             for (i, b) in backends.enumerated() {
                 guard let j = oldIndex[b.url] else { continue }
@@ -438,6 +461,7 @@ public final class BackendCluster: Sendable {
                 s.stats[i] = copied.2[j]
                 s.stats[i].inFlight = 0
                 s.draining[i] = copied.3[j]
+                s.load[i] = copied.4[j]
             }
             s.passivelyExcluded = s.health.filter { $0.state.isPassiveExclusion }.count
             s.nextDeadline = MonotonicInstant(nanoseconds: 0)  // re-evaluate timers on the next call
@@ -475,6 +499,8 @@ struct ClusterState: Sendable {
     var stats: [BackendStats]
     var weights: [Int]
     var draining: [Bool]
+    /// Reported load per backend (agent header and CPU/memory against the thresholds).
+    var load: [BackendLoadGate]
     var selector: any BackendSelector
     var random: any RandomNumberGenerator & Sendable
     var scratch: [BackendContext]

@@ -99,6 +99,10 @@ public struct ClusterConfiguration: Sendable {
     /// Interval between health checks of one backend (default 2 s). The cluster does not run
     /// checks; it only uses this to estimate Retry-After for down backends.
     public var activeCheckInterval: Duration = .seconds(2)
+    /// Thresholds on the load backends report in their health answers (default: none, so
+    /// reported CPU and memory are shown but exclude nothing; the agent header's `drain`,
+    /// `down` and `weight:N%` always apply). See ``BackendLoadGate``.
+    public var backendLoad = BackendLoadPolicy()
 
     /// The defaults listed on each property.
     public init() {}
@@ -306,12 +310,18 @@ public struct BackendSnapshot: Sendable, Equatable {
     /// While excluded or probing: what may bring it back (health checks, or only trial
     /// requests). nil in service.
     public var readmission: ReadmissionEvidence?
+    /// What the backend reports about its own load, judged against the thresholds (nil for a
+    /// snapshot built by hand).
+    public var reportedLoad: BackendLoadGate?
 
     /// The one state name shown everywhere (`/_lb/stats`, `/_lb/metrics`, `/_lb/health`):
-    /// `draining` when an operator drained it, `warming` while a re-admitted backend's slow-start
-    /// share ramps up, else its health state.
+    /// `draining` when an operator drained it; `overloaded`, `draining` or `down` when its reported
+    /// load or agent header keeps it out (``reportedLoad``); `warming` while a re-admitted
+    /// backend's slow-start share ramps up; else its health state.
     public var stateName: BackendStateName {
         if draining { return .draining }
+        // A backend that reports drain or down, or is overloaded, is out whatever its health.
+        if let exclusion = reportedLoad?.exclusion, state != .down { return exclusion.stateName }
         switch state {
         case .healthy: return slowStartFactor < 1 ? .warming : .healthy
         case .probing: return .probing
@@ -321,9 +331,9 @@ public struct BackendSnapshot: Sendable, Equatable {
         }
     }
 
-    /// Whether the backend takes new requests: not draining, and healthy (warming included) or
-    /// probing.
-    public var isEligible: Bool { !draining && (state == .healthy || state == .probing) }
+    /// Whether the backend takes new requests: not draining, not kept out by its reported load,
+    /// and healthy (warming included) or probing.
+    public var isEligible: Bool { !draining && (reportedLoad?.admits ?? true) && (state == .healthy || state == .probing) }
 }
 
 /// The state names of a backend as operators see them, in logs (upper case), `/_lb/stats`,
@@ -341,14 +351,18 @@ public enum BackendStateName: String, Sendable, CaseIterable, Hashable {
     case ejected
     /// Marked down by failing active health checks.
     case down
-    /// Taken out of rotation by an operator (drain) or a reload; in-flight requests finish.
+    /// Taken out of rotation by an operator (drain), a reload or its own agent header
+    /// (`X-LB-Agent: drain`); in-flight requests finish.
     case draining
+    /// Out of rotation because the load it reports (CPU or memory) is over
+    /// `--max-backend-cpu` / `--max-backend-memory`, until it drops below the recovery mark.
+    case overloaded
 
     /// Whether a backend in this state takes new requests (`probing` one trial at a time).
     public var isEligible: Bool {
         switch self {
         case .healthy, .warming, .probing: true
-        case .slow, .ejected, .down, .draining: false
+        case .slow, .ejected, .down, .draining, .overloaded: false
         }
     }
 }

@@ -32,7 +32,9 @@ final class ScriptedBackend: @unchecked Sendable {
     private func acceptLoop() {
         while true {
             let client = accept(listener, nil, nil)
-            if client < 0 { return }
+            // Closed here, by the accepting thread, never by stop(): a number closed under a
+            // running accept() could be reused by another test's socket and steal its connections.
+            if client < 0 { close(listener); return }
             let index = connections.add(1, ordering: .relaxed).oldValue
             Thread.detachNewThread { [self] in serve(client, index) }
         }
@@ -60,9 +62,9 @@ final class ScriptedBackend: @unchecked Sendable {
         }
     }
 
+    /// Stops listening (new connects are refused) and wakes the accept thread, which closes the fd.
     func stop() {
         shutdown(listener, Int32(SHUT_RDWR))
-        close(listener)
     }
 
     static func ok(_ body: String, extra: String = "") -> [UInt8] {

@@ -25,7 +25,8 @@ final class WebSocketEchoBackend: @unchecked Sendable {
         Thread.detachNewThread { [self] in
             while true {
                 let client = accept(listener, nil, nil)
-                if client < 0 { return }
+                // Closed by the accepting thread, never by stop(): see ScriptedBackend.
+                if client < 0 { close(listener); return }
                 Thread.detachNewThread { [self] in serve(client) }
             }
         }
@@ -33,7 +34,6 @@ final class WebSocketEchoBackend: @unchecked Sendable {
 
     func stop() {
         shutdown(listener, Int32(SHUT_RDWR))
-        close(listener)
     }
 
     private func serve(_ fd: Int32) {

@@ -132,7 +132,7 @@ struct ForwardingTests {
             let tester = try app.testing()   // in memory is enough: no balancing involved
             let health = try await tester.sendRequest(.GET, "/admin/lb/health")
             #expect(health.status == .ok)
-            #expect(health.body.string == #"{"status":"ok","backends":2,"eligible":2,"states":{"healthy":2,"warming":0,"probing":0,"slow":0,"ejected":0,"down":0,"draining":0},"not_healthy":[]}"#)
+            #expect(health.body.string == #"{"status":"ok","backends":2,"eligible":2,"states":{"healthy":2,"warming":0,"probing":0,"slow":0,"ejected":0,"down":0,"draining":0,"overloaded":0},"not_healthy":[]}"#)
             #expect(health.headers.first(name: .contentType) == "application/json")
             let healthz = try await tester.sendRequest(.GET, "/healthz")
             #expect(healthz.status == .ok)
