@@ -138,7 +138,8 @@ def idle(a):
 def burst(a):
     raise_nofile(a.count + 256)
     size = a.mib * 1024 * 1024
-    head = (f"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+    # To the echo backend's sink (it reads and counts any body): every upload crosses lbserve whole.
+    head = (f"POST /_echo/sink HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
             f"Content-Length: {size}\r\n\r\n").encode()
     body = b"a" * size
     time.sleep(1)
