@@ -21,7 +21,7 @@
 ///     balancer.adminResponder()   // /_lb/* for admin clients, 404 for anything else
 /// }
 /// ```
-public struct AdminEndpointsMiddleware: LBMiddleware {
+public struct AdminEndpointsMiddleware: SynchronousMiddleware {
     let balancer: LoadBalancer
 
     /// Answers `/_lb/*` for admin clients; passes everything else on.
@@ -31,24 +31,39 @@ public struct AdminEndpointsMiddleware: LBMiddleware {
         if request.head.path == "/_lb/backends" { return await balancer.backendsEndpoint(request) }
         return balancer.reservedEndpoint(request, context: context)
     }
+
+    package func before(_ request: LBRequest, context: LBRequestContext) -> MiddlewareVerdict {
+        guard balancer.answersAdmin(request, context: context) else { return .pass(mark: 0) }
+        if request.head.path == "/_lb/backends" { return .answerAsynchronously }
+        return .answer(balancer.reservedEndpoint(request, context: context))
+    }
+
+    nonisolated(nonsending) package func answer(_ request: LBRequest, context: LBRequestContext) async -> LBResponse {
+        await balancer.backendsEndpoint(request)
+    }
 }
 
 /// `GET <path>` answered by the balancer itself, for every client (before throttling):
 /// 200 `{"status":"router ok","backends":N,"eligible":M}`, 503
 /// `{"status":"no backend available",...}` when no backend is eligible. Other methods and paths
 /// pass on. See ``LoadBalancerConfiguration/routerHealthPath``.
-struct RouterHealthMiddleware: LBMiddleware {
+struct RouterHealthMiddleware: SynchronousMiddleware {
     let balancer: LoadBalancer
     let path: String
 
     func handle(_ request: LBRequest, context: LBRequestContext,
                 next: (LBRequest, LBRequestContext) async -> LBResponse) async -> LBResponse {
+        guard case .answer(let response) = before(request, context: context) else { return await next(request, context) }
+        return response
+    }
+
+    func before(_ request: LBRequest, context: LBRequestContext) -> MiddlewareVerdict {
         guard request.method == "GET" || request.method == "HEAD", request.head.path == path || request.head.target == path else {
-            return await next(request, context)
+            return .pass(mark: 0)
         }
         let (backends, eligible) = balancer.eligibility()
         let status = eligible > 0 ? "router ok" : "no backend available"
-        return .json(status: eligible > 0 ? 200 : 503, "{\"status\":\"\(status)\",\"backends\":\(backends),\"eligible\":\(eligible)}")
+        return .answer(.json(status: eligible > 0 ? 200 : 503, "{\"status\":\"\(status)\",\"backends\":\(backends),\"eligible\":\(eligible)}"))
     }
 }
 

@@ -9,19 +9,46 @@ enum ForwardingHeaders {
 
     /// Removes hop-by-hop fields, including those named in `Connection`, and `Content-Length`
     /// (the sender recomputes it from the body it actually sends).
+    ///
+    /// Per-request hot path (both directions): one pass over the fields, names classified by
+    /// length before any byte comparison, and no allocation unless `Connection` names a field
+    /// outside the standard hop-by-hop set.
     static func stripHopByHop(_ headers: inout HeaderFields) {
+        headers = withoutHopByHop(headers)
+    }
+
+    /// `headers` without the fields ``stripHopByHop(_:)`` removes, as a new list with room for
+    /// `extraCapacity` more fields: cheaper than copying the shared list and editing the copy.
+    static func withoutHopByHop(_ headers: HeaderFields, extraCapacity: Int = 0) -> HeaderFields {
         var named: [String] = []
-        for value in headers["Connection"] {
-            for token in value.split(separator: ",") {
-                let t = token.trimmingASCIIWhitespace()
-                if !t.isEmpty { named.append(String(t)) }
+        for field in headers.fields where HeaderFields.namesEqual(field.name, "Connection") {
+            HTTPConnectionHeader.forEachToken(field.value) { token in
+                let name = String(token)
+                if !isStrippedByDefault(name) { named.append(name) }
             }
         }
-        headers.removeAll { name, _ in
-            if HeaderFields.namesEqual(name, "Content-Length") { return true }
-            for h in hopByHop where HeaderFields.namesEqual(name, h) { return true }
-            for h in named where HeaderFields.namesEqual(name, h) { return true }
-            return false
+        var out = HeaderFields(reservingCapacity: headers.count + extraCapacity)
+        fields: for field in headers.fields {
+            if isStrippedByDefault(field.name) { continue }
+            for h in named where HeaderFields.namesEqual(field.name, h) { continue fields }
+            out.add(name: field.name, value: field.value)
+        }
+        return out
+    }
+
+    /// Whether `name` is one of ``hopByHop`` or `Content-Length`.
+    @inline(__always)
+    static func isStrippedByDefault(_ name: String) -> Bool {
+        switch name.utf8.count {
+        case 2: HeaderFields.namesEqual(name, "TE")
+        case 7: HeaderFields.namesEqual(name, "Trailer") || HeaderFields.namesEqual(name, "Upgrade")
+        case 10: HeaderFields.namesEqual(name, "Connection") || HeaderFields.namesEqual(name, "Keep-Alive")
+        case 14: HeaderFields.namesEqual(name, "Content-Length")
+        case 16: HeaderFields.namesEqual(name, "Proxy-Connection")
+        case 17: HeaderFields.namesEqual(name, "Transfer-Encoding")
+        case 18: HeaderFields.namesEqual(name, "Proxy-Authenticate")
+        case 19: HeaderFields.namesEqual(name, "Proxy-Authorization")
+        default: false
         }
     }
 
@@ -37,7 +64,9 @@ enum ForwardingHeaders {
         // hop-by-hop field a proxy passes on when it relays the upgrade.
         let upgrade = head.headers.first(name: "Upgrade")
         let asksUpgrade = upgrade != nil && head.headers["Connection"].contains { HTTPConnectionHeader.hasToken($0, "upgrade") }
-        stripHopByHop(&out.headers)
+        // Room for what is added below (Connection, Upgrade, X-Forwarded-For, -Proto) and for
+        // the upstream client's Host and Content-Length.
+        out.headers = withoutHopByHop(head.headers, extraCapacity: 4)
         if asksUpgrade, let upgrade {
             out.headers.add(name: "Connection", value: "Upgrade")
             out.headers.add(name: "Upgrade", value: upgrade)
@@ -45,10 +74,10 @@ enum ForwardingHeaders {
         out.headers.remove(name: "Expect")  // the balancer already answered 100-continue and holds the body
         if let client {
             let ip = client.description
-            let existing = out.headers["X-Forwarded-For"]
-            if existing.isEmpty {
+            if !out.headers.contains(name: "X-Forwarded-For") {
                 out.headers.add(name: "X-Forwarded-For", value: ip)
             } else {
+                let existing = out.headers["X-Forwarded-For"]
                 out.headers.remove(name: "X-Forwarded-For")
                 out.headers.add(name: "X-Forwarded-For", value: existing.joined(separator: ", ") + ", " + ip)
             }

@@ -132,7 +132,7 @@ extension LoadBalancer {
         var result: Result<UpstreamResponse, UpstreamError>
 
         /// Runs `exchange` and records how it ended.
-        static func run(index: Int, start: MonotonicInstant,
+        nonisolated(nonsending) static func run(index: Int, start: MonotonicInstant,
                         _ exchange: () async throws(UpstreamError) -> UpstreamResponse) async -> AttemptRecord {
             do throws(UpstreamError) {
                 return AttemptRecord(index: index, start: start, result: .success(try await exchange()))
@@ -203,7 +203,7 @@ extension LoadBalancer {
     private func clientResponse(_ response: UpstreamResponse, backend name: String, request: RequestHead) -> LBResponse {
         var head = response.head
         let length = head.headers.first(name: "Content-Length")
-        ForwardingHeaders.stripHopByHop(&head.headers)
+        head.headers = ForwardingHeaders.withoutHopByHop(response.head.headers, extraCapacity: 3)
         if request.method == "HEAD" || head.status == 304, let length { head.headers.add(name: "Content-Length", value: length) }
         if let header = configuration.backendHeader { head.headers.add(name: header, value: name) }
         var out: LBResponse

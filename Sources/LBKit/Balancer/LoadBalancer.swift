@@ -28,7 +28,7 @@ import Synchronization
 ///     try await background
 /// }
 /// ```
-public final class LoadBalancer: HTTPHandler, Sendable {
+public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
     /// The configuration in effect.
     public let configuration: LoadBalancerConfiguration
     /// The per-client throttle, when `rateLimit` is set (also usable on its own).
@@ -224,6 +224,11 @@ public final class LoadBalancer: HTTPHandler, Sendable {
     /// This is the terminal responder: no throttling, no admin endpoints (see
     /// ``responder(admin:middlewares:)``). Cancelling the calling task aborts the upstream attempt.
     public func handle(_ request: LBRequest, context: LBRequestContext) async -> LBResponse {
+        await handleInline(request, context: context)
+    }
+
+    /// ``handle(_:context:)`` on the caller's executor (the server and the chain call this).
+    nonisolated(nonsending) package func handleInline(_ request: LBRequest, context: LBRequestContext) async -> LBResponse {
         // Once shutdown began, a balancer that owns its loops takes no new work: those loops
         // are about to stop (requests in flight still finish).
         if ownsGroup && lifecycle.withLock({ $0.shutdownRequested || $0.stopped }) {
@@ -541,19 +546,31 @@ public final class LoadBalancer: HTTPHandler, Sendable {
 /// The first step of ``LoadBalancer/responder(admin:middlewares:)``: counts every client
 /// response by status, feeds metrics and the access log. Requests the admin endpoints answer
 /// are not counted (other clients' `/_lb/` requests are proxied, and counted).
-struct RequestAccounting: LBMiddleware {
+struct RequestAccounting: SynchronousMiddleware {
     let balancer: LoadBalancer
     let adminInChain: Bool
 
+    /// `after` is told not to count a request the admin endpoints answer.
+    static let unrecorded = UInt64.max
+
     func handle(_ request: LBRequest, context: LBRequestContext,
                 next: (LBRequest, LBRequestContext) async -> LBResponse) async -> LBResponse {
-        if adminInChain && balancer.answersAdmin(request, context: context) { return await next(request, context) }
+        guard case .pass(let mark) = before(request, context: context) else { return await next(request, context) }
+        let response = await next(request, context)
+        after(response, request: request, context: context, mark: mark)
+        return response
+    }
+
+    func before(_ request: LBRequest, context: LBRequestContext) -> MiddlewareVerdict {
+        if adminInChain && balancer.answersAdmin(request, context: context) { return .pass(mark: Self.unrecorded) }
         // Two clock reads per request (tens of nanoseconds, vDSO): the duration histogram of
         // /_lb/metrics is always kept.
-        let start = balancer.clock.now()
-        let response = await next(request, context)
-        balancer.record(response, request: request, context: context, start: start)
-        return response
+        return .pass(mark: balancer.clock.now().nanoseconds)
+    }
+
+    func after(_ response: LBResponse, request: LBRequest, context: LBRequestContext, mark: UInt64) {
+        if mark == Self.unrecorded { return }
+        balancer.record(response, request: request, context: context, start: MonotonicInstant(nanoseconds: mark))
     }
 }
 

@@ -20,7 +20,7 @@ import Synchronization
 ///     identity: ClientIdentityResolver(trustedProxies: []))
 /// let handler = LBMiddlewareChain([throttle], responder: ClosureHandler { _, _ in LBResponse(status: 200) })
 /// ```
-public struct ThrottleMiddleware: LBMiddleware {
+public struct ThrottleMiddleware: SynchronousMiddleware {
     /// The per-client state.
     public let table: ThrottleTable
     /// Who the client is behind trusted proxies.
@@ -88,5 +88,10 @@ public struct ThrottleMiddleware: LBMiddleware {
                        next: (LBRequest, LBRequestContext) async -> LBResponse) async -> LBResponse {
         if let rejection = rejection(for: request, context: context) { return rejection }
         return await next(request, context)
+    }
+
+    package func before(_ request: LBRequest, context: LBRequestContext) -> MiddlewareVerdict {
+        if let rejection = rejection(for: request, context: context) { return .answer(rejection) }
+        return .pass(mark: 0)
     }
 }

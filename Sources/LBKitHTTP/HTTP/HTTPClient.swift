@@ -56,7 +56,7 @@ public struct UpstreamRequest: Sendable {
         self.head = head
         self.body = body
         self.bodyStream = nil
-        self.mayReplay = mayReplay ?? ReplayPolicy.idempotentMethods.contains(head.method)
+        self.mayReplay = mayReplay ?? ReplayPolicy.isIdempotent(head.method)
     }
 
     /// Creates a request whose body is streamed (never replayed).
@@ -167,7 +167,15 @@ public final class UpstreamClient: Sendable {
     /// Creates a client.
     public init(configuration: UpstreamClientConfiguration = UpstreamClientConfiguration()) {
         self.configuration = configuration
+        idleTimeoutNs = UInt64(max(0, configuration.idleTimeout.nanosecondsClamped))
+        nonReplayableMaxIdleNs = min(idleTimeoutNs, UInt64(max(0, configuration.nonReplayableMaxIdle.nanosecondsClamped)))
+        connectTimeoutNs = UInt64(max(0, configuration.connectTimeout.nanosecondsClamped))
     }
+
+    // The configuration's durations in nanoseconds, converted once (used on every exchange).
+    private let idleTimeoutNs: UInt64
+    private let nonReplayableMaxIdleNs: UInt64
+    private let connectTimeoutNs: UInt64
 
     /// Sends `request` to `endpoint` and reads the whole response before `timeout` elapses.
     ///
@@ -197,7 +205,7 @@ public final class UpstreamClient: Sendable {
 
     /// Sends `request` and reads the response before `deadline` (monotonic ns, see
     /// ``deadline(after:)``).
-    package func execute(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
+    nonisolated(nonsending) package func execute(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
                          deadline: UInt64) async throws(UpstreamError) -> UpstreamResponse {
         switch try await send(request, to: endpoint, on: loop, deadline: deadline, answerBy: .max) {
         case .complete(let response): return response
@@ -223,7 +231,7 @@ public final class UpstreamClient: Sendable {
     /// connection. A non-replayable one never is: the backend may have read it, so the failure is
     /// reported as sent. To keep that race rare, a non-replayable request only reuses connections
     /// idle for less than ``UpstreamClientConfiguration/nonReplayableMaxIdle``.
-    package func send(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
+    nonisolated(nonsending) package func send(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
                       deadline: UInt64, answerBy: UInt64,
                       abortHandle: ExchangeAbortHandle? = nil) async throws(UpstreamError) -> ExchangeProgress {
         let handle = abortHandle ?? ExchangeAbortHandle()
@@ -240,33 +248,50 @@ public final class UpstreamClient: Sendable {
         return try result.get()
     }
 
-    private func sendUncancellable(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
+    nonisolated(nonsending) private func sendUncancellable(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
                                    deadline: UInt64, answerBy: UInt64,
                                    handle: ExchangeAbortHandle) async throws(UpstreamError) -> ExchangeProgress {
         var wire: [UInt8] = []
         wire.reserveCapacity(512 + request.body.count)
-        var head = request.head
-        head.version = .http1_1
-        if !head.headers.contains(name: "Host") { head.headers.add(name: "Host", value: endpoint.authority) }
-        head.headers.remove(name: "Transfer-Encoding")
+        // The caller's head, written straight into the wire buffer with the framing fields this
+        // client owns (RFC 9112 6): `Content-Length` and `Transfer-Encoding` as given are
+        // dropped, `Host` added when missing, then this body's own framing. Same bytes as editing
+        // a copy of the head, without copying its field list.
+        let head = request.head
         let stream = request.bodyStream
         var chunkedBody = false
+        var contentLength: Int? = nil
         if let stream {
-            if let length = stream.length {
-                head.headers.replaceOrAdd(name: "Content-Length", value: String(length))
-            } else {
-                head.headers.remove(name: "Content-Length")
-                head.headers.add(name: "Transfer-Encoding", value: "chunked")
-                chunkedBody = true
-            }
+            if let length = stream.length { contentLength = length } else { chunkedBody = true }
         } else if !request.body.isEmpty || head.method == "POST" || head.method == "PUT" || head.method == "PATCH" {
-            head.headers.replaceOrAdd(name: "Content-Length", value: String(request.body.count))
-        } else {
-            head.headers.remove(name: "Content-Length")
+            contentLength = request.body.count
         }
-        HTTPSerializer.appendRequestHead(head, to: &wire)
+        HTTPSerializer.appendRequestLine(method: head.method, target: head.target, to: &wire)
+        var hasHost = false
+        var hasUpgrade = false, connectionUpgrade = false   // asksUpgrade, found on the way
+        for field in head.headers.fields {
+            switch field.name.utf8.count {
+            case 4: if HeaderFields.namesEqual(field.name, "Host") { hasHost = true }
+            case 7: if HeaderFields.namesEqual(field.name, "Upgrade") { hasUpgrade = true }
+            case 10:
+                if HeaderFields.namesEqual(field.name, "Connection") && HTTPConnectionHeader.hasToken(field.value, "upgrade") {
+                    connectionUpgrade = true
+                }
+            case 14: if HeaderFields.namesEqual(field.name, "Content-Length") { continue }
+            case 17: if HeaderFields.namesEqual(field.name, "Transfer-Encoding") { continue }
+            default: break
+            }
+            HTTPSerializer.appendField(field.name, field.value, to: &wire)
+        }
+        if !hasHost { HTTPSerializer.appendField("Host", endpoint.authority, to: &wire) }
+        if let contentLength {
+            HTTPSerializer.appendField("Content-Length", decimal: contentLength, to: &wire)
+        } else if chunkedBody {
+            HTTPSerializer.appendField("Transfer-Encoding", "chunked", to: &wire)
+        }
+        HTTPSerializer.appendEndOfHead(to: &wire)
         wire.append(contentsOf: request.body)
-        let upgrade = request.asksUpgrade
+        let upgrade = hasUpgrade && connectionUpgrade
         let startNs = lbk_monotonic_ns()
         let attemptSpan = deadline > startNs ? deadline - startNs : 0
 
@@ -276,7 +301,7 @@ public final class UpstreamClient: Sendable {
         while true {
             if handle.isAborted { throw UpstreamError(kind: .aborted, requestSent: triedStale) }
             let (connection, reused) = try await acquire(endpoint, loop: loop, deadline: deadline, fresh: triedStale,
-                                                         maxIdle: request.mayReplay ? nil : configuration.nonReplayableMaxIdle)
+                                                         maxIdleNs: request.mayReplay ? idleTimeoutNs : nonReplayableMaxIdleNs)
             if !handle.attach(connection.socket) {
                 connection.socket.close()
                 throw UpstreamError(kind: .aborted, requestSent: triedStale)
@@ -356,7 +381,7 @@ public final class UpstreamClient: Sendable {
     /// After a final response head: reads a small or already-arrived body whole and returns the
     /// connection to the pool; streams anything else (the stream returns the connection when it
     /// reaches the end); hands an upgraded connection over as a tunnel.
-    private func complete(_ parsed: ParsedResponseHead, _ connection: PooledConnection, endpoint: UpstreamEndpoint,
+    nonisolated(nonsending) private func complete(_ parsed: ParsedResponseHead, _ connection: PooledConnection, endpoint: UpstreamEndpoint,
                           loop: LBEventLoop, deadline: UInt64, reused: Bool,
                           handle: ExchangeAbortHandle?) async throws(ExchangeFailure) -> UpstreamResponse {
         connection.exchanges += 1
@@ -477,12 +502,11 @@ public final class UpstreamClient: Sendable {
 
     // MARK: Pool
 
-    private func acquire(_ endpoint: UpstreamEndpoint, loop: LBEventLoop, deadline: UInt64, fresh: Bool,
-                         maxIdle: Duration?) async throws(UpstreamError) -> (PooledConnection, Bool) {
+    nonisolated(nonsending) private func acquire(_ endpoint: UpstreamEndpoint, loop: LBEventLoop, deadline: UInt64, fresh: Bool,
+                         maxIdleNs idleLimit: UInt64) async throws(UpstreamError) -> (PooledConnection, Bool) {
         let now = lbk_monotonic_ns()
         if !fresh {
             let pool = endpoint.pools[loop.index % endpoint.pools.count]
-            let idleLimit = UInt64(max(0, min(maxIdle ?? configuration.idleTimeout, configuration.idleTimeout).nanosecondsClamped))
             while let candidate = pool.idle.withLock({ $0.popLast() }) {
                 // Readable while idle means EOF or unsolicited bytes: the backend is done with it.
                 if candidate.socket.hasPendingReadEvent || now &- candidate.lastUsed > idleLimit || candidate.socket.loop !== loop {
@@ -492,7 +516,7 @@ public final class UpstreamClient: Sendable {
                 return (candidate, true)
             }
         }
-        let connectDeadline = min(deadline, now &+ UInt64(max(0, configuration.connectTimeout.nanosecondsClamped)))
+        let connectDeadline = min(deadline, now &+ connectTimeoutNs)
         do {
             let socket = try await Socket.connect(to: endpoint.address, loop: loop, deadline: connectDeadline)
             return (PooledConnection(socket: socket, endpoint: endpoint, now: now), false)
@@ -543,7 +567,7 @@ public final class UpstreamClient: Sendable {
 
     /// Reads the final response head (interim 1xx responses are skipped). Returns nil when no byte
     /// arrived by `answerBy` (the exchange stays usable); throws on errors and at `deadline`.
-    private func readHead(_ connection: PooledConnection, method: String, deadline: UInt64, answerBy: UInt64,
+    nonisolated(nonsending) private func readHead(_ connection: PooledConnection, method: String, deadline: UInt64, answerBy: UInt64,
                           upgrade: Bool, started: inout Bool) async throws(ExchangeFailure) -> ParsedResponseHead? {
         var scanFrom = 0
         let limits = configuration.limits
@@ -588,7 +612,7 @@ public final class UpstreamClient: Sendable {
     }
 
     /// Reads a whole `Content-Length` body (small, or already in the buffer).
-    private func readBody(_ connection: PooledConnection, framing: HTTPBodyFraming,
+    nonisolated(nonsending) private func readBody(_ connection: PooledConnection, framing: HTTPBodyFraming,
                           deadline: UInt64) async throws(ExchangeFailure) -> [UInt8] {
         guard case .contentLength(let length) = framing else { return [] }
         if connection.buffer.readableCount >= length { return connection.buffer.take(length) }

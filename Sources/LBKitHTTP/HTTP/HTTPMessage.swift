@@ -168,6 +168,15 @@ public protocol HTTPHandler: Sendable {
     func handle(_ request: LBRequest, context: LBRequestContext) async -> LBResponse
 }
 
+/// A handler of this package that runs on its caller's executor: ``HTTP1Server`` and the
+/// middleware chain call ``handleInline(_:context:)`` directly, without the task switch a call
+/// to the (concurrent) public ``HTTPHandler/handle(_:context:)`` costs on every request. The
+/// public requirement keeps its signature and semantics for embedders' handlers.
+package protocol InlineHTTPHandler: HTTPHandler {
+    /// Same as ``HTTPHandler/handle(_:context:)``, on the caller's executor.
+    nonisolated(nonsending) func handleInline(_ request: LBRequest, context: LBRequestContext) async -> LBResponse
+}
+
 /// An ``HTTPHandler`` made from a closure.
 ///
 /// ```swift

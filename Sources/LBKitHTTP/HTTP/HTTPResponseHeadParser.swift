@@ -99,7 +99,7 @@ package enum HTTPResponseHeadParser {
         }
 
         var summary = HTTP1FieldSummary()
-        var fields = HeaderFields()
+        var fields = HeaderFields(reservingCapacity: HTTP1Scan.initialFieldCapacity)
         let headLength = try HTTP1Scan.parseFields(
             p, from: lineLF + 1, headEnd: headEnd, limits: limits, fields: &fields, summary: &summary)
 
@@ -132,7 +132,8 @@ package enum HTTPResponseHeadParser {
             keepAlive = false
         }
 
-        let reason = String(decoding: UnsafeRawBufferPointer(rebasing: p[reasonStart..<lineEnd]), as: UTF8.self)
+        let reason = lineEnd - reasonStart == 2 && HTTP1Scan.bytesEqual(p, reasonStart, lineEnd, "OK")
+            ? "OK" : HTTP1Scan.makeString(p, reasonStart, lineEnd)
         let head = ResponseHead(status: status, reason: reason, version: version, headers: fields)
         return ParsedResponseHead(head: head, headLength: headLength, framing: framing, keepAlive: keepAlive)
     }

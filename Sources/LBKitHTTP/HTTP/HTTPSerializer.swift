@@ -20,9 +20,9 @@ package enum HTTPSerializer {
     package static func appendRequestHead(_ head: RequestHead, to buffer: inout [UInt8]) {
         buffer.reserveCapacity(buffer.count + head.method.utf8.count + head.target.utf8.count + 12
             + headersSize(head.headers) + 2)
-        buffer.append(contentsOf: head.method.utf8)
+        appendUTF8(head.method, to: &buffer)
         buffer.append(0x20)
-        buffer.append(contentsOf: head.target.utf8)
+        appendUTF8(head.target, to: &buffer)
         buffer.append(0x20)
         appendVersion(head.version, to: &buffer)
         appendCRLF(to: &buffer)
@@ -42,19 +42,90 @@ package enum HTTPSerializer {
         buffer.reserveCapacity(buffer.count + 14 + head.reason.utf8.count + headersSize(head.headers) + 2)
         appendVersion(head.version, to: &buffer)
         buffer.append(0x20)
-        if (100...999).contains(head.status) {
-            let s = head.status
-            buffer.append(UInt8(truncatingIfNeeded: 0x30 + s / 100))
-            buffer.append(UInt8(truncatingIfNeeded: 0x30 + s / 10 % 10))
-            buffer.append(UInt8(truncatingIfNeeded: 0x30 + s % 10))
-        } else {
-            buffer.append(contentsOf: String(head.status).utf8)
-        }
+        appendStatus(head.status, to: &buffer)
         buffer.append(0x20)
-        buffer.append(contentsOf: head.reason.utf8)
+        appendUTF8(head.reason, to: &buffer)
         appendCRLF(to: &buffer)
         appendHeaders(head.headers, to: &buffer)
         appendCRLF(to: &buffer)
+    }
+
+    /// Appends `method SP target SP HTTP/1.1 CRLF` (fields follow with ``appendField(_:_:to:)``,
+    /// then ``appendEndOfHead(to:)``): for callers that write a head with edits straight into
+    /// the wire buffer instead of copying and editing a ``HeaderFields`` first.
+    package static func appendRequestLine(method: String, target: String, to buffer: inout [UInt8]) {
+        appendUTF8(method, to: &buffer)
+        buffer.append(0x20)
+        appendUTF8(target, to: &buffer)
+        buffer.append(0x20)
+        appendVersion(.http1_1, to: &buffer)
+        appendCRLF(to: &buffer)
+    }
+
+    /// Appends `HTTP/1.1 SP status SP reason CRLF` (see ``appendRequestLine(method:target:to:)``).
+    package static func appendStatusLine(status: Int, reason: String, to buffer: inout [UInt8]) {
+        appendVersion(.http1_1, to: &buffer)
+        buffer.append(0x20)
+        appendStatus(status, to: &buffer)
+        buffer.append(0x20)
+        appendUTF8(reason, to: &buffer)
+        appendCRLF(to: &buffer)
+    }
+
+    /// Appends `name: value CRLF`.
+    @inline(__always)
+    package static func appendField(_ name: String, _ value: String, to buffer: inout [UInt8]) {
+        appendUTF8(name, to: &buffer)
+        buffer.append(0x3A)
+        buffer.append(0x20)
+        appendUTF8(value, to: &buffer)
+        appendCRLF(to: &buffer)
+    }
+
+    /// Appends `name: <decimal> CRLF` for a non-negative `value` (a length), without building a
+    /// `String` for the number.
+    package static func appendField(_ name: String, decimal value: Int, to buffer: inout [UInt8]) {
+        appendUTF8(name, to: &buffer)
+        buffer.append(0x3A)
+        buffer.append(0x20)
+        appendDecimal(value, to: &buffer)
+        appendCRLF(to: &buffer)
+    }
+
+    /// Appends the empty line that ends a head.
+    @inline(__always)
+    package static func appendEndOfHead(to buffer: inout [UInt8]) {
+        appendCRLF(to: &buffer)
+    }
+
+    /// Appends the decimal digits of a non-negative `value`.
+    static func appendDecimal(_ value: Int, to buffer: inout [UInt8]) {
+        guard value > 0 else {
+            buffer.append(0x30)
+            return
+        }
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // up to 24 digits, written backwards
+        var count = 0
+        var v = UInt64(value)
+        withUnsafeMutableBytes(of: &digits) { raw in
+            while v > 0 {
+                count += 1
+                raw[24 - count] = UInt8(truncatingIfNeeded: 0x30 + v % 10)
+                v /= 10
+            }
+            buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[(24 - count)...]))
+        }
+    }
+
+    @inline(__always)
+    private static func appendStatus(_ status: Int, to buffer: inout [UInt8]) {
+        if (100...999).contains(status) {
+            buffer.append(UInt8(truncatingIfNeeded: 0x30 + status / 100))
+            buffer.append(UInt8(truncatingIfNeeded: 0x30 + status / 10 % 10))
+            buffer.append(UInt8(truncatingIfNeeded: 0x30 + status % 10))
+        } else {
+            buffer.append(contentsOf: String(status).utf8)
+        }
     }
 
     /// Appends one chunk: lowercase hex size, CRLF, the data, CRLF. Appends nothing for empty input
@@ -94,6 +165,14 @@ package enum HTTPSerializer {
         buffer.append(contentsOf: [0x30, 0x0D, 0x0A, 0x0D, 0x0A] as [UInt8])
     }
 
+    /// Appends the UTF-8 of `string` with one copy from its contiguous storage (the generic
+    /// `append(contentsOf: string.utf8)` went byte by byte).
+    @inline(__always)
+    static func appendUTF8(_ string: String, to buffer: inout [UInt8]) {
+        let done: Void? = string.utf8.withContiguousStorageIfAvailable { buffer.append(contentsOf: $0) }
+        if done == nil { buffer.append(contentsOf: string.utf8) }
+    }
+
     @inline(__always)
     private static func appendCRLF(to buffer: inout [UInt8]) {
         buffer.append(0x0D)
@@ -119,12 +198,6 @@ package enum HTTPSerializer {
     }
 
     private static func appendHeaders(_ headers: HeaderFields, to buffer: inout [UInt8]) {
-        for field in headers.fields {
-            buffer.append(contentsOf: field.name.utf8)
-            buffer.append(0x3A)
-            buffer.append(0x20)
-            buffer.append(contentsOf: field.value.utf8)
-            appendCRLF(to: &buffer)
-        }
+        for field in headers.fields { appendField(field.name, field.value, to: &buffer) }
     }
 }

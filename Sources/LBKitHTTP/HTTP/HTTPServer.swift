@@ -24,6 +24,23 @@ public final class HTTP1Server: Sendable, ParkedSocketOwner {
     /// The loops connections are spread over.
     public let group: LBEventLoopGroup
     let handler: any HTTPHandler
+    /// `handler` when it is one of ours that can be called without a task switch.
+    let inlineHandler: (any InlineHTTPHandler)?
+    /// The configuration's timeouts in nanoseconds, converted once: connections compute a
+    /// deadline from them on every request (a `Duration` over 9.2 s costs a 128-bit division).
+    let timeoutsNs: TimeoutsNs
+
+    struct TimeoutsNs {
+        var idle: UInt64
+        var header: UInt64
+        var write: UInt64
+
+        init(_ c: HTTP1ServerConfiguration) {
+            idle = UInt64(max(0, c.idleTimeout.nanosecondsClamped))
+            header = UInt64(max(0, c.headerTimeout.nanosecondsClamped))
+            write = UInt64(max(0, c.writeTimeout.nanosecondsClamped))
+        }
+    }
 
     private let listener = Mutex<Socket?>(nil)
     private let connections = Mutex<ConnectionTable>(ConnectionTable())
@@ -41,6 +58,8 @@ public final class HTTP1Server: Sendable, ParkedSocketOwner {
         self.configuration = configuration
         self.group = group
         self.handler = handler
+        self.inlineHandler = handler as? any InlineHTTPHandler
+        self.timeoutsNs = TimeoutsNs(configuration)
     }
 
     /// Binds and starts accepting. Throws when the address cannot be bound (e.g. port in use).

@@ -38,7 +38,13 @@ extension HTTP1ServerConnection {
 
 @inline(__always)
 func deadlineNs(after duration: Duration) -> UInt64 {
-    let (sum, overflow) = lbk_monotonic_ns().addingReportingOverflow(UInt64(max(0, duration.nanosecondsClamped)))
+    deadlineNs(afterNs: UInt64(max(0, duration.nanosecondsClamped)))
+}
+
+/// Monotonic ns `ns` from now (saturating).
+@inline(__always)
+func deadlineNs(afterNs ns: UInt64) -> UInt64 {
+    let (sum, overflow) = lbk_monotonic_ns().addingReportingOverflow(ns)
     return overflow ? .max : sum
 }
 
@@ -161,7 +167,12 @@ struct HTTP1ServerConnection: Sendable {
                 request = LBRequest(head: parsed.head, bodyStream: LBBodyStream(source: r, length: r.declaredLength))
                 reader = r
             }
-            let response = await server.handler.handle(request, context: context)
+            let response: LBResponse
+            if let inline = server.inlineHandler {
+                response = await inline.handleInline(request, context: context)
+            } else {
+                response = await server.handler.handle(request, context: context)
+            }
             request = LBRequest(head: parsed.head)   // drop the body before writing the answer
             if reserved > 0 { server.releaseBodyBudget(reserved) }
             var keepAlive = parsed.keepAlive && !server.isDraining
@@ -230,7 +241,10 @@ struct HTTP1ServerConnection: Sendable {
     /// `idleDeadline`, default idle timeout from now); quiet for ``quietPeriodNs`` -> ``Failure/park(idleDeadline:)``.
     nonisolated(nonsending) private func readHead(_ input: ConnectionInput, idleDeadline resumed: UInt64?) async throws(Failure) -> ParsedRequestHead {
         let now = lbk_monotonic_ns()
-        let idleDeadline = resumed ?? Self.adding(config.idleTimeout, to: now)
+        let idleDeadline = resumed ?? {
+            let (sum, overflow) = now.addingReportingOverflow(server.timeoutsNs.idle)
+            return overflow ? .max : sum
+        }()
         let quietDeadline = min(idleDeadline, now &+ Self.quietPeriodNs)
         var headDeadline: UInt64 = .max
         var scanFrom = 0
@@ -244,7 +258,7 @@ struct HTTP1ServerConnection: Sendable {
                 }
                 if let parsed { return parsed }
                 scanFrom = input.buffer.readableCount
-                if headDeadline == .max { headDeadline = deadlineNs(after: config.headerTimeout) }
+                if headDeadline == .max { headDeadline = deadlineNs(afterNs: server.timeoutsNs.header) }
             } else if server.isDraining {
                 throw .close
             }
@@ -368,7 +382,7 @@ struct HTTP1ServerConnection: Sendable {
 
     nonisolated(nonsending) private func sendContinue() async throws(Failure) {
         do {
-            try await socket.write(HTTP1ServerConnection.continueBytes, deadline: deadlineNs(after: config.writeTimeout))
+            try await socket.write(HTTP1ServerConnection.continueBytes, deadline: deadlineNs(afterNs: server.timeoutsNs.write))
         } catch {
             throw .close
         }
@@ -386,45 +400,63 @@ struct HTTP1ServerConnection: Sendable {
     /// length; otherwise chunked, or read-until-close for an HTTP/1.0 client. Transfer codings
     /// other than chunked are named before `chunked` (RFC 9112 6.1).
     @discardableResult
-    private func write(_ response: LBResponse, headOnly: Bool, keepAlive: Bool, version: HTTPWireVersion,
+    nonisolated(nonsending) private func write(_ response: LBResponse, headOnly: Bool, keepAlive: Bool, version: HTTPWireVersion,
                        into out: inout [UInt8]) async -> Bool {
-        var head = response.head
+        let head = response.head
         let status = head.status
         let bodyAllowed = !(status < 200 || status == 204 || status == 304)
         var keepAlive = keepAlive
         let stream = response.bodyStream
         var framing = ResponseFraming.none
-        head.headers.remove(name: "Transfer-Encoding")
+        // The handler's fields minus the framing and connection fields the server owns, which
+        // follow in this order: Transfer-Encoding or Content-Length, then Connection. Written
+        // straight into `out`: the handler's field list is never copied or edited.
+        var dropContentLength = false
+        var transferEncoding: String? = nil
+        var contentLength: Int? = nil
         if !bodyAllowed {
-            if status < 200 || status == 204 { head.headers.remove(name: "Content-Length") }
+            if status < 200 || status == 204 { dropContentLength = true }
         } else if !response.transferCodings.isEmpty || (stream != nil && stream?.length == nil) {
-            head.headers.remove(name: "Content-Length")
+            dropContentLength = true
             if version == .http1_0 {
                 framing = .untilClose
                 keepAlive = false
             } else {
                 framing = .chunked
-                head.headers.add(name: "Transfer-Encoding", value: (response.transferCodings + ["chunked"]).joined(separator: ", "))
+                transferEncoding = response.transferCodings.isEmpty
+                    ? "chunked" : (response.transferCodings + ["chunked"]).joined(separator: ", ")
             }
         } else if let stream, let length = stream.length {
             framing = .length(length)
-            head.headers.replaceOrAdd(name: "Content-Length", value: String(length))
+            dropContentLength = true
+            contentLength = length
         } else {
             framing = .whole
             if !(headOnly && head.headers.contains(name: "Content-Length")) {
-                head.headers.replaceOrAdd(name: "Content-Length", value: String(response.body.count))
+                dropContentLength = true
+                contentLength = response.body.count
             }
         }
-        head.headers.remove(name: "Connection")
-        if !keepAlive {
-            head.headers.add(name: "Connection", value: "close")
-        } else if version == .http1_0 {
-            head.headers.add(name: "Connection", value: "keep-alive")
-        }
-        head.version = .http1_1
         out.removeAll(keepingCapacity: true)
         if out.capacity < 1024 { out.reserveCapacity(4096) }
-        HTTPSerializer.appendResponseHead(head, to: &out)
+        HTTPSerializer.appendStatusLine(status: status, reason: head.reason, to: &out)
+        for field in head.headers.fields {
+            switch field.name.utf8.count {
+            case 10: if HeaderFields.namesEqual(field.name, "Connection") { continue }
+            case 14: if dropContentLength && HeaderFields.namesEqual(field.name, "Content-Length") { continue }
+            case 17: if HeaderFields.namesEqual(field.name, "Transfer-Encoding") { continue }
+            default: break
+            }
+            HTTPSerializer.appendField(field.name, field.value, to: &out)
+        }
+        if let transferEncoding { HTTPSerializer.appendField("Transfer-Encoding", transferEncoding, to: &out) }
+        if let contentLength { HTTPSerializer.appendField("Content-Length", decimal: contentLength, to: &out) }
+        if !keepAlive {
+            HTTPSerializer.appendField("Connection", "close", to: &out)
+        } else if version == .http1_0 {
+            HTTPSerializer.appendField("Connection", "keep-alive", to: &out)
+        }
+        HTTPSerializer.appendEndOfHead(to: &out)
         let sendsBody = bodyAllowed && !headOnly
         if sendsBody && stream == nil {
             switch framing {
@@ -434,7 +466,7 @@ struct HTTP1ServerConnection: Sendable {
             }
         }
         do {
-            try await socket.write(out, deadline: deadlineNs(after: config.writeTimeout))
+            try await socket.write(out, deadline: deadlineNs(afterNs: server.timeoutsNs.write))
         } catch {
             stream?.abandon()
             return false
@@ -469,9 +501,9 @@ struct HTTP1ServerConnection: Sendable {
                 do {
                     if chunked {
                         Self.appendChunk(chunk, last: false, to: &out)
-                        try await socket.write(out, deadline: deadlineNs(after: config.writeTimeout))
+                        try await socket.write(out, deadline: deadlineNs(afterNs: server.timeoutsNs.write))
                     } else {
-                        try await socket.write(chunk, deadline: deadlineNs(after: config.writeTimeout))
+                        try await socket.write(chunk, deadline: deadlineNs(afterNs: server.timeoutsNs.write))
                     }
                 } catch {
                     stream.abandon()
@@ -480,7 +512,7 @@ struct HTTP1ServerConnection: Sendable {
             } else {
                 if chunked {
                     out.append(contentsOf: Self.lastChunk)
-                    do { try await socket.write(out, deadline: deadlineNs(after: config.writeTimeout)) } catch { return false }
+                    do { try await socket.write(out, deadline: deadlineNs(afterNs: server.timeoutsNs.write)) } catch { return false }
                 }
                 if let length = stream.length, sent != length { return false }
                 if out.capacity > 256 * 1024 { out = [] }
@@ -510,7 +542,7 @@ struct HTTP1ServerConnection: Sendable {
         out.removeAll(keepingCapacity: true)
         HTTPSerializer.appendResponseHead(head, to: &out)
         do {
-            try await socket.write(out, deadline: deadlineNs(after: config.writeTimeout))
+            try await socket.write(out, deadline: deadlineNs(afterNs: server.timeoutsNs.write))
             return true
         } catch {
             return false

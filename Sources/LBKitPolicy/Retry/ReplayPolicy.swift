@@ -20,8 +20,22 @@ public struct ReplayPolicy: Sendable {
     /// Methods RFC 9110 9.2.2 defines as idempotent.
     public static let idempotentMethods: Set<String> = ["GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"]
 
+    /// Whether `method` is one of ``idempotentMethods`` (a `switch`, not a set look-up: no string
+    /// hashing on the per-request path).
+    public static func isIdempotent(_ method: String) -> Bool {
+        // By length first: comparing two different strings costs far more than comparing counts.
+        switch method.utf8.count {
+        case 3: method == "GET" || method == "PUT"
+        case 4: method == "HEAD"
+        case 5: method == "TRACE"
+        case 6: method == "DELETE"
+        case 7: method == "OPTIONS"
+        default: false
+        }
+    }
+
     /// Whether a request that may have reached a backend can be replayed on another.
     public func mayReplay(method: String, hasIdempotencyKey: Bool) -> Bool {
-        retryNonIdempotent || hasIdempotencyKey || Self.idempotentMethods.contains(method)
+        retryNonIdempotent || hasIdempotencyKey || Self.isIdempotent(method)
     }
 }

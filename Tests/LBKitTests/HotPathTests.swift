@@ -1,0 +1,145 @@
+import Synchronization
+import Testing
+@testable import LBKit
+@testable import LBKitHTTP
+@testable import LBKitPolicy
+
+/// The per-request fast paths of Docs/Performance.md keep the behaviour of what they replaced.
+@Suite("Per-request fast paths")
+struct HotPathTests {
+    @Test("namesEqual on names longer than 8 bytes: word skip, then case folding only for ASCII letters")
+    func longNames() {
+        #expect(HeaderFields.namesEqual("Transfer-Encoding", "transfer-encoding"))
+        #expect(HeaderFields.namesEqual("Proxy-Authorization", "PROXY-AUTHORIZATION"))
+        #expect(HeaderFields.namesEqual("X-Forwarded-Proto", "X-Forwarded-Proto"))
+        #expect(!HeaderFields.namesEqual("X-Forwarded-Prot[", "X-Forwarded-Prot{"))
+        #expect(!HeaderFields.namesEqual("Content-Lengtx", "Content-Length"))
+        #expect(!HeaderFields.namesEqual("Xontent-Length", "Content-Length"))
+    }
+
+    @Test("removeAll asks once per field, in order, and keeps the others in order; nothing removed leaves the list as is")
+    func removeAll() {
+        var h: HeaderFields = [:]
+        for (n, v) in [("A", "1"), ("B", "2"), ("A", "3"), ("C", "4"), ("a", "5")] { h.add(name: n, value: v) }
+        var asked: [String] = []
+        h.removeAll { name, value in
+            asked.append(value)
+            return HeaderFields.namesEqual(name, "a")
+        }
+        #expect(asked == ["1", "2", "3", "4", "5"])
+        #expect(h.fields.map(\.value) == ["2", "4"])
+        let before = h.fields.map(\.name)
+        h.remove(name: "Missing")
+        #expect(h.fields.map(\.name) == before)
+    }
+
+    @Test("Connection tokens are walked trimmed and without empty elements")
+    func connectionTokens() {
+        var tokens: [String] = []
+        HTTPConnectionHeader.forEachToken(" keep-alive ,, X-Private\t,close") { tokens.append(String($0)) }
+        #expect(tokens == ["keep-alive", "X-Private", "close"])
+        #expect(HTTPConnectionHeader.hasToken("keep-alive, Upgrade", "upgrade"))
+        #expect(!HTTPConnectionHeader.hasToken("keep-alive", "upgrade"))
+    }
+
+    @Test("IPv4 text for X-Forwarded-For", arguments: [
+        ("0.0.0.0", "0.0.0.0"), ("127.0.0.1", "127.0.0.1"), ("10.20.30.40", "10.20.30.40"),
+        ("255.255.255.255", "255.255.255.255"), ("192.168.100.9", "192.168.100.9"),
+    ])
+    func ipv4Text(input: String, expected: String) {
+        #expect(ClientAddress(input)?.description == expected)
+    }
+
+    @Test("decimal Content-Length written without a String")
+    func decimal() {
+        for value in [0, 7, 10, 19, 1_000_000, Int.max] {
+            var out: [UInt8] = []
+            HTTPSerializer.appendField("Content-Length", decimal: value, to: &out)
+            #expect(String(decoding: out, as: UTF8.self) == "Content-Length: \(value)\r\n")
+        }
+    }
+
+    @Test("parsed common names and values are the bytes as sent, other spellings too")
+    func commonStrings() throws {
+        let wire = Array("POST /x HTTP/1.1\r\nHost: a\r\ncontent-type: application/json\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n".utf8)
+        let parsed = try wire.withUnsafeBytes { try HTTPRequestHeadParser.parse($0, limits: HTTPParserLimits()) }
+        let fields = try #require(parsed).head.headers.fields
+        #expect(fields.map(\.name) == ["Host", "content-type", "Connection", "Content-Length"])
+        #expect(fields.map(\.value) == ["a", "application/json", "Keep-Alive", "0"])
+        #expect(parsed?.head.method == "POST")
+    }
+
+    @Test("Duration.nanosecondsClamped below and above the 64-bit attosecond range")
+    func nanoseconds() {
+        #expect(Duration.milliseconds(1500).nanosecondsClamped == 1_500_000_000)
+        #expect(Duration.seconds(30).nanosecondsClamped == 30_000_000_000)
+        #expect(Duration.nanoseconds(-7).nanosecondsClamped == -7)
+        #expect(Duration.seconds(-20).nanosecondsClamped == -20_000_000_000)
+        #expect(Duration.seconds(Int64.max).nanosecondsClamped == .max)
+    }
+
+    /// Records the order of its hooks in a shared log.
+    struct Probe: SynchronousMiddleware {
+        let name: String
+        let answers: Bool
+        let log: Log
+
+        final class Log: Sendable {
+            let entries = Mutex<[String]>([])
+            func add(_ s: String) { entries.withLock { $0.append(s) } }
+            var all: [String] { entries.withLock { $0 } }
+        }
+
+        func handle(_ request: LBRequest, context: LBRequestContext,
+                    next: (LBRequest, LBRequestContext) async -> LBResponse) async -> LBResponse {
+            log.add("handle \(name)")
+            return await next(request, context)
+        }
+
+        func before(_ request: LBRequest, context: LBRequestContext) -> MiddlewareVerdict {
+            log.add("before \(name)")
+            return answers ? .answer(LBResponse(status: 418)) : .pass(mark: UInt64(name.utf8.count))
+        }
+
+        func after(_ response: LBResponse, request: LBRequest, context: LBRequestContext, mark: UInt64) {
+            log.add("after \(name) \(response.status) \(mark)")
+        }
+    }
+
+    /// An embedder's middleware: only the public requirement.
+    struct Outside: LBMiddleware {
+        let log: Probe.Log
+        func handle(_ request: LBRequest, context: LBRequestContext,
+                    next: (LBRequest, LBRequestContext) async -> LBResponse) async -> LBResponse {
+            log.add("outside in")
+            let response = await next(request, context)
+            log.add("outside out \(response.status)")
+            return response
+        }
+    }
+
+    @Test("a row of synchronous middlewares behaves like nested calls, around an embedder's middleware")
+    func middlewareRow() async {
+        let log = Probe.Log()
+        let chain = LBMiddlewareChain(
+            [Probe(name: "a", answers: false, log: log), Probe(name: "bb", answers: false, log: log),
+             Outside(log: log), Probe(name: "ccc", answers: false, log: log)],
+            responder: ClosureHandler { _, _ in LBResponse(status: 200) })
+        let response = await chain.handle(LBRequest(head: RequestHead(method: "GET", target: "/")), context: LBRequestContext(client: nil))
+        #expect(response.status == 200)
+        #expect(log.all == ["before a", "before bb", "outside in", "before ccc", "after ccc 200 3", "outside out 200",
+                            "after bb 200 2", "after a 200 1"])
+    }
+
+    @Test("a synchronous middleware that answers stops the chain; only those before it see the answer")
+    func middlewareAnswers() async {
+        let log = Probe.Log()
+        let chain = LBMiddlewareChain(
+            [Probe(name: "a", answers: false, log: log), Probe(name: "b", answers: true, log: log),
+             Probe(name: "c", answers: false, log: log)],
+            responder: ClosureHandler { _, _ in LBResponse(status: 200) })
+        let response = await chain.handle(LBRequest(head: RequestHead(method: "GET", target: "/")), context: LBRequestContext(client: nil))
+        #expect(response.status == 418)
+        #expect(log.all == ["before a", "before b", "after a 418 1"])
+    }
+}
