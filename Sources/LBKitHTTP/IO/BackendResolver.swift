@@ -48,31 +48,10 @@ public struct SystemBackendResolver: BackendResolver {
     /// (blocking: getaddrinfo).
     public func resolve(host: String, port: Int) throws(BackendResolutionError) -> [IPSocketAddress] {
         guard (1...65535).contains(port) else { throw BackendResolutionError("invalid port \(port)") }
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        hints.ai_flags = AI_NUMERICSERV
-        var result: UnsafeMutablePointer<addrinfo>?
-        let rc = getaddrinfo(host, String(port), &hints, &result)
-        guard rc == 0, let first = result else {
-            let reason = rc == 0 ? "no addresses" : String(cString: gai_strerror(rc))
-            throw BackendResolutionError("cannot resolve \(host): \(reason)")
-        }
-        defer { freeaddrinfo(result) }
-        var v4: [IPSocketAddress] = []
-        var v6: [IPSocketAddress] = []
-        var node: UnsafeMutablePointer<addrinfo>? = first
-        while let current = node {
-            if let addr = current.pointee.ai_addr {
-                if current.pointee.ai_family == AF_INET {
-                    let a = IPSocketAddress(storage: .v4(UnsafeRawPointer(addr).loadUnaligned(as: sockaddr_in.self)))
-                    if !v4.contains(a) { v4.append(a) }
-                } else if current.pointee.ai_family == AF_INET6 {
-                    let a = IPSocketAddress(storage: .v6(UnsafeRawPointer(addr).loadUnaligned(as: sockaddr_in6.self)))
-                    if !v6.contains(a) { v6.append(a) }
-                }
-            }
-            node = current.pointee.ai_next
+        let v4: [IPSocketAddress], v6: [IPSocketAddress]
+        switch IPSocketAddress.lookUp(host: host, port: port) {
+        case .success(let found): (v4, v6) = found
+        case .failure(let failure): throw BackendResolutionError("cannot resolve \(host): \(failure.reason)")
         }
         let chosen = v4.isEmpty ? v6 : v4
         guard !chosen.isEmpty else { throw BackendResolutionError("cannot resolve \(host): no IPv4 or IPv6 address") }

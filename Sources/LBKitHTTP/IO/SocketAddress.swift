@@ -38,29 +38,40 @@ public struct IPSocketAddress: Sendable, Hashable, CustomStringConvertible {
     /// preferring IPv4. Blocking: call at configuration time, not per request.
     public init(host: String, port: Int) throws(IPSocketAddressError) {
         guard (0...65535).contains(port) else { throw .invalidPort(port) }
+        guard case .success(let found) = Self.lookUp(host: host, port: port),
+              let chosen = found.v4.first ?? found.v6.first else { throw .unresolvable(host) }
+        self = chosen
+    }
+
+    /// Every TCP address getaddrinfo gives for `host`:`port`, IPv4 and IPv6 apart, each in the
+    /// resolver's order without repeats; the failure is getaddrinfo's message. Blocking.
+    static func lookUp(host: String, port: Int) -> Result<(v4: [IPSocketAddress], v6: [IPSocketAddress]), AddressLookupFailure> {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         hints.ai_flags = AI_NUMERICSERV
         var result: UnsafeMutablePointer<addrinfo>?
         let rc = getaddrinfo(host, String(port), &hints, &result)
-        guard rc == 0, let first = result else { throw .unresolvable(host) }
+        guard rc == 0, let first = result else {
+            return .failure(AddressLookupFailure(reason: rc == 0 ? "no addresses" : String(cString: gai_strerror(rc))))
+        }
         defer { freeaddrinfo(result) }
-        var chosen: Storage?
+        var v4: [IPSocketAddress] = []
+        var v6: [IPSocketAddress] = []
         var node: UnsafeMutablePointer<addrinfo>? = first
         while let current = node {
             if let addr = current.pointee.ai_addr {
                 if current.pointee.ai_family == AF_INET {
-                    chosen = .v4(UnsafeRawPointer(addr).loadUnaligned(as: sockaddr_in.self))
-                    break
-                } else if current.pointee.ai_family == AF_INET6, chosen == nil {
-                    chosen = .v6(UnsafeRawPointer(addr).loadUnaligned(as: sockaddr_in6.self))
+                    let a = IPSocketAddress(storage: .v4(UnsafeRawPointer(addr).loadUnaligned(as: sockaddr_in.self)))
+                    if !v4.contains(a) { v4.append(a) }
+                } else if current.pointee.ai_family == AF_INET6 {
+                    let a = IPSocketAddress(storage: .v6(UnsafeRawPointer(addr).loadUnaligned(as: sockaddr_in6.self)))
+                    if !v6.contains(a) { v6.append(a) }
                 }
             }
             node = current.pointee.ai_next
         }
-        guard let chosen else { throw .unresolvable(host) }
-        storage = chosen
+        return .success((v4, v6))
     }
 
     init(storage: Storage) { self.storage = storage }
@@ -175,4 +186,9 @@ extension ClientAddress {
         guard let result else { return nil }
         self = result
     }
+}
+
+/// Why getaddrinfo found nothing (its own message).
+struct AddressLookupFailure: Error {
+    let reason: String
 }
