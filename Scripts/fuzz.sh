@@ -71,7 +71,7 @@ RESP_SOURCES=(
   Sources/LBKitHTTP/Redis/RESPValue.swift
   Sources/LBKitHTTP/Redis/RESPEncoder.swift
 )
-SUPPORT_SOURCES=(Fuzz/Support/FuzzSupport.swift Fuzz/Support/Reference.swift)
+SUPPORT_SOURCES=(Fuzz/Common/FuzzCommon.swift Fuzz/Support/FuzzSupport.swift Fuzz/Support/Reference.swift)
 
 entry_file() {
   case $1 in
@@ -104,7 +104,7 @@ build() {
     http+=("$staged/$(basename "$f")")
   done
   local sources=("${http[@]}" "${SUPPORT_SOURCES[@]}" "$entry")
-  [ "$t" = resp ] && sources=("${RESP_SOURCES[@]}" Fuzz/RESPSupport/RESPFuzzSupport.swift "$entry")
+  [ "$t" = resp ] && sources=("${RESP_SOURCES[@]}" Fuzz/Common/FuzzCommon.swift "$entry")
   local newer=0 f
   if [ -x "$out" ] && [ "$out.flags" -nt "$0" ] && [ "$(cat "$out.flags")" = "$OPT" ]; then
     for f in "${HTTP_SOURCES[@]}" "${SUPPORT_SOURCES[@]}" "$entry"; do [ "$f" -nt "$out" ] && newer=1; done

@@ -4,79 +4,10 @@ import Glibc
 import Darwin
 #endif
 
-// Shared by the three fuzz targets. Scripts/fuzz.sh compiles each target as ONE module made of the
-// LBKitHTTP parser sources, Fuzz/Support/*.swift and one Fuzz/Targets/*.swift file, so everything
-// here may use `internal` and `package` declarations of LBKitHTTP (InboundBuffer+HTTP, HTTP1Scan...).
-//
-// Every choice a target makes (where to split the input, which limits, which request method) is a
-// pure function of the input bytes, so a saved crash input reproduces exactly.
-
-/// Stops the process when an invariant does not hold: libFuzzer reports the trap as a crash and
-/// saves the input as `crash-<sha1>`.
-@inline(never)
-func invariant(
-    _ condition: @autoclosure () -> Bool, _ message: @autoclosure () -> String,
-    file: StaticString = #fileID, line: UInt = #line
-) {
-    if !condition() {
-        fatalError("FUZZ INVARIANT VIOLATED: \(message())", file: file, line: line)
-    }
-}
-
-/// Deterministic pseudo-random choices seeded from the input (FNV-1a, then splitmix64).
-struct FuzzRandom {
-    private var state: UInt64
-
-    init(_ bytes: UnsafeRawBufferPointer, salt: UInt64 = 0) {
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325 ^ salt
-        for b in bytes { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
-        state = h
-    }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// A value in `0..<n` (0 when n <= 0).
-    mutating func below(_ n: Int) -> Int {
-        n <= 0 ? 0 : Int(next() % UInt64(n))
-    }
-}
-
-/// How the bytes of one input arrive from the socket: the reads, in order (never empty: a read of
-/// 0 bytes means end of stream to the server and the client).
-enum Segmentation {
-    /// One read with everything.
-    static func whole(_ count: Int) -> [Range<Int>] {
-        count == 0 ? [] : [0..<count]
-    }
-
-    /// Two reads, split at a position derived from the input.
-    static func oneSplit(_ count: Int, _ rng: inout FuzzRandom) -> [Range<Int>] {
-        let k = rng.below(count + 1)
-        return [0..<k, k..<count].filter { !$0.isEmpty }
-    }
-
-    /// Many reads: one byte at a time, a fixed step, or random sizes (chosen from the input).
-    static func many(_ count: Int, _ rng: inout FuzzRandom) -> [Range<Int>] {
-        var out: [Range<Int>] = []
-        var at = 0
-        let mode = rng.below(3)
-        let step = mode == 0 ? (count <= 1024 ? 1 : 2) : 1 + rng.below(16)
-        while at < count {
-            let n = mode == 2 ? 1 + rng.below(64) : step
-            let end = min(count, at + n)
-            out.append(at..<end)
-            at = end
-        }
-        return out
-    }
-}
-
+// Shared by the three HTTP fuzz targets. Scripts/fuzz.sh compiles each target as ONE module made of
+// the LBKitHTTP parser sources, Fuzz/Common/FuzzCommon.swift (invariant, FuzzRandom, Segmentation,
+// escaped), Fuzz/Support/*.swift and one Fuzz/Targets/*.swift file, so everything here may use
+// `internal` and `package` declarations of LBKitHTTP (InboundBuffer+HTTP, HTTP1Scan...).
 /// Whether `maxHeadBytes` may go below 18 (`LBKIT_FUZZ_TINY_LIMITS=1`). Off by default: below 18,
 /// the 8 leading empty lines a request may start with no longer fit in the limit and the request
 /// parser answers 400 or 431 for the same bytes depending on how they arrive (a known finding,
@@ -99,26 +30,6 @@ func fuzzLimits(_ rng: inout FuzzRandom) -> HTTPParserLimits {
 
 func describe(_ limits: HTTPParserLimits) -> String {
     "limits(head \(limits.maxHeadBytes), fields \(limits.maxHeaderCount), chunk line \(limits.maxChunkLineBytes), trailers \(limits.maxTrailerBytes))"
-}
-
-/// `bytes` as a quoted, escaped string (truncated), for invariant messages.
-func escaped(_ bytes: some Collection<UInt8>, limit: Int = 600) -> String {
-    var out = "\""
-    for (n, b) in bytes.enumerated() {
-        if n == limit { out += "...(\(bytes.count) bytes)"; break }
-        switch b {
-        case 0x0D: out += "\\r"
-        case 0x0A: out += "\\n"
-        case 0x09: out += "\\t"
-        case 0x22: out += "\\\""
-        case 0x5C: out += "\\\\"
-        case 0x20...0x7E: out.unicodeScalars.append(Unicode.Scalar(b))
-        default:
-            let hex = String(b, radix: 16)
-            out += "\\x" + (hex.count == 1 ? "0" + hex : hex)
-        }
-    }
-    return out + "\""
 }
 
 /// An exactly sized heap copy of `bytes`: a parser reading one byte past either end of it is caught

@@ -4,9 +4,12 @@ import Glibc
 import Darwin
 #endif
 
-// The generic helpers of Fuzz/Support/FuzzSupport.swift (invariant, FuzzRandom, Segmentation,
-// escaped), copied for the resp target, which is built without the HTTP parser files that the
-// rest of FuzzSupport.swift needs (Scripts/fuzz.sh: RESP_SOURCES). Keep the two in step.
+// The helpers every fuzz target uses (invariant, FuzzRandom, Segmentation, escaped), in a file of
+// their own because the resp target is built without the HTTP parser sources that
+// Fuzz/Support/FuzzSupport.swift needs (Scripts/fuzz.sh: SUPPORT_SOURCES, RESP_SOURCES).
+//
+// Every choice a target makes (where to split the input, which limits, which request method) is a
+// pure function of the input bytes, so a saved crash input reproduces exactly.
 
 /// Stops the process when an invariant does not hold: libFuzzer reports the trap as a crash and
 /// saves the input as `crash-<sha1>`.
