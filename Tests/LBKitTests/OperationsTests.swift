@@ -12,9 +12,11 @@ struct OperationsTests {
 
     @Test("drain stops new traffic to a backend while its in-flight request completes; undrain restores it")
     func drainAndUndrain() async throws {
-        let slow = try EchoFleet.start(count: 1, mode: .slow, delay: .milliseconds(300))
+        // A 2 s answer: the in-flight window the test observes is wide enough for a loaded machine
+        // (at 300 ms, a stalled parallel suite could miss it entirely).
+        let slow = try EchoFleet.start(count: 1, mode: .slow, delay: .seconds(2))
         let fast = try EchoFleet.start(count: 1)
-        let lb = try TestBalancer.start(backends: [slow.urls[0], fast.urls[0]]) { $0.attemptTimeout = .seconds(2) }
+        let lb = try TestBalancer.start(backends: [slow.urls[0], fast.urls[0]]) { $0.attemptTimeout = .seconds(10) }
         let port = lb.port
         // The first request goes to the slow backend (rotation order) and is in flight while we drain it.
         let inFlight = Task { try await rawRequest(port: port, method: "POST", body: body) }

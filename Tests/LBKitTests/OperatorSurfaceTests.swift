@@ -195,21 +195,7 @@ struct OperatorSurfaceTests {
         balancer.cluster.setDraining(0, true)
         let metrics = Array(balancer.prometheusText().utf8)
         #expect(String(decoding: metrics, as: UTF8.self).contains("cause=\"refused\"} 3"))
-        let output = try await offload { () -> (Int32, String) in
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/promtool")
-            p.arguments = ["check", "metrics"]
-            let input = Pipe(), out = Pipe()
-            p.standardInput = input
-            p.standardOutput = out
-            p.standardError = out
-            try p.run()
-            input.fileHandleForWriting.write(Data(metrics))
-            try input.fileHandleForWriting.close()
-            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            return (p.terminationStatus, text)
-        }
+        let output = try await promtoolCheckMetrics(metrics)
         #expect(output.0 == 0, "promtool: \(output.1)")
         await fleet.stop()
     }

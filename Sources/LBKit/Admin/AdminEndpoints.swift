@@ -260,6 +260,16 @@ extension LoadBalancer {
         func family(_ name: String, _ type: String, _ help: String) {
             out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
         }
+        /// The `_bucket`/`_sum`/`_count` series of one backend's latency histogram.
+        func backendHistogram(_ name: String, _ histogram: LatencyHistogram, backend: String) {
+            let cumulative = histogram.cumulativeCounts
+            for (i, bound) in LatencyHistogram.bounds.enumerated() {
+                out += "\(name)_bucket{backend=\"\(backend)\",le=\"\(bound)\"} \(cumulative[i])\n"
+            }
+            out += "\(name)_bucket{backend=\"\(backend)\",le=\"+Inf\"} \(histogram.count)\n"
+            out += "\(name)_sum{backend=\"\(backend)\"} \(histogram.sum)\n"
+            out += "\(name)_count{backend=\"\(backend)\"} \(histogram.count)\n"
+        }
         family("lb_build_info", "gauge", "Always 1; the LBKit version as a label.")
         out += "lb_build_info{version=\"\(LBKitVersion.string)\"} 1\n"
         family("lb_requests_total", "counter", "Client requests answered, by status class.")
@@ -350,25 +360,9 @@ extension LoadBalancer {
         family("lb_backend_overloads_total", "counter", "Times the backend left the rotation because its reported load was over --max-backend-cpu/--max-backend-memory.")
         for b in snapshot { out += "lb_backend_overloads_total{backend=\"\(b.url)\"} \(b.reportedLoad?.overloadCount ?? 0)\n" }
         family("lb_backend_latency_seconds", "histogram", "Latency of attempts sent to each backend (time to the complete response).")
-        for b in snapshot {
-            let cumulative = b.histogram.cumulativeCounts
-            for (i, bound) in LatencyHistogram.bounds.enumerated() {
-                out += "lb_backend_latency_seconds_bucket{backend=\"\(b.url)\",le=\"\(bound)\"} \(cumulative[i])\n"
-            }
-            out += "lb_backend_latency_seconds_bucket{backend=\"\(b.url)\",le=\"+Inf\"} \(b.histogram.count)\n"
-            out += "lb_backend_latency_seconds_sum{backend=\"\(b.url)\"} \(b.histogram.sum)\n"
-            out += "lb_backend_latency_seconds_count{backend=\"\(b.url)\"} \(b.histogram.count)\n"
-        }
+        for b in snapshot { backendHistogram("lb_backend_latency_seconds", b.histogram, backend: b.url) }
         family("lb_backend_last_byte_seconds", "histogram", "Time to the last byte of proxied response bodies per backend (streamed bodies included).")
-        for b in snapshot {
-            let cumulative = b.lastByteHistogram.cumulativeCounts
-            for (i, bound) in LatencyHistogram.bounds.enumerated() {
-                out += "lb_backend_last_byte_seconds_bucket{backend=\"\(b.url)\",le=\"\(bound)\"} \(cumulative[i])\n"
-            }
-            out += "lb_backend_last_byte_seconds_bucket{backend=\"\(b.url)\",le=\"+Inf\"} \(b.lastByteHistogram.count)\n"
-            out += "lb_backend_last_byte_seconds_sum{backend=\"\(b.url)\"} \(b.lastByteHistogram.sum)\n"
-            out += "lb_backend_last_byte_seconds_count{backend=\"\(b.url)\"} \(b.lastByteHistogram.count)\n"
-        }
+        for b in snapshot { backendHistogram("lb_backend_last_byte_seconds", b.lastByteHistogram, backend: b.url) }
         family("lb_backend_latency_ewma_seconds", "gauge", "Peak-sensitive EWMA of response latency per backend.")
         for b in snapshot { out += "lb_backend_latency_ewma_seconds{backend=\"\(b.url)\"} \(b.latencyEWMA / 1000)\n" }
         if let store = throttleMiddleware?.sharedStore { out += store.prometheusText() }

@@ -116,3 +116,23 @@ func handledBy(_ response: RawHTTPClient.Response) -> Int? {
     guard let r = text.range(of: "\"handled_by\":") else { return nil }
     return Int(text[r.upperBound...].prefix { $0.isNumber })
 }
+
+/// Runs `promtool check metrics` on `metrics` (exposition text) off the cooperative pool:
+/// its exit status and what it printed.
+func promtoolCheckMetrics(_ metrics: [UInt8]) async throws -> (Int32, String) {
+    try await offload { () -> (Int32, String) in
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/promtool")
+        p.arguments = ["check", "metrics"]
+        let input = Pipe(), out = Pipe()
+        p.standardInput = input
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        input.fileHandleForWriting.write(Data(metrics))
+        try input.fileHandleForWriting.close()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        return (p.terminationStatus, text)
+    }
+}
