@@ -65,6 +65,18 @@ grind() { # name, out-file prefix, command... (environment through `env` before 
   start "$name" env LD_PRELOAD="$TMP/shim.so" PORT=$HBP LB_EXECUTOR="${LB_EXECUTOR:-0}" valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no ${VG_ARGS:-} "$@"
 }
 
+idle() { # pid, out-file prefix: instructions per second with no load (timers, health checks, housekeeping)
+  local pid=$1 prefix=$2 before f ir
+  sleep 1; before=$(ls "$prefix"* 2>/dev/null | wc -l)
+  callgrind_control -z "$pid" >/dev/null 2>&1 || die "callgrind_control -z $pid failed"
+  sleep "$DUR"
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  for _ in $(seq 100); do [ "$(ls "$prefix"* 2>/dev/null | wc -l)" -gt "$before" ] && break; sleep 0.1; done
+  sleep 0.5; f=$(ls -t "$prefix"* | head -1)
+  ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
+  echo "idle: $((ir / DUR)) instructions/s"
+}
+
 measure() { # target, pid, url, out-file prefix
   local target=$1 pid=$2 url=$3 prefix=$4 out n non2xx f ir before
   code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$url")
@@ -109,6 +121,7 @@ if want trivial || want lbkit; then
   grind hb "$TMP/hb.out" "$TMP/HummingbirdEmbedded" "${BURLS[@]}"
   HB_PID=${PIDS[-1]}; waitp $HBP
   VG=$(pgrep -s "$HB_PID" -f valgrind | head -1); VG=${VG:-$HB_PID}   # the valgrind'ed process of that session
+  want idle && idle "$VG" "$TMP/hb.out"
   want trivial && measure trivial "$VG" "http://127.0.0.1:$HBP/hello" "$TMP/hb.out"
   want lbkit && measure lbkit "$VG" "http://127.0.0.1:$HBP/api/x" "$TMP/hb.out"
 fi

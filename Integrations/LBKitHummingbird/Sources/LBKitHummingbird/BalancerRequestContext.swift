@@ -25,10 +25,16 @@ public struct BalancerRequestContext: RequestContext, RemoteAddressRequestContex
     public var coreContext: CoreRequestContextStorage
     /// The connection's peer (nil when the channel has none, e.g. in `.router` tests).
     ///
+    /// Read from the channel when asked (SwiftNIO keeps it cached there), not copied into every
+    /// request's context: routes that never ask do not pay for the channel's lock and the copy.
+    ///
     /// ```swift
     /// router.get("/ip") { _, context in context.remoteAddress?.ipAddress ?? "unknown" }
     /// ```
-    public let remoteAddress: SocketAddress?
+    public var remoteAddress: SocketAddress? { channel.remoteAddress }
+
+    /// The request's connection.
+    private let channel: any Channel
 
     /// Creates the context for a request arriving on `source.channel`.
     ///
@@ -38,6 +44,6 @@ public struct BalancerRequestContext: RequestContext, RemoteAddressRequestContex
     /// ```
     public init(source: ApplicationRequestContextSource) {
         coreContext = CoreRequestContextStorage(source: source)
-        remoteAddress = source.channel.remoteAddress
+        channel = source.channel
     }
 }

@@ -1,3 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import HTTPTypes
 import Hummingbird
 import LBKit
@@ -15,8 +22,8 @@ import NIOCore
 /// `:authority`, the body collected up to the balancer's `maxBodyBytes`, 413 JSON beyond), goes
 /// through the balancer's chain (per-client throttle when `rateLimit` is set, optional `/_lb/*`
 /// admin endpoints, your ``LBMiddleware``s, the balancer) and the ``LBResponse`` comes back as a
-/// Hummingbird `Response`. LBKit's `X-Backend` response field is removed unless
-/// `exposeBackendHeader` is true.
+/// Hummingbird `Response`. LBKit's backend header (`X-Backend`, or the balancer's
+/// `backendHeader`) is removed unless `exposeBackendHeader` is true.
 ///
 /// The client is the connection's peer, taken from a `RemoteAddressRequestContext` (use
 /// ``BalancerRequestContext``) or from your own `clientAddress` closure. `X-Forwarded-For` is
@@ -50,7 +57,8 @@ public struct LoadBalancerMiddleware<Context: RequestContext>: RouterMiddleware 
     /// // GET /api/items?id=1 reaches the backend as GET /items?id=1
     /// ```
     public let stripsPathPrefix: Bool
-    /// Whether LBKit's `X-Backend` response field reaches the client (default false: removed).
+    /// Whether LBKit's backend header (`X-Backend`, or the balancer's `backendHeader`) reaches
+    /// the client (default false: removed).
     ///
     /// ```swift
     /// let debugging = LoadBalancerMiddleware<BalancerRequestContext>(balancer: balancer, exposeBackendHeader: true)
@@ -59,6 +67,9 @@ public struct LoadBalancerMiddleware<Context: RequestContext>: RouterMiddleware 
     public let exposesBackendHeader: Bool
 
     private let prefix: String?
+    /// The response field removed before the client sees it: the balancer's backend header
+    /// (``LoadBalancerConfiguration/backendHeader``) unless exposed; nil = nothing to remove.
+    private let removedField: String?
     private let responder: any HTTPHandler
     private let clientAddress: @Sendable (Request, Context) -> ClientAddress?
 
@@ -101,6 +112,7 @@ public struct LoadBalancerMiddleware<Context: RequestContext>: RouterMiddleware 
         self.stripsPathPrefix = stripPathPrefix
         self.exposesBackendHeader = exposeBackendHeader
         self.prefix = pathPrefix.flatMap(Self.normalize)
+        self.removedField = exposeBackendHeader ? nil : balancer.configuration.backendHeader
         self.responder = balancer.responder(admin: admin, middlewares: middlewares)
         self.clientAddress = clientAddress
     }
@@ -134,7 +146,7 @@ public struct LoadBalancerMiddleware<Context: RequestContext>: RouterMiddleware 
         let lbRequest = LBRequest(request, target: target, body: body)
         let lbContext = LBRequestContext(client: clientAddress(request, context))
         let response = await responder.handle(lbRequest, context: lbContext)
-        return response.hummingbirdResponse(exposeBackendHeader: exposesBackendHeader)
+        return response.hummingbirdResponse(removingField: removedField)
     }
 
     /// The whole body, or nil when it is larger than the balancer's `maxBodyBytes`.
@@ -165,12 +177,24 @@ public struct LoadBalancerMiddleware<Context: RequestContext>: RouterMiddleware 
     /// The target with `prefix` removed when the path is `prefix` or under it (`/api/x?q` ->
     /// `/x?q`, `/api?q` -> `/?q`), nil when it is not.
     static func remainder(of target: String, under prefix: String) -> String? {
-        guard target.hasPrefix(prefix) else { return nil }
-        let rest = target.dropFirst(prefix.count)
-        guard let first = rest.first else { return "/" }
-        switch first {
-        case "/": return String(rest)
-        case "?": return "/" + rest
+        // Per request: the prefix is compared as UTF-8 bytes in place, the closures return only
+        // an offset (a match by Characters walks grapheme clusters; a generic `starts(with:)`
+        // over the two UTF-8 views, or a String carried out of the closures, cost more than the
+        // rest of the middleware's own work).
+        var target = target, prefix = prefix
+        let cut: Int = target.withUTF8 { t in
+            prefix.withUTF8 { p in
+                guard t.count >= p.count, p.isEmpty || memcmp(t.baseAddress!, p.baseAddress!, p.count) == 0 else { return -1 }
+                return p.count
+            }
+        }
+        guard cut >= 0 else { return nil }
+        let u = target.utf8
+        let rest = u.index(u.startIndex, offsetBy: cut)
+        guard rest != u.endIndex else { return "/" }
+        switch u[rest] {
+        case UInt8(ascii: "/"): return String(target[rest...])
+        case UInt8(ascii: "?"): return "/" + target[rest...]
         default: return nil
         }
     }
