@@ -46,10 +46,12 @@ extension IntegrationTests {
         try await backends.shutdown()
     }
 
-    @Test("strict round robin over 3 echo backends, in backend order; X-Backend hidden; other routes local")
+    @Test("strict round robin over 3 echo backends, in backend order; backend header (renamed) hidden; other routes local")
     func roundRobin() async throws {
         let backends = try EchoBackends(count: 3)
-        let balancer = try LoadBalancer(configuration: testConfiguration(backends.urls))
+        var configuration = try testConfiguration(backends.urls)
+        configuration.backendHeader = "X-Upstream"   // the middleware removes the balancer's name for it
+        let balancer = try LoadBalancer(configuration: configuration)
         let router = Router(context: BalancerRequestContext.self)
         router.add(middleware: LoadBalancerMiddleware(balancer: balancer, pathPrefix: "/api", stripPathPrefix: true))
         router.get("/hello") { _, _ in "hello from hummingbird\n" }
@@ -64,6 +66,7 @@ extension IntegrationTests {
                                                         body: ByteBuffer(string: #"{"msg":"hi"}"#))
                 #expect(response.status == .ok)
                 #expect(response.headers[HTTPField.Name("X-Backend")!] == nil)
+                #expect(response.headers[HTTPField.Name("X-Upstream")!] == nil)
                 let object = jsonObject(response.body.bytes)
                 #expect(object?["msg"] as? String == "hi")
                 handled.append(handledBy(response.body.bytes) ?? -1)
@@ -249,6 +252,35 @@ extension IntegrationTests {
         #expect(M.remainder(of: "/api?z=1", under: "/api") == "/?z=1")
         #expect(M.remainder(of: "/apix", under: "/api") == nil)
         #expect(M.remainder(of: "/other/api", under: "/api") == nil)
+        #expect(M.remainder(of: "/ap", under: "/api") == nil)
+        #expect(M.remainder(of: "/caf\u{e9}/menu", under: "/caf\u{e9}") == "/menu")
+        #expect(M.remainder(of: "/cafe\u{301}/menu", under: "/caf\u{e9}") == nil)   // bytes, not canonical equivalence
+    }
+
+    @Test("LBKit responses become Hummingbird responses: spelling, order, Content-Length, status lines, backend header")
+    func responseConversion() {
+        let headers = HeaderFields([("Server", "nginx"), ("content-type", "text/plain"), ("X-Custom", "1"),
+                                    ("X-Backend", "http://10.0.0.1:80"), ("Date", "Sun, 29 Nov 2026 23:00:00 GMT")])
+        let whole = LBResponse(head: ResponseHead(status: 200, headers: headers), body: Array("hello".utf8))
+        let hidden = whole.hummingbirdResponse()
+        #expect(hidden.status == .ok && hidden.status.reasonPhrase == "OK")
+        #expect(hidden.headers.map { $0.name.rawName } == ["Server", "content-type", "X-Custom", "Date", "Content-Length"])
+        #expect(hidden.headers[.contentLength] == "5" && hidden.headers[.contentType] == "text/plain")
+        #expect(whole.hummingbirdResponse(exposeBackendHeader: true).headers[HTTPField.Name("x-backend")!] == "http://10.0.0.1:80")
+        // A balancer whose backend header has another name: that name is the one removed.
+        #expect(whole.hummingbirdResponse(removingField: "X-Custom").headers.map { $0.name.rawName }
+            == ["Server", "content-type", "X-Backend", "Date", "Content-Length"])
+        // A HEAD's Content-Length (kept by LBKit) is not replaced by the empty body's.
+        let head = LBResponse(head: ResponseHead(status: 200, headers: HeaderFields([("Content-Length", "1234")]))).hummingbirdResponse()
+        #expect(head.headers[values: HTTPField.Name.contentLength] == ["1234"])
+        // Reason phrases: a non-standard one is kept, an out-of-range status becomes 502.
+        #expect(LBResponse(head: ResponseHead(status: 200, reason: "Fine")).hummingbirdResponse().status.reasonPhrase == "Fine")
+        #expect(LBResponse(head: ResponseHead(status: 404)).hummingbirdResponse().status == .notFound)
+        #expect(LBResponse(head: ResponseHead(status: 299, reason: "Odd")).hummingbirdResponse().status.code == 299)
+        #expect(LBResponse(head: ResponseHead(status: 42)).hummingbirdResponse().status == .badGateway)
+        // Names swift-http-types rejects are dropped.
+        let bad = LBResponse(head: ResponseHead(status: 200, headers: HeaderFields([("Bad Name", "x"), ("Vary", "Accept")]))).hummingbirdResponse()
+        #expect(bad.headers.map { $0.name.rawName } == ["Vary", "Content-Length"])
     }
 
     @Test("NIO socket addresses become client addresses from their bytes")
