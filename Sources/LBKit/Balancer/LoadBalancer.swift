@@ -71,6 +71,10 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
     let retiringCount = Atomic<Int>(0)
     private let probeCursor = Atomic<Int>(0)
     private let lifecycle = Mutex(LifecycleState())
+    /// Set once shutdown was requested or ``run()`` returned (the lifecycle state says the same):
+    /// read on every request of a balancer that owns its loops, where taking the lifecycle lock
+    /// would make every request thread write the lock's cache line.
+    private let refusesWork = Atomic<Bool>(false)
 
     struct LifecycleState {
         var shutdownRequested = false
@@ -231,7 +235,7 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
     nonisolated(nonsending) package func handleInline(_ request: LBRequest, context: LBRequestContext) async -> LBResponse {
         // Once shutdown began, a balancer that owns its loops takes no new work: those loops
         // are about to stop (requests in flight still finish).
-        if ownsGroup && lifecycle.withLock({ $0.shutdownRequested || $0.stopped }) {
+        if ownsGroup && refusesWork.load(ordering: .acquiring) {
             return .jsonError(status: 503, message: "the load balancer has shut down", headers: ["Retry-After": "1"])
         }
         counters.inFlight.add(1, ordering: .relaxed)
@@ -385,6 +389,7 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
         }
         await drain()
         lifecycle.withLock { $0.stopped = true }
+        refusesWork.store(true, ordering: .releasing)
         log(LBLogEvent(level: .info, category: .lifecycle, message: "balancer stopped"))
     }
 
@@ -400,6 +405,7 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
             s.waiter = nil
             return w
         }
+        refusesWork.store(true, ordering: .releasing)
         waiter?.resume()
     }
 
