@@ -58,11 +58,25 @@ extension LBResponse {
     /// }
     /// ```
     public func vaporResponse(keepingBackendHeader: Bool = false) -> Response {
+        vaporResponse(removingField: keepingBackendHeader ? nil : "X-Backend")
+    }
+
+    /// The Vapor response without `Content-Length`, `Transfer-Encoding` and the field named
+    /// `removedName` (LBKit's backend header, unless exposed).
+    ///
+    /// Per-request hot path: a name is compared with the removed ones only when its length
+    /// matches (three case-insensitive comparisons per field before).
+    func vaporResponse(removingField removedName: String?) -> Response {
         var headers = HTTPHeaders()
         headers.reserveCapacity(head.headers.count)
+        let removedLength = removedName?.utf8.count ?? -1
         for (name, value) in head.headers {
-            if HeaderFields.namesEqual(name, "Content-Length") || HeaderFields.namesEqual(name, "Transfer-Encoding") { continue }
-            if !keepingBackendHeader && HeaderFields.namesEqual(name, "X-Backend") { continue }
+            switch name.utf8.count {
+            case 14 where HeaderFields.namesEqual(name, "Content-Length"): continue
+            case 17 where HeaderFields.namesEqual(name, "Transfer-Encoding"): continue
+            case removedLength where removedName.map { HeaderFields.namesEqual(name, $0) } ?? false: continue
+            default: break
+            }
             headers.add(name: name, value: value)
         }
         let status = HTTPResponseStatus(statusCode: head.status, reasonPhrase: head.reason)

@@ -1,3 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import NIOCore
 import Vapor
 
@@ -15,7 +22,8 @@ import Vapor
 ///   ``stripPrefix`` is on);
 /// - runs the balancer's standard chain (per-client throttle when `rateLimit` is set, then your
 ///   ``LBMiddleware``s, then the balancer) and converts the answer back;
-/// - removes LBKit's `X-Backend` response header unless ``exposesBackendHeader`` is on.
+/// - removes LBKit's backend header (`X-Backend`, or the balancer's `backendHeader`) unless
+///   ``exposesBackendHeader`` is on.
 ///
 /// The simplest way in is ``Vapor/Application/LoadBalancers/use(_:pathPrefix:stripPrefix:exposesBackendHeader:middlewares:drainTimeout:)``,
 /// which also registers the balancer's lifecycle:
@@ -60,7 +68,8 @@ public struct LoadBalancerMiddleware: AsyncMiddleware {
     /// app.middleware.use(LoadBalancerMiddleware(balancer: balancer, pathPrefix: "/api", stripPrefix: true))
     /// ```
     public let stripPrefix: Bool
-    /// Whether LBKit's `X-Backend` response header (the backend that answered) reaches clients.
+    /// Whether LBKit's backend header (`X-Backend`, or the balancer's `backendHeader`: the
+    /// backend that answered) reaches clients.
     ///
     /// ```swift
     /// app.middleware.use(LoadBalancerMiddleware(balancer: balancer, exposesBackendHeader: true))
@@ -73,6 +82,9 @@ public struct LoadBalancerMiddleware: AsyncMiddleware {
     /// ```
     public let lifecycle: LoadBalancerLifecycle?
     private let handler: any HTTPHandler
+    /// The response field removed before the client sees it: the balancer's backend header
+    /// (``LoadBalancerConfiguration/backendHeader``) unless exposed; nil = nothing to remove.
+    private let removedField: String?
 
     /// A middleware for `balancer`, whose lifecycle you run yourself (`balancer.run()` /
     /// `balancer.shutdown()`); prefer ``init(lifecycle:pathPrefix:stripPrefix:exposesBackendHeader:middlewares:)``
@@ -114,6 +126,7 @@ public struct LoadBalancerMiddleware: AsyncMiddleware {
         self.stripPrefix = stripPrefix
         self.exposesBackendHeader = exposesBackendHeader
         handler = balancer.responder(admin: false, middlewares: middlewares)
+        removedField = exposesBackendHeader ? nil : balancer.configuration.backendHeader
     }
 
     /// Forwards requests under ``pathPrefix``; passes the others to `next`. Vapor calls it for
@@ -148,20 +161,30 @@ public struct LoadBalancerMiddleware: AsyncMiddleware {
                 return LBResponse.jsonError(status: 503, message: "load balancer is shutting down").vaporResponse()
             }
             defer { gate.leave() }
-            return await handler.handle(lbRequest, context: context).vaporResponse(keepingBackendHeader: exposesBackendHeader)
+            return await handler.handle(lbRequest, context: context).vaporResponse(removingField: removedField)
         }
-        return await handler.handle(lbRequest, context: context).vaporResponse(keepingBackendHeader: exposesBackendHeader)
+        return await handler.handle(lbRequest, context: context).vaporResponse(removingField: removedField)
     }
 
     /// The target to forward for `target`, or nil when it is not under the prefix.
     func forwardedTarget(_ target: String) -> String? {
         if pathPrefix == "/" { return target.isEmpty ? "/" : target }
-        guard target.hasPrefix(pathPrefix) else { return nil }
-        let rest = target.dropFirst(pathPrefix.count)
-        guard let first = rest.first else { return stripPrefix ? "/" : target }
-        switch first {
-        case "/": return stripPrefix ? String(rest) : target
-        case "?": return stripPrefix ? "/" + rest : target
+        // Per request: the prefix is compared as UTF-8 bytes in place (a match by Characters
+        // walks grapheme clusters), the closures return only an offset.
+        var target = target, prefix = pathPrefix
+        let cut: Int = target.withUTF8 { t in
+            prefix.withUTF8 { p in
+                guard t.count >= p.count, p.isEmpty || memcmp(t.baseAddress!, p.baseAddress!, p.count) == 0 else { return -1 }
+                return p.count
+            }
+        }
+        guard cut >= 0 else { return nil }
+        let u = target.utf8
+        let rest = u.index(u.startIndex, offsetBy: cut)
+        guard rest != u.endIndex else { return stripPrefix ? "/" : target }
+        switch u[rest] {
+        case UInt8(ascii: "/"): return stripPrefix ? String(target[rest...]) : target
+        case UInt8(ascii: "?"): return stripPrefix ? "/" + target[rest...] : target
         default: return nil
         }
     }

@@ -18,8 +18,9 @@ struct BalancingTests {
     @Test func strictRoundRobinOverThreeBackends() async throws {
         let fleet = try EchoFleet(count: 3)
         let metrics = TestMetrics()
-        let balancer = try LoadBalancer(configuration: testConfiguration(try fleet.urls),
-                                        metrics: SwiftMetricsSink(factory: metrics))
+        var configuration = testConfiguration(try fleet.urls)
+        configuration.backendHeader = "X-Upstream"   // the middleware removes the balancer's name for it
+        let balancer = try LoadBalancer(configuration: configuration, metrics: SwiftMetricsSink(factory: metrics))
         try await withApp(configure: { app in
             app.logger.logLevel = .warning
             app.loadBalancer.use(balancer, pathPrefix: "/api")
@@ -30,6 +31,7 @@ struct BalancingTests {
                 let response = try await tester.sendRequest(.GET, "/api/items")
                 #expect(response.status == .ok)
                 #expect(response.headers.first(name: "X-Backend") == nil)   // off by default
+                #expect(response.headers.first(name: "X-Upstream") == nil)
                 seen.append(try handledBy(response.body))
             }
             // Strict rotation in configuration order, from wherever it starts.

@@ -172,9 +172,30 @@ struct ForwardingTests {
         let all = LoadBalancerMiddleware(balancer: fleetless)
         #expect(all.pathPrefix == "/")
         #expect(all.forwardedTarget("/anything?x") == "/anything?x")
+        #expect(stripped.forwardedTarget("/ap") == nil)
+        let accented = LoadBalancerMiddleware(balancer: fleetless, pathPrefix: "/caf\u{e9}", stripPrefix: true)
+        #expect(accented.forwardedTarget("/caf\u{e9}/menu") == "/menu")
+        #expect(accented.forwardedTarget("/cafe\u{301}/menu") == nil)   // bytes, not canonical equivalence
         #expect(LoadBalancerMiddleware.normalise("///") == "/")
         fleetless.shutdown()
         try await withTimeout(.seconds(10), "balancer.run") { try await fleetless.run() }   // releases its loops
+    }
+
+    @Test func responseConversion() {
+        let headers = HeaderFields([("Server", "nginx"), ("Content-Length", "5"), ("X-Custom", "1"),
+                                    ("transfer-encoding", "chunked"), ("X-Backend", "http://10.0.0.1:80")])
+        let response = LBResponse(head: ResponseHead(status: 200, headers: headers), body: Array("hello".utf8))
+        // Framing fields are Vapor's (it adds its own Content-Length for the body); the backend
+        // header goes unless kept.
+        #expect(response.vaporResponse().headers.map(\.name) == ["Server", "X-Custom", "content-length"])
+        #expect(response.vaporResponse().headers[.contentLength] == ["5"])
+        #expect(response.vaporResponse(keepingBackendHeader: true).headers.map(\.name)
+            == ["Server", "X-Custom", "X-Backend", "content-length"])
+        // A balancer whose backend header has another name: that name is the one removed.
+        #expect(response.vaporResponse(removingField: "X-Custom").headers.map(\.name) == ["Server", "X-Backend", "content-length"])
+        #expect(response.vaporResponse(removingField: nil).headers.map(\.name)
+            == ["Server", "X-Custom", "X-Backend", "content-length"])
+        #expect(response.vaporResponse().status == .ok)
     }
 
     @Test func clientAddressFromNIOSocketAddresses() throws {
