@@ -21,33 +21,37 @@ enum ForwardingHeaders {
     /// `extraCapacity` more fields: cheaper than copying the shared list and editing the copy.
     static func withoutHopByHop(_ headers: HeaderFields, extraCapacity: Int = 0) -> HeaderFields {
         var named: [String] = []
-        for field in headers.fields where HeaderFields.namesEqual(field.name, "Connection") {
-            HTTPConnectionHeader.forEachToken(field.value) { token in
+        for i in 0..<headers.count where headers.name(at: i, is: "Connection") {
+            HTTPConnectionHeader.forEachToken(headers.value(at: i)) { token in
                 let name = String(token)
                 if !isStrippedByDefault(name) { named.append(name) }
             }
         }
-        var out = HeaderFields(reservingCapacity: headers.count + extraCapacity)
-        fields: for field in headers.fields {
-            if isStrippedByDefault(field.name) { continue }
-            for h in named where HeaderFields.namesEqual(field.name, h) { continue fields }
-            out.add(name: field.name, value: field.value)
+        var out = HeaderFields(reservingCapacity: headers.count + extraCapacity, bytes: headers.wireByteCount + 64 * extraCapacity)
+        out.appendLines(from: headers) { i in
+            isStrippedByDefault(headers, at: i) || named.contains { headers.name(at: i, equals: $0) }
         }
         return out
     }
 
     /// Whether `name` is one of ``hopByHop`` or `Content-Length`.
-    @inline(__always)
     static func isStrippedByDefault(_ name: String) -> Bool {
-        switch name.utf8.count {
-        case 2: HeaderFields.namesEqual(name, "TE")
-        case 7: HeaderFields.namesEqual(name, "Trailer") || HeaderFields.namesEqual(name, "Upgrade")
-        case 10: HeaderFields.namesEqual(name, "Connection") || HeaderFields.namesEqual(name, "Keep-Alive")
-        case 14: HeaderFields.namesEqual(name, "Content-Length")
-        case 16: HeaderFields.namesEqual(name, "Proxy-Connection")
-        case 17: HeaderFields.namesEqual(name, "Transfer-Encoding")
-        case 18: HeaderFields.namesEqual(name, "Proxy-Authenticate")
-        case 19: HeaderFields.namesEqual(name, "Proxy-Authorization")
+        isStrippedByDefault(HeaderFields([(name, "")]), at: 0)
+    }
+
+    /// Whether field `i` of `headers` is one of ``hopByHop`` or `Content-Length` (its name's
+    /// length picks the candidates before any byte is compared).
+    @inline(__always)
+    static func isStrippedByDefault(_ headers: HeaderFields, at i: Int) -> Bool {
+        switch headers.nameLength(at: i) {
+        case 2: headers.name(at: i, is: "TE")
+        case 7: headers.name(at: i, is: "Trailer") || headers.name(at: i, is: "Upgrade")
+        case 10: headers.name(at: i, is: "Connection") || headers.name(at: i, is: "Keep-Alive")
+        case 14: headers.name(at: i, is: "Content-Length")
+        case 16: headers.name(at: i, is: "Proxy-Connection")
+        case 17: headers.name(at: i, is: "Transfer-Encoding")
+        case 18: headers.name(at: i, is: "Proxy-Authenticate")
+        case 19: headers.name(at: i, is: "Proxy-Authorization")
         default: false
         }
     }

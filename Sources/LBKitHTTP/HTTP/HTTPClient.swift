@@ -269,19 +269,20 @@ public final class UpstreamClient: Sendable {
         HTTPSerializer.appendRequestLine(method: head.method, target: head.target, to: &wire)
         var hasHost = false
         var hasUpgrade = false, connectionUpgrade = false   // asksUpgrade, found on the way
-        for field in head.headers.fields {
-            switch field.name.utf8.count {
-            case 4: if HeaderFields.namesEqual(field.name, "Host") { hasHost = true }
-            case 7: if HeaderFields.namesEqual(field.name, "Upgrade") { hasUpgrade = true }
+        let headers = head.headers
+        headers.appendWire(to: &wire) { i in
+            switch headers.nameLength(at: i) {
+            case 4: if headers.name(at: i, is: "Host") { hasHost = true }
+            case 7: if headers.name(at: i, is: "Upgrade") { hasUpgrade = true }
             case 10:
-                if HeaderFields.namesEqual(field.name, "Connection") && HTTPConnectionHeader.hasToken(field.value, "upgrade") {
+                if headers.name(at: i, is: "Connection") && HTTPConnectionHeader.hasToken(headers.value(at: i), "upgrade") {
                     connectionUpgrade = true
                 }
-            case 14: if HeaderFields.namesEqual(field.name, "Content-Length") { continue }
-            case 17: if HeaderFields.namesEqual(field.name, "Transfer-Encoding") { continue }
+            case 14: return headers.name(at: i, is: "Content-Length")
+            case 17: return headers.name(at: i, is: "Transfer-Encoding")
             default: break
             }
-            HTTPSerializer.appendField(field.name, field.value, to: &wire)
+            return false
         }
         if !hasHost { HTTPSerializer.appendField("Host", endpoint.authority, to: &wire) }
         if let contentLength {

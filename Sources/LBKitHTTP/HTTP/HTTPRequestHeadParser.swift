@@ -150,7 +150,7 @@ package enum HTTPRequestHeadParser {
 
         // Header fields.
         var summary = HTTP1FieldSummary()
-        var fields = HeaderFields(reservingCapacity: HTTP1Scan.initialFieldCapacity)
+        var fields = HeaderFields(reservingCapacity: HTTP1Scan.initialFieldCapacity, bytes: headEnd - lineLF + 16)
         let headLength = try HTTP1Scan.parseFields(
             p, from: lineLF + 1, headEnd: headEnd, limits: limits, fields: &fields, summary: &summary)
 
@@ -399,25 +399,45 @@ enum HTTP1Scan {
     }
 
     /// Parses the field lines from `pos` up to the empty line that ends the head (at or before
-    /// `headEnd`), appending the fields and collecting framing facts. Returns the head length.
+    /// `headEnd`), appending the fields to the empty list `fields` and collecting framing facts.
+    /// Returns the head length.
+    ///
+    /// Lines already in wire form (`name ": " value CRLF`, as nearly every client and server
+    /// writes them) are indexed where they are and their bytes go into the list with one copy at
+    /// the end; from the first line that is not (no space after the colon, extra whitespace), the
+    /// fields are appended one by one in wire form.
     static func parseFields(
         _ p: UnsafeRawBufferPointer, from pos: Int, headEnd: Int, limits: HTTPParserLimits,
         fields: inout HeaderFields, summary: inout HTTP1FieldSummary
     ) throws(HTTPParseError) -> Int {
+        assert(fields.count == 0 && fields.storage.isEmpty)
         var pos = pos
+        let block = pos
+        var inWireForm = true
         while true {
             guard let at = findLF(p, from: pos, to: headEnd) else {
                 throw .malformed("unterminated header section")  // unreachable: headEnd ends with CRLFCRLF
             }
             guard at > pos, p[at - 1] == cr else { throw .malformed("bare LF") }
             let lineEnd = at - 1
-            if lineEnd == pos { return at + 1 }
+            if lineEnd == pos {
+                if inWireForm && pos > block { HeaderFields.append(UnsafeRawBufferPointer(rebasing: p[block..<pos]), to: &fields.storage) }
+                return at + 1
+            }
 
             if fields.count >= limits.maxHeaderCount { throw .headTooLarge }
             let (nameEnd, vs, ve) = try splitFieldLine(p, pos, lineEnd)
             try summarize(p, name: pos, nameEnd, value: vs, ve, into: &summary)
-            fields.add(name: commonName(p, pos, nameEnd) ?? makeString(p, pos, nameEnd),
-                       value: commonValue(p, vs, ve) ?? makeString(p, vs, ve))
+            if inWireForm && vs == nameEnd + 2 && ve == lineEnd && p[nameEnd + 1] == sp {
+                fields.lines.append(HeaderFields.Line(start: pos - block, nameLength: nameEnd - pos, valueLength: ve - vs))
+            } else {
+                if inWireForm {
+                    inWireForm = false
+                    if pos > block { HeaderFields.append(UnsafeRawBufferPointer(rebasing: p[block..<pos]), to: &fields.storage) }
+                }
+                fields.appendLine(name: UnsafeRawBufferPointer(rebasing: p[pos..<nameEnd]),
+                                  value: UnsafeRawBufferPointer(rebasing: p[vs..<ve]))
+            }
             pos = at + 1
         }
     }
@@ -432,47 +452,6 @@ enum HTTP1Scan {
     static func bytesEqual(_ p: UnsafeRawBufferPointer, _ s: Int, _ e: Int, _ literal: StaticString) -> Bool {
         guard e - s == literal.utf8CodeUnitCount, let base = p.baseAddress else { return false }
         return memcmp(base + s, literal.utf8Start, e - s) == 0
-    }
-
-    /// The literal for a field name spelled exactly as one of the common ones, else nil: a
-    /// string literal costs nothing, where building a `String` from bytes (validation, copy)
-    /// costs about 150 instructions, for every field of every head.
-    @inline(__always)
-    static func commonName(_ p: UnsafeRawBufferPointer, _ s: Int, _ e: Int) -> String? {
-        switch e - s {
-        case 4:
-            if bytesEqual(p, s, e, "Host") { return "Host" }
-            if bytesEqual(p, s, e, "Date") { return "Date" }
-        case 6:
-            if bytesEqual(p, s, e, "Server") { return "Server" }
-            if bytesEqual(p, s, e, "Accept") { return "Accept" }
-        case 10:
-            if bytesEqual(p, s, e, "Connection") { return "Connection" }
-            if bytesEqual(p, s, e, "User-Agent") { return "User-Agent" }
-        case 12:
-            if bytesEqual(p, s, e, "Content-Type") { return "Content-Type" }
-        case 14:
-            if bytesEqual(p, s, e, "Content-Length") { return "Content-Length" }
-        case 17:
-            if bytesEqual(p, s, e, "Transfer-Encoding") { return "Transfer-Encoding" }
-        default:
-            break
-        }
-        return nil
-    }
-
-    /// The literal for a few common field values spelled exactly so (`application/json` would
-    /// otherwise be a heap allocation: it is one byte too long for a small string).
-    @inline(__always)
-    static func commonValue(_ p: UnsafeRawBufferPointer, _ s: Int, _ e: Int) -> String? {
-        switch e - s {
-        case 5: if bytesEqual(p, s, e, "close") { return "close" }
-        case 7: if bytesEqual(p, s, e, "chunked") { return "chunked" }
-        case 10: if bytesEqual(p, s, e, "keep-alive") { return "keep-alive" }
-        case 16: if bytesEqual(p, s, e, "application/json") { return "application/json" }
-        default: break
-        }
-        return nil
     }
 
     /// Records the framing-relevant meaning of one field.

@@ -440,14 +440,14 @@ struct HTTP1ServerConnection: Sendable {
         out.removeAll(keepingCapacity: true)
         if out.capacity < 1024 { out.reserveCapacity(4096) }
         HTTPSerializer.appendStatusLine(status: status, reason: head.reason, to: &out)
-        for field in head.headers.fields {
-            switch field.name.utf8.count {
-            case 10: if HeaderFields.namesEqual(field.name, "Connection") { continue }
-            case 14: if dropContentLength && HeaderFields.namesEqual(field.name, "Content-Length") { continue }
-            case 17: if HeaderFields.namesEqual(field.name, "Transfer-Encoding") { continue }
-            default: break
+        let headers = head.headers
+        headers.appendWire(to: &out) { i in
+            switch headers.nameLength(at: i) {
+            case 10: headers.name(at: i, is: "Connection")
+            case 14: dropContentLength && headers.name(at: i, is: "Content-Length")
+            case 17: headers.name(at: i, is: "Transfer-Encoding")
+            default: false
             }
-            HTTPSerializer.appendField(field.name, field.value, to: &out)
         }
         if let transferEncoding { HTTPSerializer.appendField("Transfer-Encoding", transferEncoding, to: &out) }
         if let contentLength { HTTPSerializer.appendField("Content-Length", decimal: contentLength, to: &out) }
