@@ -15,9 +15,7 @@
 /// string (and often a heap allocation and a reference count) per name and value, a validation
 /// per string, a retain per field each time the list was copied, and a copy per field on the way
 /// out. Now parsing appends each line's bytes, forwarding copies lines, writing a head copies
-/// lines, and a `String` is only made when someone asks for a name or a value. Bytes outside
-/// UTF-8 (obs-text, RFC 9110 5.5) are forwarded exactly as received; they read as U+FFFD when
-/// asked for as a `String`.
+/// lines, and a `String` is only made when someone asks for a name or a value.
 public struct HeaderFields: Sendable, Sequence, ExpressibleByDictionaryLiteral, CustomStringConvertible {
     /// One field's line in ``storage``: `name ": " value "\r\n"` from `start`.
     @usableFromInline
