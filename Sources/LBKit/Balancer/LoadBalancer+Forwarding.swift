@@ -202,9 +202,10 @@ extension LoadBalancer {
     /// (RFC 9110 8.6), an upgrade's `Connection`/`Upgrade` restored around the tunnel.
     private func clientResponse(_ response: UpstreamResponse, backend name: String, request: RequestHead) -> LBResponse {
         var head = response.head
-        let length = head.headers.first(name: "Content-Length")
         head.headers = ForwardingHeaders.withoutHopByHop(response.head.headers, extraCapacity: 3)
-        if request.method == "HEAD" || head.status == 304, let length { head.headers.add(name: "Content-Length", value: length) }
+        if request.method == "HEAD" || head.status == 304, let length = response.head.headers.first(name: "Content-Length") {
+            head.headers.add(name: "Content-Length", value: length)
+        }
         if let header = configuration.backendHeader { head.headers.add(name: header, value: name) }
         var out: LBResponse
         if let stream = response.bodyStream {

@@ -69,8 +69,16 @@ public struct UpstreamRequest: Sendable {
 
     /// Whether the request asks to switch protocols (`Connection: upgrade` and `Upgrade`).
     public var asksUpgrade: Bool {
-        guard head.headers.contains(name: "Upgrade") else { return false }
-        return head.headers["Connection"].contains { HTTPConnectionHeader.hasToken($0, "upgrade") }
+        let headers = head.headers
+        var upgrade = false, connectionUpgrade = false
+        for i in 0..<headers.count {
+            switch headers.nameLength(at: i) {
+            case 7: if headers.name(at: i, is: "Upgrade") { upgrade = true }
+            case 10: if headers.name(at: i, is: "Connection") && headers.value(at: i, hasToken: "upgrade") { connectionUpgrade = true }
+            default: break
+            }
+        }
+        return upgrade && connectionUpgrade
     }
 }
 
@@ -275,7 +283,7 @@ public final class UpstreamClient: Sendable {
             case 4: if headers.name(at: i, is: "Host") { hasHost = true }
             case 7: if headers.name(at: i, is: "Upgrade") { hasUpgrade = true }
             case 10:
-                if headers.name(at: i, is: "Connection") && HTTPConnectionHeader.hasToken(headers.value(at: i), "upgrade") {
+                if headers.name(at: i, is: "Connection") && headers.value(at: i, hasToken: "upgrade") {
                     connectionUpgrade = true
                 }
             case 14: return headers.name(at: i, is: "Content-Length")

@@ -177,8 +177,10 @@ struct HTTP1ServerConnection: Sendable {
             if reserved > 0 { server.releaseBodyBudget(reserved) }
             var keepAlive = parsed.keepAlive && !server.isDraining
             if config.maxRequestsPerConnection > 0 && served >= config.maxRequestsPerConnection { keepAlive = false }
-            if let c = response.head.headers.first(name: "Connection"), HTTPConnectionHeader.hasToken(c, "close") {
-                keepAlive = false
+            let answerHeaders = response.head.headers
+            for i in 0..<answerHeaders.count where answerHeaders.name(at: i, is: "Connection") {
+                if answerHeaders.value(at: i, hasToken: "close") { keepAlive = false }
+                break  // the first Connection field decides, as before
             }
             if let reader, !reader.isComplete {
                 // The handler did not read the whole body: the rest cannot be told apart from

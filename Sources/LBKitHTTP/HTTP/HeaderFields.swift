@@ -195,6 +195,45 @@ public struct HeaderFields: Sendable, Sequence, ExpressibleByDictionaryLiteral, 
         lines.append(Line(start: start, nameLength: line.nameLength, valueLength: line.valueLength))
     }
 
+    /// Calls `body` with each comma-separated element of field `i`'s value, without the
+    /// whitespace around it, skipping empty ones (RFC 9110 5.6.1), e.g. the tokens of a
+    /// `Connection` field.
+    @inlinable
+    package func forEachToken(inValueAt i: Int, _ body: (UnsafeRawBufferPointer) -> Void) {
+        let line = lines[i]
+        storage.withUnsafeBytes { s in
+            let end = line.valueStart + line.valueLength
+            var k = line.valueStart
+            while k < end {
+                var e = k
+                while e < end && s[e] != 0x2C { e += 1 }
+                var a = k, b = e
+                while a < b && (s[a] == 0x20 || s[a] == 0x09) { a += 1 }
+                while b > a && (s[b - 1] == 0x20 || s[b - 1] == 0x09) { b -= 1 }
+                if b > a { body(UnsafeRawBufferPointer(rebasing: s[a..<b])) }
+                k = e + 1
+            }
+        }
+    }
+
+    /// Whether field `i`'s value lists `token` (ASCII case-insensitive), e.g. `upgrade` in a
+    /// `Connection` field.
+    @inlinable
+    package func value(at i: Int, hasToken token: StaticString) -> Bool {
+        var found = false
+        forEachToken(inValueAt: i) { t in
+            if !found && Self.bytes(t, equalFoldingCase: token) { found = true }
+        }
+        return found
+    }
+
+    /// Whether `bytes` spell `literal`, ASCII case-insensitively.
+    @inlinable @inline(__always)
+    package static func bytes(_ bytes: UnsafeRawBufferPointer, equalFoldingCase literal: StaticString) -> Bool {
+        bytes.count == literal.utf8CodeUnitCount
+            && bytesEqualFoldingCase(bytes, 0, UnsafeRawBufferPointer(start: literal.utf8Start, count: bytes.count), 0, bytes.count)
+    }
+
     /// The byte length of field `i`'s name (to classify names before comparing bytes).
     @inlinable
     package func nameLength(at i: Int) -> Int { lines[i].nameLength }
