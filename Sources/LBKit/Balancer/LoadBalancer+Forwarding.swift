@@ -12,6 +12,7 @@ extension LoadBalancer {
         // `eventLoopGroup`): the upstream exchange then stays on the caller's thread.
         let loop = context.eventLoop ?? group.currentLoop ?? group.next()
         let trustedPeer = context.clientAddress.map { identity.isTrusted($0) } ?? false
+        let uncancellable = context.runsInUncancellableTask
         let head = ForwardingHeaders.upstreamHead(for: request.head, client: context.clientAddress, peerIsTrustedProxy: trustedPeer)
         var upstream: UpstreamRequest
         if let stream = request.bodyStream {
@@ -70,7 +71,8 @@ extension LoadBalancer {
                 do {
                     let deadlineNs = UpstreamClient.deadline(after: attemptDeadline - now)
                     let answerByNs = hedgeAt.map { UpstreamClient.deadline(after: $0 - now) } ?? .max
-                    switch try await client.send(upstream, to: up.endpoints[index], on: loop, deadline: deadlineNs, answerBy: answerByNs) {
+                    switch try await client.send(upstream, to: up.endpoints[index], on: loop, deadline: deadlineNs, answerBy: answerByNs,
+                                                 watchesCancellation: !uncancellable) {
                     case .complete(let response):
                         attempt = AttemptRecord(index: index, start: now, result: .success(response))
                     case .pending(let pending):

@@ -241,8 +241,14 @@ public final class UpstreamClient: Sendable {
     /// idle for less than ``UpstreamClientConfiguration/nonReplayableMaxIdle``.
     nonisolated(nonsending) package func send(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
                       deadline: UInt64, answerBy: UInt64,
-                      abortHandle: ExchangeAbortHandle? = nil) async throws(UpstreamError) -> ExchangeProgress {
+                      abortHandle: ExchangeAbortHandle? = nil,
+                      watchesCancellation: Bool = true) async throws(UpstreamError) -> ExchangeProgress {
         let handle = abortHandle ?? ExchangeAbortHandle()
+        // A task nothing can cancel needs no cancellation handler (see
+        // LBRequestContext.runsInUncancellableTask).
+        guard watchesCancellation else {
+            return try await sendUncancellable(request, to: endpoint, on: loop, deadline: deadline, answerBy: answerBy, handle: handle)
+        }
         let result: Result<ExchangeProgress, UpstreamError> = await withTaskCancellationHandler {
             do throws(UpstreamError) {
                 return .success(try await sendUncancellable(request, to: endpoint, on: loop, deadline: deadline,

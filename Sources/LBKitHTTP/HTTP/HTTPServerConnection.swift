@@ -115,6 +115,9 @@ struct HTTP1ServerConnection: Sendable {
     /// Serves requests until the connection ends or parks (`resuming`: the state of a parked
     /// connection whose next request has arrived).
     nonisolated(nonsending) func run(resuming: Resumption? = nil) async -> Ending {
+        // This runs in the connection's own task, which HTTP1Server starts unstructured and
+        // never cancels (see LBRequestContext.runsInUncancellableTask).
+        let context = self.context.markedAsServedByUncancellableTask()
         let input = ConnectionInput(socket: socket)
         // However the connection ends or parks, an empty read buffer goes back to the loop.
         defer { input.reclaimBuffer() }
