@@ -58,6 +58,7 @@ HTTP_SOURCES=(
   Sources/LBKitHTTP/HTTP/ChunkedDecoder.swift
   Sources/LBKitHTTP/HTTP/HTTPParseError.swift
   Sources/LBKitHTTP/HTTP/HTTPTypes.swift
+  Sources/LBKitHTTP/HTTP/HeaderFields.swift
   Sources/LBKitHTTP/HTTP/HTTPSerializer.swift
   Sources/LBKitHTTP/HTTP/InboundBuffer+HTTP.swift
   Sources/LBKitHTTP/HTTP/HTTP1Syntax.swift

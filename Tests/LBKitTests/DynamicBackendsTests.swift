@@ -142,7 +142,7 @@ struct DynamicBackendsTests {
 
     @Test("a vanished address drains: visible as draining while its request is in flight, then removed")
     func vanishedAddressDrains() async throws {
-        let fleet = try await SamePortFleet.start(count: 3, slowLast: .milliseconds(700))
+        let fleet = try await SamePortFleet.start(count: 3, slowLast: .seconds(2))
         let resolver = ScriptedResolver()
         resolver.answer("svc.test", fleet.ips)
         let log = LogCapture()

@@ -20,34 +20,65 @@ enum ForwardingHeaders {
     /// `headers` without the fields ``stripHopByHop(_:)`` removes, as a new list with room for
     /// `extraCapacity` more fields: cheaper than copying the shared list and editing the copy.
     static func withoutHopByHop(_ headers: HeaderFields, extraCapacity: Int = 0) -> HeaderFields {
-        var named: [String] = []
-        for field in headers.fields where HeaderFields.namesEqual(field.name, "Connection") {
-            HTTPConnectionHeader.forEachToken(field.value) { token in
-                let name = String(token)
-                if !isStrippedByDefault(name) { named.append(name) }
-            }
-        }
-        var out = HeaderFields(reservingCapacity: headers.count + extraCapacity)
-        fields: for field in headers.fields {
-            if isStrippedByDefault(field.name) { continue }
-            for h in named where HeaderFields.namesEqual(field.name, h) { continue fields }
-            out.add(name: field.name, value: field.value)
-        }
+        let named = namedByConnection(headers)
+        var out = HeaderFields(reservingCapacity: headers.count + extraCapacity, bytes: headers.wireByteCount + 64 * extraCapacity)
+        out.appendLines(from: headers) { i in isHopByHop(headers, at: i, named: named) }
         return out
     }
 
-    /// Whether `name` is one of ``hopByHop`` or `Content-Length`.
+    /// The field names a `Connection` field lists beyond the standard hop-by-hop set (RFC 9110
+    /// 7.6.1): usually none (`keep-alive`, `close` and `upgrade` are not field names to strip
+    /// beyond the set), so usually no allocation.
+    static func namedByConnection(_ headers: HeaderFields) -> [String] {
+        var named: [String] = []
+        for i in 0..<headers.count where headers.name(at: i, is: "Connection") {
+            headers.forEachToken(inValueAt: i) { token in
+                if !isStrippedByDefault(token) { named.append(String(decoding: token, as: UTF8.self)) }
+            }
+        }
+        return named
+    }
+
+    /// Whether field `i` goes: one of ``hopByHop``, `Content-Length`, or named in `named`.
     @inline(__always)
+    static func isHopByHop(_ headers: HeaderFields, at i: Int, named: [String]) -> Bool {
+        isStrippedByDefault(headers, at: i) || (!named.isEmpty && named.contains { headers.name(at: i, equals: $0) })
+    }
+
+    /// Whether `name` is one of ``hopByHop`` or `Content-Length`.
     static func isStrippedByDefault(_ name: String) -> Bool {
-        switch name.utf8.count {
-        case 2: HeaderFields.namesEqual(name, "TE")
-        case 7: HeaderFields.namesEqual(name, "Trailer") || HeaderFields.namesEqual(name, "Upgrade")
-        case 10: HeaderFields.namesEqual(name, "Connection") || HeaderFields.namesEqual(name, "Keep-Alive")
-        case 14: HeaderFields.namesEqual(name, "Content-Length")
-        case 16: HeaderFields.namesEqual(name, "Proxy-Connection")
-        case 17: HeaderFields.namesEqual(name, "Transfer-Encoding")
-        case 18: HeaderFields.namesEqual(name, "Proxy-Authenticate")
-        case 19: HeaderFields.namesEqual(name, "Proxy-Authorization")
+        var name = name
+        return name.withUTF8 { isStrippedByDefault(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Whether the bytes `name` spell one of ``hopByHop`` or `Content-Length`.
+    static func isStrippedByDefault(_ name: UnsafeRawBufferPointer) -> Bool {
+        switch name.count {
+        case 2: HeaderFields.bytes(name, equalFoldingCase: "TE")
+        case 7: HeaderFields.bytes(name, equalFoldingCase: "Trailer") || HeaderFields.bytes(name, equalFoldingCase: "Upgrade")
+        case 10: HeaderFields.bytes(name, equalFoldingCase: "Connection") || HeaderFields.bytes(name, equalFoldingCase: "Keep-Alive")
+        case 14: HeaderFields.bytes(name, equalFoldingCase: "Content-Length")
+        case 16: HeaderFields.bytes(name, equalFoldingCase: "Proxy-Connection")
+        case 17: HeaderFields.bytes(name, equalFoldingCase: "Transfer-Encoding")
+        case 18: HeaderFields.bytes(name, equalFoldingCase: "Proxy-Authenticate")
+        case 19: HeaderFields.bytes(name, equalFoldingCase: "Proxy-Authorization")
+        default: false
+        }
+    }
+
+    /// Whether field `i` of `headers` is one of ``hopByHop`` or `Content-Length` (its name's
+    /// length picks the candidates before any byte is compared).
+    @inline(__always)
+    static func isStrippedByDefault(_ headers: HeaderFields, at i: Int) -> Bool {
+        switch headers.nameLength(at: i) {
+        case 2: headers.name(at: i, is: "TE")
+        case 7: headers.name(at: i, is: "Trailer") || headers.name(at: i, is: "Upgrade")
+        case 10: headers.name(at: i, is: "Connection") || headers.name(at: i, is: "Keep-Alive")
+        case 14: headers.name(at: i, is: "Content-Length")
+        case 16: headers.name(at: i, is: "Proxy-Connection")
+        case 17: headers.name(at: i, is: "Transfer-Encoding")
+        case 18: headers.name(at: i, is: "Proxy-Authenticate")
+        case 19: headers.name(at: i, is: "Proxy-Authorization")
         default: false
         }
     }
@@ -59,19 +90,69 @@ enum ForwardingHeaders {
     /// peer is a trusted proxy that may have terminated TLS, so a plain-HTTP client cannot claim
     /// TLS to the backends.
     static func upstreamHead(for head: RequestHead, client: ClientAddress?, peerIsTrustedProxy: Bool) -> RequestHead {
+        let h = head.headers
+        // One pass for what decides the rewrite.
+        var upgrade: Int? = nil
+        var connectionUpgrade = false, hasForwardedFor = false, hasForwardedProto = false
+        for i in 0..<h.count {
+            switch h.nameLength(at: i) {
+            case 7: if upgrade == nil && h.name(at: i, is: "Upgrade") { upgrade = i }
+            case 10: if h.name(at: i, is: "Connection") && h.value(at: i, hasToken: "upgrade") { connectionUpgrade = true }
+            case 15: if h.name(at: i, is: "X-Forwarded-For") { hasForwardedFor = true }
+            case 17: if h.name(at: i, is: "X-Forwarded-Proto") { hasForwardedProto = true }
+            default: break
+            }
+        }
+        let named = namedByConnection(h)
+        // A `Connection` field naming X-Forwarded-* (hostile or odd) takes the general path.
+        if !named.isEmpty && (hasForwardedFor || hasForwardedProto) {
+            return upstreamHeadGeneral(for: head, client: client, peerIsTrustedProxy: peerIsTrustedProxy)
+        }
+        let keepProto = peerIsTrustedProxy && hasForwardedProto
+        let priorForwardedFor = client != nil && hasForwardedFor ? h["X-Forwarded-For"] : []
         var out = head
-        // An upgrade request (WebSocket, RFC 9110 7.8) keeps its Upgrade offer: it is the one
-        // hop-by-hop field a proxy passes on when it relays the upgrade.
-        let upgrade = head.headers.first(name: "Upgrade")
-        let asksUpgrade = upgrade != nil && head.headers["Connection"].contains { HTTPConnectionHeader.hasToken($0, "upgrade") }
         // Room for what is added below (Connection, Upgrade, X-Forwarded-For, -Proto) and for
         // the upstream client's Host and Content-Length.
+        var headers = HeaderFields(reservingCapacity: h.count + 4, bytes: h.wireByteCount + 160)
+        headers.appendLines(from: h) { i in
+            switch h.nameLength(at: i) {
+            // The balancer already answered 100-continue and holds the body.
+            case 6: if h.name(at: i, is: "Expect") { return true }
+            // Replaced below by one field that appends the client.
+            case 15: if client != nil && hasForwardedFor && h.name(at: i, is: "X-Forwarded-For") { return true }
+            case 17: if !keepProto && h.name(at: i, is: "X-Forwarded-Proto") { return true }
+            default: break
+            }
+            return isHopByHop(h, at: i, named: named)
+        }
+        // An upgrade request (WebSocket, RFC 9110 7.8) keeps its Upgrade offer: it is the one
+        // hop-by-hop field a proxy passes on when it relays the upgrade.
+        if connectionUpgrade, let upgrade {
+            headers.add(name: "Connection", value: "Upgrade")
+            headers.appendLine(from: h, at: upgrade)
+        }
+        if let client {
+            let ip = client.description
+            headers.add(name: "X-Forwarded-For", value: priorForwardedFor.isEmpty ? ip : priorForwardedFor.joined(separator: ", ") + ", " + ip)
+        }
+        if !keepProto { headers.add(name: "X-Forwarded-Proto", value: "http") }
+        out.headers = headers
+        out.version = .http1_1
+        return out
+    }
+
+    /// ``upstreamHead(for:client:peerIsTrustedProxy:)`` by edits of the stripped list, for heads
+    /// whose `Connection` field names other fields while X-Forwarded-* fields are present.
+    static func upstreamHeadGeneral(for head: RequestHead, client: ClientAddress?, peerIsTrustedProxy: Bool) -> RequestHead {
+        var out = head
+        let upgrade = head.headers.first(name: "Upgrade")
+        let asksUpgrade = upgrade != nil && head.headers["Connection"].contains { HTTPConnectionHeader.hasToken($0, "upgrade") }
         out.headers = withoutHopByHop(head.headers, extraCapacity: 4)
         if asksUpgrade, let upgrade {
             out.headers.add(name: "Connection", value: "Upgrade")
             out.headers.add(name: "Upgrade", value: upgrade)
         }
-        out.headers.remove(name: "Expect")  // the balancer already answered 100-continue and holds the body
+        out.headers.remove(name: "Expect")
         if let client {
             let ip = client.description
             if !out.headers.contains(name: "X-Forwarded-For") {

@@ -12,6 +12,7 @@ extension LoadBalancer {
         // `eventLoopGroup`): the upstream exchange then stays on the caller's thread.
         let loop = context.eventLoop ?? group.currentLoop ?? group.next()
         let trustedPeer = context.clientAddress.map { identity.isTrusted($0) } ?? false
+        let uncancellable = context.runsInUncancellableTask
         let head = ForwardingHeaders.upstreamHead(for: request.head, client: context.clientAddress, peerIsTrustedProxy: trustedPeer)
         var upstream: UpstreamRequest
         if let stream = request.bodyStream {
@@ -70,7 +71,8 @@ extension LoadBalancer {
                 do {
                     let deadlineNs = UpstreamClient.deadline(after: attemptDeadline - now)
                     let answerByNs = hedgeAt.map { UpstreamClient.deadline(after: $0 - now) } ?? .max
-                    switch try await client.send(upstream, to: up.endpoints[index], on: loop, deadline: deadlineNs, answerBy: answerByNs) {
+                    switch try await client.send(upstream, to: up.endpoints[index], on: loop, deadline: deadlineNs, answerBy: answerByNs,
+                                                 watchesCancellation: !uncancellable) {
                     case .complete(let response):
                         attempt = AttemptRecord(index: index, start: now, result: .success(response))
                     case .pending(let pending):
@@ -202,9 +204,10 @@ extension LoadBalancer {
     /// (RFC 9110 8.6), an upgrade's `Connection`/`Upgrade` restored around the tunnel.
     private func clientResponse(_ response: UpstreamResponse, backend name: String, request: RequestHead) -> LBResponse {
         var head = response.head
-        let length = head.headers.first(name: "Content-Length")
         head.headers = ForwardingHeaders.withoutHopByHop(response.head.headers, extraCapacity: 3)
-        if request.method == "HEAD" || head.status == 304, let length { head.headers.add(name: "Content-Length", value: length) }
+        if request.method == "HEAD" || head.status == 304, let length = response.head.headers.first(name: "Content-Length") {
+            head.headers.add(name: "Content-Length", value: length)
+        }
         if let header = configuration.backendHeader { head.headers.add(name: header, value: name) }
         var out: LBResponse
         if let stream = response.bodyStream {

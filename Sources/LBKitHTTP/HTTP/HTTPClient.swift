@@ -69,8 +69,16 @@ public struct UpstreamRequest: Sendable {
 
     /// Whether the request asks to switch protocols (`Connection: upgrade` and `Upgrade`).
     public var asksUpgrade: Bool {
-        guard head.headers.contains(name: "Upgrade") else { return false }
-        return head.headers["Connection"].contains { HTTPConnectionHeader.hasToken($0, "upgrade") }
+        let headers = head.headers
+        var upgrade = false, connectionUpgrade = false
+        for i in 0..<headers.count {
+            switch headers.nameLength(at: i) {
+            case 7: if headers.name(at: i, is: "Upgrade") { upgrade = true }
+            case 10: if headers.name(at: i, is: "Connection") && headers.value(at: i, hasToken: "upgrade") { connectionUpgrade = true }
+            default: break
+            }
+        }
+        return upgrade && connectionUpgrade
     }
 }
 
@@ -233,8 +241,14 @@ public final class UpstreamClient: Sendable {
     /// idle for less than ``UpstreamClientConfiguration/nonReplayableMaxIdle``.
     nonisolated(nonsending) package func send(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
                       deadline: UInt64, answerBy: UInt64,
-                      abortHandle: ExchangeAbortHandle? = nil) async throws(UpstreamError) -> ExchangeProgress {
+                      abortHandle: ExchangeAbortHandle? = nil,
+                      watchesCancellation: Bool = true) async throws(UpstreamError) -> ExchangeProgress {
         let handle = abortHandle ?? ExchangeAbortHandle()
+        // A task nothing can cancel needs no cancellation handler (see
+        // LBRequestContext.runsInUncancellableTask).
+        guard watchesCancellation else {
+            return try await sendUncancellable(request, to: endpoint, on: loop, deadline: deadline, answerBy: answerBy, handle: handle)
+        }
         let result: Result<ExchangeProgress, UpstreamError> = await withTaskCancellationHandler {
             do throws(UpstreamError) {
                 return .success(try await sendUncancellable(request, to: endpoint, on: loop, deadline: deadline,
@@ -269,19 +283,20 @@ public final class UpstreamClient: Sendable {
         HTTPSerializer.appendRequestLine(method: head.method, target: head.target, to: &wire)
         var hasHost = false
         var hasUpgrade = false, connectionUpgrade = false   // asksUpgrade, found on the way
-        for field in head.headers.fields {
-            switch field.name.utf8.count {
-            case 4: if HeaderFields.namesEqual(field.name, "Host") { hasHost = true }
-            case 7: if HeaderFields.namesEqual(field.name, "Upgrade") { hasUpgrade = true }
+        let headers = head.headers
+        headers.appendWire(to: &wire) { i in
+            switch headers.nameLength(at: i) {
+            case 4: if headers.name(at: i, is: "Host") { hasHost = true }
+            case 7: if headers.name(at: i, is: "Upgrade") { hasUpgrade = true }
             case 10:
-                if HeaderFields.namesEqual(field.name, "Connection") && HTTPConnectionHeader.hasToken(field.value, "upgrade") {
+                if headers.name(at: i, is: "Connection") && headers.value(at: i, hasToken: "upgrade") {
                     connectionUpgrade = true
                 }
-            case 14: if HeaderFields.namesEqual(field.name, "Content-Length") { continue }
-            case 17: if HeaderFields.namesEqual(field.name, "Transfer-Encoding") { continue }
+            case 14: return headers.name(at: i, is: "Content-Length")
+            case 17: return headers.name(at: i, is: "Transfer-Encoding")
             default: break
             }
-            HTTPSerializer.appendField(field.name, field.value, to: &wire)
+            return false
         }
         if !hasHost { HTTPSerializer.appendField("Host", endpoint.authority, to: &wire) }
         if let contentLength {

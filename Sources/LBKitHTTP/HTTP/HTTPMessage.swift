@@ -135,6 +135,34 @@ public struct LBRequestContext: Sendable {
     /// The event loop running this connection, when it is one of ours: upstream connections are
     /// pinned to it so the exchange never crosses threads. nil = the balancer picks one.
     public var eventLoop: LBEventLoop?
+    /// A mark of the task that serves this context's connection, set only when nothing can
+    /// cancel that task: an ``HTTP1Server`` connection task is started unstructured and its
+    /// handle is dropped. See ``runsInUncancellableTask``.
+    package var uncancellableTask: Int?
+
+    /// This context, marked as served by the calling task, which nothing can cancel (the
+    /// caller vouches for that).
+    package func markedAsServedByUncancellableTask() -> LBRequestContext {
+        var marked = self
+        marked.uncancellableTask = Self.currentTaskMark()
+        return marked
+    }
+
+    /// Whether the calling task is the uncancellable task that serves this context: then an
+    /// upstream exchange needs no cancellation handler (its stdlib wrapper costs four task
+    /// switches and two status-record updates per request). A middleware that calls the rest
+    /// of the chain from a task of its own (a child task, which can be cancelled) is another
+    /// task, so its exchanges keep the handler. The mark is the hash of the task's address;
+    /// a false match needs a 64-bit hash collision, or this context kept past its
+    /// connection and used from a new task that reuses the old task's memory: then a
+    /// cancelled exchange is not aborted at once, and still ends by its deadline.
+    package var runsInUncancellableTask: Bool {
+        guard let uncancellableTask else { return false }
+        return Self.currentTaskMark() == uncancellableTask
+    }
+
+    @inline(__always)
+    static func currentTaskMark() -> Int? { withUnsafeCurrentTask { $0?.hashValue } }
 
     /// A context for a request accepted by one of our listeners.
     public init(peer: IPSocketAddress?, localPort: Int = 0, eventLoop: LBEventLoop? = nil) {

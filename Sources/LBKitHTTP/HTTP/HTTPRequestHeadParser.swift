@@ -150,7 +150,7 @@ package enum HTTPRequestHeadParser {
 
         // Header fields.
         var summary = HTTP1FieldSummary()
-        var fields = HeaderFields(reservingCapacity: HTTP1Scan.initialFieldCapacity)
+        var fields = HeaderFields(reservingCapacity: HTTP1Scan.initialFieldCapacity, bytes: headEnd - lineLF + 16)
         let headLength = try HTTP1Scan.parseFields(
             p, from: lineLF + 1, headEnd: headEnd, limits: limits, fields: &fields, summary: &summary)
 
@@ -232,11 +232,13 @@ enum HTTP1Scan {
     /// RFC 9110 tchar.
     @inline(__always)
     static func isToken(_ b: UInt8) -> Bool {
-        switch b {
-        case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: true
-        case 0x21, 0x23...0x27, 0x2A, 0x2B, 0x2D, 0x2E, 0x5E, 0x5F, 0x60, 0x7C, 0x7E: true
-        default: false
-        }
+        // tchar (RFC 9110 5.6.2) as two 64-bit sets: "!#$%&'*+-.0-9" below 0x40, "A-Z^_`a-z|~"
+        // from 0x40. A bit test per byte, where a switch cost a jump table for the punctuation
+        // (this loop runs over every byte of every field name).
+        let below64: UInt64 = 0x03FF_6CFA_0000_0000
+        let below128: UInt64 = 0x57FF_FFFF_C7FF_FFFE
+        let set = b < 64 ? below64 : (b < 128 ? below128 : 0)
+        return (set >> UInt64(b & 63)) & 1 != 0
     }
 
     @inline(__always)
@@ -355,16 +357,33 @@ enum HTTP1Scan {
     /// ASCII case-insensitive comparison of `p[s..<e]` with a lowercase literal.
     @inline(__always)
     static func equalsLowercase(_ p: UnsafeRawBufferPointer, _ s: Int, _ e: Int, _ literal: StaticString) -> Bool {
-        guard e - s == literal.utf8CodeUnitCount else { return false }
-        let l = literal.utf8Start
-        var k = 0
-        while k < e - s {
-            var c = p[s + k]
-            if c >= 0x41 && c <= 0x5A { c |= 0x20 }
-            if c != l[k] { return false }
-            k += 1
+        let n = e - s
+        guard n == literal.utf8CodeUnitCount else { return false }
+        let l = UnsafeRawPointer(literal.utf8Start)
+        guard n >= 8, let base = p.baseAddress else {
+            var k = 0
+            while k < n {
+                var c = p[s + k]
+                if c >= 0x41 && c <= 0x5A { c |= 0x20 }
+                if c != l.load(fromByteOffset: k, as: UInt8.self) { return false }
+                k += 1
+            }
+            return true
         }
-        return true
+        // Eight bytes at a time, the last word overlapping: setting bit 5 of every byte lowers
+        // ASCII capitals, and can only make another byte equal to a literal byte in [a-z0-9-]
+        // when that byte is a control character, which the callers have already refused (names
+        // are tchar, values are checked by `isValidFieldValue` first).
+        let fold: UInt64 = 0x2020_2020_2020_2020
+        var k = 0
+        while true {
+            let at = min(k, n - 8)
+            if base.loadUnaligned(fromByteOffset: s + at, as: UInt64.self) | fold != l.loadUnaligned(fromByteOffset: at, as: UInt64.self) {
+                return false
+            }
+            if at == n - 8 { return true }
+            k += 8
+        }
     }
 
     /// Validates one field line `p[s..<e]` (no CRLF) and returns where the name ends and where the
@@ -399,25 +418,45 @@ enum HTTP1Scan {
     }
 
     /// Parses the field lines from `pos` up to the empty line that ends the head (at or before
-    /// `headEnd`), appending the fields and collecting framing facts. Returns the head length.
+    /// `headEnd`), appending the fields to the empty list `fields` and collecting framing facts.
+    /// Returns the head length.
+    ///
+    /// Lines already in wire form (`name ": " value CRLF`, as nearly every client and server
+    /// writes them) are indexed where they are and their bytes go into the list with one copy at
+    /// the end; from the first line that is not (no space after the colon, extra whitespace), the
+    /// fields are appended one by one in wire form.
     static func parseFields(
         _ p: UnsafeRawBufferPointer, from pos: Int, headEnd: Int, limits: HTTPParserLimits,
         fields: inout HeaderFields, summary: inout HTTP1FieldSummary
     ) throws(HTTPParseError) -> Int {
+        assert(fields.count == 0 && fields.storage.isEmpty)
         var pos = pos
+        let block = pos
+        var inWireForm = true
         while true {
             guard let at = findLF(p, from: pos, to: headEnd) else {
                 throw .malformed("unterminated header section")  // unreachable: headEnd ends with CRLFCRLF
             }
             guard at > pos, p[at - 1] == cr else { throw .malformed("bare LF") }
             let lineEnd = at - 1
-            if lineEnd == pos { return at + 1 }
+            if lineEnd == pos {
+                if inWireForm && pos > block { HeaderFields.append(UnsafeRawBufferPointer(rebasing: p[block..<pos]), to: &fields.storage) }
+                return at + 1
+            }
 
             if fields.count >= limits.maxHeaderCount { throw .headTooLarge }
             let (nameEnd, vs, ve) = try splitFieldLine(p, pos, lineEnd)
             try summarize(p, name: pos, nameEnd, value: vs, ve, into: &summary)
-            fields.add(name: commonName(p, pos, nameEnd) ?? makeString(p, pos, nameEnd),
-                       value: commonValue(p, vs, ve) ?? makeString(p, vs, ve))
+            if inWireForm && vs == nameEnd + 2 && ve == lineEnd && p[nameEnd + 1] == sp {
+                fields.lines.append(HeaderFields.Line(start: pos - block, nameLength: nameEnd - pos, valueLength: ve - vs))
+            } else {
+                if inWireForm {
+                    inWireForm = false
+                    if pos > block { HeaderFields.append(UnsafeRawBufferPointer(rebasing: p[block..<pos]), to: &fields.storage) }
+                }
+                fields.appendLine(name: UnsafeRawBufferPointer(rebasing: p[pos..<nameEnd]),
+                                  value: UnsafeRawBufferPointer(rebasing: p[vs..<ve]))
+            }
             pos = at + 1
         }
     }
@@ -432,47 +471,6 @@ enum HTTP1Scan {
     static func bytesEqual(_ p: UnsafeRawBufferPointer, _ s: Int, _ e: Int, _ literal: StaticString) -> Bool {
         guard e - s == literal.utf8CodeUnitCount, let base = p.baseAddress else { return false }
         return memcmp(base + s, literal.utf8Start, e - s) == 0
-    }
-
-    /// The literal for a field name spelled exactly as one of the common ones, else nil: a
-    /// string literal costs nothing, where building a `String` from bytes (validation, copy)
-    /// costs about 150 instructions, for every field of every head.
-    @inline(__always)
-    static func commonName(_ p: UnsafeRawBufferPointer, _ s: Int, _ e: Int) -> String? {
-        switch e - s {
-        case 4:
-            if bytesEqual(p, s, e, "Host") { return "Host" }
-            if bytesEqual(p, s, e, "Date") { return "Date" }
-        case 6:
-            if bytesEqual(p, s, e, "Server") { return "Server" }
-            if bytesEqual(p, s, e, "Accept") { return "Accept" }
-        case 10:
-            if bytesEqual(p, s, e, "Connection") { return "Connection" }
-            if bytesEqual(p, s, e, "User-Agent") { return "User-Agent" }
-        case 12:
-            if bytesEqual(p, s, e, "Content-Type") { return "Content-Type" }
-        case 14:
-            if bytesEqual(p, s, e, "Content-Length") { return "Content-Length" }
-        case 17:
-            if bytesEqual(p, s, e, "Transfer-Encoding") { return "Transfer-Encoding" }
-        default:
-            break
-        }
-        return nil
-    }
-
-    /// The literal for a few common field values spelled exactly so (`application/json` would
-    /// otherwise be a heap allocation: it is one byte too long for a small string).
-    @inline(__always)
-    static func commonValue(_ p: UnsafeRawBufferPointer, _ s: Int, _ e: Int) -> String? {
-        switch e - s {
-        case 5: if bytesEqual(p, s, e, "close") { return "close" }
-        case 7: if bytesEqual(p, s, e, "chunked") { return "chunked" }
-        case 10: if bytesEqual(p, s, e, "keep-alive") { return "keep-alive" }
-        case 16: if bytesEqual(p, s, e, "application/json") { return "application/json" }
-        default: break
-        }
-        return nil
     }
 
     /// Records the framing-relevant meaning of one field.

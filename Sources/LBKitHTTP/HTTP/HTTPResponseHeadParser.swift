@@ -99,7 +99,7 @@ package enum HTTPResponseHeadParser {
         }
 
         var summary = HTTP1FieldSummary()
-        var fields = HeaderFields(reservingCapacity: HTTP1Scan.initialFieldCapacity)
+        var fields = HeaderFields(reservingCapacity: HTTP1Scan.initialFieldCapacity, bytes: headEnd - lineLF + 16)
         let headLength = try HTTP1Scan.parseFields(
             p, from: lineLF + 1, headEnd: headEnd, limits: limits, fields: &fields, summary: &summary)
 

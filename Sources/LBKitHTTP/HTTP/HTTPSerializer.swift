@@ -191,13 +191,7 @@ package enum HTTPSerializer {
         }
     }
 
-    private static func headersSize(_ headers: HeaderFields) -> Int {
-        var total = 0
-        for field in headers.fields { total += field.name.utf8.count + field.value.utf8.count + 4 }
-        return total
-    }
+    private static func headersSize(_ headers: HeaderFields) -> Int { headers.wireByteCount }
 
-    private static func appendHeaders(_ headers: HeaderFields, to buffer: inout [UInt8]) {
-        for field in headers.fields { appendField(field.name, field.value, to: &buffer) }
-    }
+    private static func appendHeaders(_ headers: HeaderFields, to buffer: inout [UInt8]) { headers.appendWire(to: &buffer) }
 }

@@ -115,6 +115,9 @@ struct HTTP1ServerConnection: Sendable {
     /// Serves requests until the connection ends or parks (`resuming`: the state of a parked
     /// connection whose next request has arrived).
     nonisolated(nonsending) func run(resuming: Resumption? = nil) async -> Ending {
+        // This runs in the connection's own task, which HTTP1Server starts unstructured and
+        // never cancels (see LBRequestContext.runsInUncancellableTask).
+        let context = self.context.markedAsServedByUncancellableTask()
         let input = ConnectionInput(socket: socket)
         // However the connection ends or parks, an empty read buffer goes back to the loop.
         defer { input.reclaimBuffer() }
@@ -177,8 +180,10 @@ struct HTTP1ServerConnection: Sendable {
             if reserved > 0 { server.releaseBodyBudget(reserved) }
             var keepAlive = parsed.keepAlive && !server.isDraining
             if config.maxRequestsPerConnection > 0 && served >= config.maxRequestsPerConnection { keepAlive = false }
-            if let c = response.head.headers.first(name: "Connection"), HTTPConnectionHeader.hasToken(c, "close") {
-                keepAlive = false
+            let answerHeaders = response.head.headers
+            for i in 0..<answerHeaders.count where answerHeaders.name(at: i, is: "Connection") {
+                if answerHeaders.value(at: i, hasToken: "close") { keepAlive = false }
+                break  // the first Connection field decides, as before
             }
             if let reader, !reader.isComplete {
                 // The handler did not read the whole body: the rest cannot be told apart from
@@ -440,14 +445,14 @@ struct HTTP1ServerConnection: Sendable {
         out.removeAll(keepingCapacity: true)
         if out.capacity < 1024 { out.reserveCapacity(4096) }
         HTTPSerializer.appendStatusLine(status: status, reason: head.reason, to: &out)
-        for field in head.headers.fields {
-            switch field.name.utf8.count {
-            case 10: if HeaderFields.namesEqual(field.name, "Connection") { continue }
-            case 14: if dropContentLength && HeaderFields.namesEqual(field.name, "Content-Length") { continue }
-            case 17: if HeaderFields.namesEqual(field.name, "Transfer-Encoding") { continue }
-            default: break
+        let headers = head.headers
+        headers.appendWire(to: &out) { i in
+            switch headers.nameLength(at: i) {
+            case 10: headers.name(at: i, is: "Connection")
+            case 14: dropContentLength && headers.name(at: i, is: "Content-Length")
+            case 17: headers.name(at: i, is: "Transfer-Encoding")
+            default: false
             }
-            HTTPSerializer.appendField(field.name, field.value, to: &out)
         }
         if let transferEncoding { HTTPSerializer.appendField("Transfer-Encoding", transferEncoding, to: &out) }
         if let contentLength { HTTPSerializer.appendField("Content-Length", decimal: contentLength, to: &out) }
