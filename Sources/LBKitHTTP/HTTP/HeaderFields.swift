@@ -390,3 +390,42 @@ public struct HeaderFields: Sendable, Sequence, ExpressibleByDictionaryLiteral, 
         self = fresh
     }
 }
+
+// MARK: Byte-level access for framework integrations
+
+extension HeaderFields {
+    /// Room for `fields` more fields of `bytes` more name and value bytes in all, so a list built
+    /// field by field (converting another framework's headers) allocates once.
+    ///
+    /// ```swift
+    /// var headers = HeaderFields()
+    /// headers.reserveCapacity(fields: 2, bytes: 40)
+    /// headers.add(name: "Host", value: "example.com")
+    /// ```
+    public mutating func reserveCapacity(fields: Int, bytes: Int) {
+        lines.reserveCapacity(lines.count + fields)
+        storage.reserveCapacity(storage.count + bytes + 4 * fields)   // ": " and CRLF per line
+    }
+
+    /// Calls `body` with each field's name and value bytes, in wire order, without making
+    /// strings (converting to another framework's header type). The buffers are valid only
+    /// during the call.
+    ///
+    /// ```swift
+    /// let headers: HeaderFields = ["Content-Type": "text/plain"]
+    /// headers.forEachField { name, value in
+    ///     print(String(decoding: name, as: UTF8.self), value.count)   // Content-Type 10
+    /// }
+    /// ```
+    @inlinable
+    public func forEachField(
+        _ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Void
+    ) rethrows {
+        try storage.withUnsafeBytes { s in
+            for line in lines {
+                try body(UnsafeRawBufferPointer(rebasing: s[line.start..<(line.start + line.nameLength)]),
+                         UnsafeRawBufferPointer(rebasing: s[line.valueStart..<(line.valueStart + line.valueLength)]))
+            }
+        }
+    }
+}
