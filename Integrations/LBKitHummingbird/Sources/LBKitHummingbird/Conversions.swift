@@ -1,3 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import HTTPTypes
 import Hummingbird
 import LBKit
@@ -22,7 +29,11 @@ extension LBRequest {
     /// // lbRequest.headers.first(name: "Host") == "example.com"
     /// ```
     public init(_ request: Request, target: String? = nil, body: [UInt8]) {
+        // One allocation for the field bytes (LBKit keeps the wire lines in one buffer).
+        var bytes = request.head.authority.map { 4 + $0.utf8.count } ?? 0
+        for field in request.head.headerFields { bytes += field.name.rawName.utf8.count + field.value.utf8.count }
         var headers = HeaderFields()
+        headers.reserveCapacity(fields: request.head.headerFields.count + 1, bytes: bytes)
         if let authority = request.head.authority {
             headers.add(name: "Host", value: authority)
         }
@@ -56,19 +67,25 @@ extension LBResponse {
     ///
     /// Per-request hot path: one allocation for the fields, with the `Content-Length` of a whole
     /// body added here (Hummingbird's look-up-and-replace of a missing `Content-Length` cost
-    /// about 1,900 instructions); common field names and status lines are swift-http-types'
-    /// constants instead of being validated and lowercased again; the removed name is compared
-    /// only with names of its length.
+    /// about 1,900 instructions); names read from LBKit's bytes, common ones (and common status
+    /// lines) as swift-http-types' constants instead of a string validated and lowercased again;
+    /// a string made only for each value.
     func hummingbirdResponse(removingField removedName: String?) -> Response {
-        let removedLength = removedName?.utf8.count ?? -1
+        var removedName = removedName ?? ""
         var fields = HTTPFields()
         fields.reserveCapacity(head.headers.count + 1)
         var hasLength = false
-        for (name, value) in head.headers {
-            if name.utf8.count == removedLength, let removedName, HeaderFields.namesEqual(name, removedName) { continue }
-            guard let fieldName = KnownFieldName.lookUp(name) ?? HTTPField.Name(name) else { continue }
-            if fieldName == .contentLength { hasLength = true }
-            fields.append(HTTPField(name: fieldName, value: value))
+        removedName.withUTF8 { removed in
+            let removed = UnsafeRawBufferPointer(removed)
+            head.headers.forEachField { name, value in
+                // Names are read from LBKit's bytes: a string only for a name that is not a
+                // swift-http-types constant.
+                if name.count == removed.count && removed.count > 0 && Self.bytesEqualFoldingCase(name, removed) { return }
+                guard let fieldName = KnownFieldName.lookUp(name)
+                    ?? HTTPField.Name(String(decoding: name, as: UTF8.self)) else { return }
+                if fieldName == .contentLength { hasLength = true }
+                fields.append(HTTPField(name: fieldName, value: String(decoding: value, as: UTF8.self)))
+            }
         }
         if bodyStream == nil && !hasLength {
             fields.append(HTTPField(name: .contentLength, value: String(body.count)))
@@ -97,34 +114,55 @@ extension LBResponse {
     }
 }
 
+extension LBResponse {
+    /// Whether two field names are equal, folding ASCII letters only (RFC 9110 5.1).
+    static func bytesEqualFoldingCase(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+        guard a.count == b.count else { return false }
+        for i in 0..<a.count where a[i] != b[i] {
+            let x = a[i] | 0x20
+            guard x == b[i] | 0x20, x >= 0x61, x <= 0x7A else { return false }
+        }
+        return true
+    }
+}
+
 /// Field names backends commonly send, spelled as swift-http-types spells them: a name spelled
 /// exactly so becomes the library's constant (no validation, no lowercased copy); any other
 /// spelling goes through `HTTPField.Name(_:)`.
 enum KnownFieldName {
     /// The constant for `name` when it is spelled exactly like one, else nil.
     static func lookUp(_ name: String) -> HTTPField.Name? {
-        // Small strings (up to 15 UTF-8 bytes) compare as two machine words.
-        switch name.utf8.count {
+        var name = name
+        return name.withUTF8 { lookUp(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// The constant for the name in `bytes` when it is spelled exactly like one, else nil.
+    static func lookUp(_ bytes: UnsafeRawBufferPointer) -> HTTPField.Name? {
+        func isName(_ literal: StaticString) -> Bool {
+            bytes.count == literal.utf8CodeUnitCount
+                && memcmp(bytes.baseAddress!, literal.utf8Start, bytes.count) == 0
+        }
+        switch bytes.count {
         case 4:
-            if name == "Date" { return .date }
-            if name == "ETag" { return .eTag }
-            if name == "Vary" { return .vary }
+            if isName("Date") { return .date }
+            if isName("ETag") { return .eTag }
+            if isName("Vary") { return .vary }
         case 6:
-            if name == "Server" { return .server }
+            if isName("Server") { return .server }
         case 8:
-            if name == "Location" { return .location }
+            if isName("Location") { return .location }
         case 10:
-            if name == "Set-Cookie" { return .setCookie }
+            if isName("Set-Cookie") { return .setCookie }
         case 12:
-            if name == "Content-Type" { return .contentType }
+            if isName("Content-Type") { return .contentType }
         case 13:
-            if name == "Cache-Control" { return .cacheControl }
-            if name == "Last-Modified" { return .lastModified }
-            if name == "Accept-Ranges" { return .acceptRanges }
+            if isName("Cache-Control") { return .cacheControl }
+            if isName("Last-Modified") { return .lastModified }
+            if isName("Accept-Ranges") { return .acceptRanges }
         case 14:
-            if name == "Content-Length" { return .contentLength }
+            if isName("Content-Length") { return .contentLength }
         case 16:
-            if name == "Content-Encoding" { return .contentEncoding }
+            if isName("Content-Encoding") { return .contentEncoding }
         default:
             break
         }
