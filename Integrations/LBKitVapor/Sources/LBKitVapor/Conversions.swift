@@ -37,7 +37,11 @@ extension LBRequest {
     /// }
     /// ```
     public init(vapor request: Request, target: String, body: [UInt8]) {
+        // One allocation for the field bytes (LBKit keeps the wire lines in one buffer).
+        var bytes = 0
+        for (name, value) in request.headers { bytes += name.utf8.count + value.utf8.count }
         var headers = HeaderFields()
+        headers.reserveCapacity(fields: request.headers.count, bytes: bytes)
         for (name, value) in request.headers { headers.add(name: name, value: value) }
         let head = RequestHead(method: request.method.rawValue, target: target,
                                version: HTTPWireVersion(major: request.version.major, minor: request.version.minor),
@@ -64,20 +68,24 @@ extension LBResponse {
     /// The Vapor response without `Content-Length`, `Transfer-Encoding` and the field named
     /// `removedName` (LBKit's backend header, unless exposed).
     ///
-    /// Per-request hot path: a name is compared with the removed ones only when its length
-    /// matches (three case-insensitive comparisons per field before).
+    /// Per-request hot path: names are compared as bytes, and with the removed ones only when
+    /// the lengths match (three case-insensitive string comparisons per field before).
     func vaporResponse(removingField removedName: String?) -> Response {
         var headers = HTTPHeaders()
         headers.reserveCapacity(head.headers.count)
-        let removedLength = removedName?.utf8.count ?? -1
-        for (name, value) in head.headers {
-            switch name.utf8.count {
-            case 14 where HeaderFields.namesEqual(name, "Content-Length"): continue
-            case 17 where HeaderFields.namesEqual(name, "Transfer-Encoding"): continue
-            case removedLength where removedName.map { HeaderFields.namesEqual(name, $0) } ?? false: continue
-            default: break
+        var removedName = removedName ?? ""
+        removedName.withUTF8 { removed in
+            let removed = UnsafeRawBufferPointer(removed)
+            head.headers.forEachField { name, value in
+                // Names are compared as LBKit's bytes; strings are made only for the fields kept.
+                switch name.count {
+                case 14 where Self.bytes(name, equalFoldingCase: "Content-Length"): return
+                case 17 where Self.bytes(name, equalFoldingCase: "Transfer-Encoding"): return
+                case removed.count where removed.count > 0 && Self.bytes(name, equalFoldingCase: removed): return
+                default: break
+                }
+                headers.add(name: String(decoding: name, as: UTF8.self), value: String(decoding: value, as: UTF8.self))
             }
-            headers.add(name: name, value: value)
         }
         let status = HTTPResponseStatus(statusCode: head.status, reasonPhrase: head.reason)
         guard let stream = bodyStream else {
@@ -97,5 +105,22 @@ extension LBResponse {
             }
         }, count: stream.length ?? -1)
         return Response(status: status, headers: headers, body: streamed)
+    }
+}
+
+extension LBResponse {
+    /// Whether `bytes` spell `name`, folding ASCII letters only (field names, RFC 9110 5.1).
+    static func bytes(_ bytes: UnsafeRawBufferPointer, equalFoldingCase name: StaticString) -> Bool {
+        Self.bytes(bytes, equalFoldingCase: UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
+    }
+
+    /// Whether two field names are equal, folding ASCII letters only.
+    static func bytes(_ a: UnsafeRawBufferPointer, equalFoldingCase b: UnsafeRawBufferPointer) -> Bool {
+        guard a.count == b.count else { return false }
+        for i in 0..<a.count where a[i] != b[i] {
+            let x = a[i] | 0x20
+            guard x == b[i] | 0x20, x >= 0x61, x <= 0x7A else { return false }
+        }
+        return true
     }
 }
