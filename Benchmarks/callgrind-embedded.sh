@@ -9,6 +9,8 @@
 #   trivial   GET /hello   Hummingbird's own route (no proxying)
 #   lbkit     GET /api/x   Hummingbird + LBKit (router.balance("/api", across: 3 backends))
 #   lbserve   GET /api/x   standalone lbserve (root package .build/release/lbserve), its own valgrind run
+#   vapor-trivial, vapor-lbkit   the same two routes in Benchmarks/VaporEmbedded (release), one valgrind run
+#   idle      no load: the app's instructions per second at rest (timers, health checks)
 #
 # usage: bash Benchmarks/callgrind-embedded.sh [trivial lbkit lbserve]   (from anywhere; default: trivial lbkit)
 # env:   HBE [Benchmarks/HummingbirdEmbedded/.build/release/HummingbirdEmbedded]  LBSERVE [.build/release/lbserve]
@@ -23,6 +25,7 @@ TARGETS=("$@"); [ ${#TARGETS[@]} -eq 0 ] && TARGETS=(trivial lbkit)
 DUR=${DUR:-8}; WARMUP=${WARMUP:-3}; CONNS=${CONNS:-16}; BASE=${BASE_PORT:-15300}
 HBE=${HBE:-$ROOT/Benchmarks/HummingbirdEmbedded/.build/release/HummingbirdEmbedded}
 LBSERVE=${LBSERVE:-$ROOT/.build/release/lbserve}
+VPE=${VPE:-$ROOT/Benchmarks/VaporEmbedded/.build/release/VaporEmbedded}
 TMP=$(mktemp -d /tmp/cgemb.XXXX); PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM -- -"$p" 2>/dev/null; done; sleep 1
@@ -37,8 +40,8 @@ waitp() { for _ in $(seq 900); do port_open "$1" && return 0; sleep 0.1; done; d
 start() { local name=$1; shift; setsid "$@" >"$TMP/$name.log" 2>&1 </dev/null & PIDS+=($!); }
 for tool in objcopy valgrind callgrind_control callgrind_annotate nginx wrk gcc curl; do command -v $tool >/dev/null || die "$tool not found"; done
 
-P1=$((BASE + 1)); P2=$((BASE + 2)); P3=$((BASE + 3)); HBP=$BASE; LBP=$((BASE + 4))
-for p in $HBP $P1 $P2 $P3 $LBP; do port_open $p && die "port $p is already in use (set BASE_PORT)"; done
+P1=$((BASE + 1)); P2=$((BASE + 2)); P3=$((BASE + 3)); HBP=$BASE; LBP=$((BASE + 4)); VPP=$((BASE + 5))
+for p in $HBP $P1 $P2 $P3 $LBP $VPP; do port_open $p && die "port $p is already in use (set BASE_PORT)"; done
 { echo "daemon off; master_process on; worker_processes 1; worker_rlimit_nofile 16384; pid backend.pid;"
   echo "error_log backend.err warn; events { worker_connections 8192; }"
   echo "http { access_log off; keepalive_timeout 65s; keepalive_requests 1000000; default_type application/json;"
@@ -62,7 +65,8 @@ gcc -O2 -shared -fPIC -o "$TMP/shim.so" "$TMP/shim.c" || die "shim build failed"
 grind() { # name, out-file prefix, command... (environment through `env` before valgrind: valgrind does
   # not follow an exec, so `valgrind env X=1 server` would run the server natively)
   local name=$1 out=$2; shift 2
-  start "$name" env LD_PRELOAD="$TMP/shim.so" PORT=$HBP LB_EXECUTOR="${LB_EXECUTOR:-0}" valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no ${VG_ARGS:-} "$@"
+  start "$name" env LD_PRELOAD="$TMP/shim.so" PORT=$HBP LB_EXECUTOR="${LB_EXECUTOR:-0}" \
+    BACKENDS="http://127.0.0.1:$P1,http://127.0.0.1:$P2,http://127.0.0.1:$P3" valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no ${VG_ARGS:-} "$@"
 }
 
 idle() { # pid, out-file prefix: instructions per second with no load (timers, health checks, housekeeping)
@@ -132,5 +136,14 @@ if want lbserve; then
   LB_PID=${PIDS[-1]}; waitp $LBP
   VG=$(pgrep -s "$LB_PID" -f valgrind | head -1); VG=${VG:-$LB_PID}
   measure lbserve "$VG" "http://127.0.0.1:$LBP/api/x" "$TMP/lb.out"
+fi
+if want vapor-trivial || want vapor-lbkit; then
+  [ -x "$VPE" ] || die "missing $VPE (cd Benchmarks/VaporEmbedded && swift build -c release)"
+  objcopy --strip-debug "$VPE" "$TMP/VaporEmbedded" || die "objcopy failed"
+  grind vapor "$TMP/vp.out" "$TMP/VaporEmbedded" serve --env production --hostname 127.0.0.1 --port $VPP
+  VP_PID=${PIDS[-1]}; waitp $VPP
+  VG=$(pgrep -s "$VP_PID" -f valgrind | head -1); VG=${VG:-$VP_PID}
+  want vapor-trivial && measure vapor-trivial "$VG" "http://127.0.0.1:$VPP/hello" "$TMP/vp.out"
+  want vapor-lbkit && measure vapor-lbkit "$VG" "http://127.0.0.1:$VPP/api/x" "$TMP/vp.out"
 fi
 exit 0
