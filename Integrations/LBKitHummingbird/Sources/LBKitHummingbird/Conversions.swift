@@ -139,8 +139,8 @@ enum KnownFieldName {
     /// The constant for the name in `bytes` when it is spelled exactly like one, else nil.
     static func lookUp(_ bytes: UnsafeRawBufferPointer) -> HTTPField.Name? {
         func isName(_ literal: StaticString) -> Bool {
-            bytes.count == literal.utf8CodeUnitCount
-                && memcmp(bytes.baseAddress!, literal.utf8Start, bytes.count) == 0
+            guard bytes.count == literal.utf8CodeUnitCount, let base = bytes.baseAddress else { return false }
+            return memcmp(base, literal.utf8Start, bytes.count) == 0
         }
         switch bytes.count {
         case 4:

@@ -1,10 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import HTTPTypes
 import Hummingbird
 import LBKit
@@ -177,25 +170,6 @@ public struct LoadBalancerMiddleware<Context: RequestContext>: RouterMiddleware 
     /// The target with `prefix` removed when the path is `prefix` or under it (`/api/x?q` ->
     /// `/x?q`, `/api?q` -> `/?q`), nil when it is not.
     static func remainder(of target: String, under prefix: String) -> String? {
-        // Per request: the prefix is compared as UTF-8 bytes in place, the closures return only
-        // an offset (a match by Characters walks grapheme clusters; a generic `starts(with:)`
-        // over the two UTF-8 views, or a String carried out of the closures, cost more than the
-        // rest of the middleware's own work).
-        var target = target, prefix = prefix
-        let cut: Int = target.withUTF8 { t in
-            prefix.withUTF8 { p in
-                guard t.count >= p.count, p.isEmpty || memcmp(t.baseAddress!, p.baseAddress!, p.count) == 0 else { return -1 }
-                return p.count
-            }
-        }
-        guard cut >= 0 else { return nil }
-        let u = target.utf8
-        let rest = u.index(u.startIndex, offsetBy: cut)
-        guard rest != u.endIndex else { return "/" }
-        switch u[rest] {
-        case UInt8(ascii: "/"): return String(target[rest...])
-        case UInt8(ascii: "?"): return "/" + target[rest...]
-        default: return nil
-        }
+        LBPathPrefix.remainder(of: target, under: prefix)
     }
 }

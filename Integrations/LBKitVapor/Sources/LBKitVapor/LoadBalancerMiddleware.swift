@@ -1,10 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import NIOCore
 import Vapor
 
@@ -169,24 +162,8 @@ public struct LoadBalancerMiddleware: AsyncMiddleware {
     /// The target to forward for `target`, or nil when it is not under the prefix.
     func forwardedTarget(_ target: String) -> String? {
         if pathPrefix == "/" { return target.isEmpty ? "/" : target }
-        // Per request: the prefix is compared as UTF-8 bytes in place (a match by Characters
-        // walks grapheme clusters), the closures return only an offset.
-        var target = target, prefix = pathPrefix
-        let cut: Int = target.withUTF8 { t in
-            prefix.withUTF8 { p in
-                guard t.count >= p.count, p.isEmpty || memcmp(t.baseAddress!, p.baseAddress!, p.count) == 0 else { return -1 }
-                return p.count
-            }
-        }
-        guard cut >= 0 else { return nil }
-        let u = target.utf8
-        let rest = u.index(u.startIndex, offsetBy: cut)
-        guard rest != u.endIndex else { return stripPrefix ? "/" : target }
-        switch u[rest] {
-        case UInt8(ascii: "/"): return stripPrefix ? String(target[rest...]) : target
-        case UInt8(ascii: "?"): return stripPrefix ? "/" + target[rest...] : target
-        default: return nil
-        }
+        guard let rest = LBPathPrefix.remainder(of: target, under: pathPrefix) else { return nil }
+        return stripPrefix ? rest : target
     }
 
     static func normalise(_ prefix: String) -> String {
