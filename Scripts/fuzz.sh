@@ -54,6 +54,7 @@ TOOLCHAIN_BIN="$(dirname "$(command -v swiftc)")"
 # The LBKitHTTP files the targets compile (the parsers and what they use; nothing with I/O).
 HTTP_SOURCES=(
   Sources/LBKitHTTP/HTTP/HTTPRequestHeadParser.swift
+  Sources/LBKitHTTP/HTTP/HTTP1Scan.swift
   Sources/LBKitHTTP/HTTP/HTTPResponseHeadParser.swift
   Sources/LBKitHTTP/HTTP/ChunkedDecoder.swift
   Sources/LBKitHTTP/HTTP/HTTPParseError.swift
