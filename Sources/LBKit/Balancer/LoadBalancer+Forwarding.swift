@@ -26,7 +26,7 @@ extension LoadBalancer {
             && replayPolicy.mayReplay(method: request.method, hasIdempotencyKey: request.headers.contains(name: "Idempotency-Key"))
         upstream.mayReplay = replayable
         var plan = AttemptPlan(maxAttempts: configuration.maxAttempts, replayable: replayable,
-                               requestDeadline: clock.now() + configuration.effectiveRequestTimeout,
+                               requestDeadline: clock.now() + requestTimeout,
                                attemptTimeout: configuration.attemptTimeout)
         var lastFailure: (status: Int, message: String)? = nil
         var lastResponse: (LBResponse, String)? = nil
