@@ -25,6 +25,7 @@ extension HealthStateMachine {
 
     /// The slow-start factor in `0.1...1`: 1 in normal service; after a re-admission
     /// `0.1 + 0.9 x elapsed / slowStart` until `slowStart` has elapsed.
+    @inline(__always)  // read in every choice: inlined, it reads two fields instead of copying the machine
     public func slowStartFactor(at now: MonotonicInstant) -> Double {
         guard state == .healthy, let recoveredAt, policy.slowStart > .zero else { return 1 }
         let elapsed = now - recoveredAt

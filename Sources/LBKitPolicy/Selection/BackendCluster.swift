@@ -124,10 +124,14 @@ public final class BackendCluster: Sendable {
                     transitions.append((i, hung))
                     continue
                 }
-                s.scratch.append(BackendContext(
-                    index: i, inFlight: s.stats[i].inFlight,
-                    latencyEWMA: usesLatency ? s.latency[i].ewma(at: now) / 1_000_000 : 0,
-                    weight: s.weights[i], slowStartFactor: s.health[i].slowStartFactor(at: now) * s.load[i].shareFactor))
+                // Outside slow start (nearly always) the factor is 1: one field read, where the
+                // full computation made the compiler copy the whole machine out of the array.
+                let slowStart = s.health[i].recoveredAt == nil ? 1 : s.health[i].slowStartFactor(at: now)
+                let factor = slowStart * s.load[i].shareFactor
+                let latencyEWMA = usesLatency ? s.latency[i].ewma(at: now) / 1_000_000 : 0
+                let context = BackendContext(index: i, inFlight: s.stats[i].inFlight, latencyEWMA: latencyEWMA,
+                                             weight: s.weights[i], slowStartFactor: factor)
+                s.scratch.append(context)
             }
             guard let first = s.scratch.first?.index else {
                 return .noneEligible(retryAfter: s.retryAfter(at: now, excluding: excluding))
