@@ -653,17 +653,18 @@ final class HeaderFieldsBuffer: ManagedBuffer<HeaderFieldsCounts, UInt8> {
         return unsafeDowncast(made, to: HeaderFieldsBuffer.self)
     }
 
-    /// Index entry `i` of a region at `base` of `capacity` bytes.
+    /// Index entry `i` of a region at `base` of `capacity` bytes. (Wrapping arithmetic: `i` is
+    /// below the entry count, whose entries fit in the region, so nothing can overflow.)
     @inlinable @inline(__always)
     static func load(at i: Int, in base: UnsafeRawPointer, capacity: Int) -> HeaderFields.Line {
         if capacity <= narrowLimit {
-            let p = base + (capacity - (i + 1) * 6)
+            let p = base + (capacity &- (i &+ 1) &* 6)
             return HeaderFields.Line(
                 start: Int(p.loadUnaligned(as: UInt16.self)),
                 nameLength: Int(p.loadUnaligned(fromByteOffset: 2, as: UInt16.self)),
                 valueLength: Int(p.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
         }
-        let p = base + (capacity - (i + 1) * 24)
+        let p = base + (capacity &- (i &+ 1) &* 24)
         return HeaderFields.Line(
             start: p.loadUnaligned(as: Int.self),
             nameLength: p.loadUnaligned(fromByteOffset: 8, as: Int.self),
@@ -675,12 +676,12 @@ final class HeaderFieldsBuffer: ManagedBuffer<HeaderFieldsCounts, UInt8> {
     @inlinable @inline(__always)
     static func store(_ line: HeaderFields.Line, at i: Int, in base: UnsafeMutableRawPointer, capacity: Int) {
         if capacity <= narrowLimit {
-            let p = base + (capacity - (i + 1) * 6)
+            let p = base + (capacity &- (i &+ 1) &* 6)
             p.storeBytes(of: UInt16(truncatingIfNeeded: line.start), as: UInt16.self)
             p.storeBytes(of: UInt16(truncatingIfNeeded: line.nameLength), toByteOffset: 2, as: UInt16.self)
             p.storeBytes(of: UInt16(truncatingIfNeeded: line.valueLength), toByteOffset: 4, as: UInt16.self)
         } else {
-            let p = base + (capacity - (i + 1) * 24)
+            let p = base + (capacity &- (i &+ 1) &* 24)
             p.storeBytes(of: line.start, as: Int.self)
             p.storeBytes(of: line.nameLength, toByteOffset: 8, as: Int.self)
             p.storeBytes(of: line.valueLength, toByteOffset: 16, as: Int.self)
