@@ -48,6 +48,15 @@ struct HotPathTests {
     ])
     func ipv4Text(input: String, expected: String) {
         #expect(ClientAddress(input)?.description == expected)
+        // The forwarding path writes the same text as bytes, with no String.
+        var fields = HeaderFields()
+        if let v4 = ClientAddress(input)?.ipv4 { fields.appendForwardedFor(ipv4: v4) }
+        #expect(fields["X-Forwarded-For"] == [expected])
+        #expect(fields.count == 1)
+        let head = ForwardingHeaders.upstreamHead(for: RequestHead(method: "POST", target: "/a?b", version: .http1_0, headers: ["Content-Type": "x"]),
+                                                  client: ClientAddress(input), peerIsTrustedProxy: false)
+        #expect(head.method == "POST" && head.target == "/a?b" && head.version == .http1_1)
+        #expect(head.headers.fields.map { "\($0.name): \($0.value)" } == ["Content-Type: x", "X-Forwarded-For: \(expected)", "X-Forwarded-Proto: http"])
     }
 
     @Test("decimal Content-Length written without a String")

@@ -110,7 +110,6 @@ enum ForwardingHeaders {
         }
         let keepProto = peerIsTrustedProxy && hasForwardedProto
         let priorForwardedFor = client != nil && hasForwardedFor ? h["X-Forwarded-For"] : []
-        var out = head
         // Room for what is added below (Connection, Upgrade, X-Forwarded-For, -Proto) and for
         // the upstream client's Host and Content-Length.
         var headers = HeaderFields(reservingCapacity: h.count + 4, bytes: h.wireByteCount + 160)
@@ -128,17 +127,21 @@ enum ForwardingHeaders {
         // An upgrade request (WebSocket, RFC 9110 7.8) keeps its Upgrade offer: it is the one
         // hop-by-hop field a proxy passes on when it relays the upgrade.
         if connectionUpgrade, let upgrade {
-            headers.add(name: "Connection", value: "Upgrade")
+            headers.appendLine(name: "Connection", value: "Upgrade")
             headers.appendLine(from: h, at: upgrade)
         }
         if let client {
-            let ip = client.description
-            headers.add(name: "X-Forwarded-For", value: priorForwardedFor.isEmpty ? ip : priorForwardedFor.joined(separator: ", ") + ", " + ip)
+            if priorForwardedFor.isEmpty, let v4 = client.ipv4 {
+                headers.appendForwardedFor(ipv4: v4)
+            } else {
+                let ip = client.description
+                headers.add(name: "X-Forwarded-For", value: priorForwardedFor.isEmpty ? ip : priorForwardedFor.joined(separator: ", ") + ", " + ip)
+            }
         }
-        if !keepProto { headers.add(name: "X-Forwarded-Proto", value: "http") }
-        out.headers = headers
-        out.version = .http1_1
-        return out
+        if !keepProto { headers.appendLine(name: "X-Forwarded-Proto", value: "http") }
+        // Built whole rather than copied from `head` and edited: a copy would retain, and the
+        // replaced field list release, every stored reference once more.
+        return RequestHead(method: head.method, target: head.target, version: .http1_1, headers: headers)
     }
 
     /// ``upstreamHead(for:client:peerIsTrustedProxy:)`` by edits of the stripped list, for heads
@@ -168,5 +171,33 @@ enum ForwardingHeaders {
         }
         out.version = .http1_1
         return out
+    }
+}
+
+extension HeaderFields {
+    /// Appends a field whose name and value are literals the code vouches for (valid tokens
+    /// and field text): no string is made and nothing is validated again.
+    @inline(__always)
+    mutating func appendLine(name: StaticString, value: StaticString) {
+        appendLine(name: UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount),
+                   value: UnsafeRawBufferPointer(start: value.utf8Start, count: value.utf8CodeUnitCount))
+    }
+
+    /// Appends `X-Forwarded-For: a.b.c.d` for an IPv4 client (the common case), written as
+    /// decimal digits straight into the field list: no `String` for the address.
+    mutating func appendForwardedFor(ipv4: UInt32) {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 15) { text in
+            var n = 0
+            for shift in stride(from: 24 as UInt32, through: 0, by: -8) {
+                if n > 0 { text[n] = UInt8(ascii: "."); n += 1 }
+                let octet = UInt8(truncatingIfNeeded: ipv4 >> shift)
+                if octet >= 100 { text[n] = 0x30 + octet / 100; n += 1 }
+                if octet >= 10 { text[n] = 0x30 + (octet / 10) % 10; n += 1 }
+                text[n] = 0x30 + octet % 10; n += 1
+            }
+            let name: StaticString = "X-Forwarded-For"
+            appendLine(name: UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount),
+                       value: UnsafeRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(text)[0..<n]))
+        }
     }
 }

@@ -3,6 +3,7 @@
 extension LoadBalancer {
     /// Tries up to `maxAttempts` distinct backends within the request deadline.
     /// Returns the response, the backend that produced it (if any) and the attempts made.
+    @inline(__always)  // one caller (handleInline): one async frame less per request
     nonisolated(nonsending) func forward(_ request: LBRequest, context: LBRequestContext) async -> (LBResponse, String?, Int) {
         // One snapshot of the backends for the whole request: a reload mid-request does not mix sets.
         let up = upstreams
@@ -26,7 +27,7 @@ extension LoadBalancer {
             && replayPolicy.mayReplay(method: request.method, hasIdempotencyKey: request.headers.contains(name: "Idempotency-Key"))
         upstream.mayReplay = replayable
         var plan = AttemptPlan(maxAttempts: configuration.maxAttempts, replayable: replayable,
-                               requestDeadline: clock.now() + configuration.effectiveRequestTimeout,
+                               requestDeadline: clock.now() + requestTimeout,
                                attemptTimeout: configuration.attemptTimeout)
         var lastFailure: (status: Int, message: String)? = nil
         var lastResponse: (LBResponse, String)? = nil

@@ -86,10 +86,12 @@ final class ConnectionPool: Sendable {
 final class PooledConnection: @unchecked Sendable {
     let socket: Socket
     let endpoint: UpstreamEndpoint
+    // `@exclusivity(unchecked)`: the single owner (above) is one exchange running on one task at
+    // a time, so accesses cannot overlap; the runtime's dynamic checks cost two calls per access.
     /// Lent by the loop's ``ReadBufferPool`` while an exchange runs; none while pooled.
-    var buffer = InboundBuffer(capacity: 0)
-    var lastUsed: UInt64
-    var exchanges = 0
+    @exclusivity(unchecked) var buffer = InboundBuffer(capacity: 0)
+    @exclusivity(unchecked) var lastUsed: UInt64
+    @exclusivity(unchecked) var exchanges = 0
 
     init(socket: Socket, endpoint: UpstreamEndpoint, now: UInt64) {
         self.socket = socket

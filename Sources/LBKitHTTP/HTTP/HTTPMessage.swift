@@ -152,8 +152,8 @@ public struct LBRequestContext: Sendable {
     /// upstream exchange needs no cancellation handler (its stdlib wrapper costs four task
     /// switches and two status-record updates per request). A middleware that calls the rest
     /// of the chain from a task of its own (a child task, which can be cancelled) is another
-    /// task, so its exchanges keep the handler. The mark is the hash of the task's address;
-    /// a false match needs a 64-bit hash collision, or this context kept past its
+    /// task, so its exchanges keep the handler. The mark is the task's address;
+    /// a false match needs this context kept past its
     /// connection and used from a new task that reuses the old task's memory: then a
     /// cancelled exchange is not aborted at once, and still ends by its deadline.
     package var runsInUncancellableTask: Bool {
@@ -161,8 +161,19 @@ public struct LBRequestContext: Sendable {
         return Self.currentTaskMark() == uncancellableTask
     }
 
+    /// The current task's address as an integer: `UnsafeCurrentTask` is one task reference, so
+    /// its bits are the address (hashing it instead ran SipHash, ~500 instructions per request).
+    /// Should its layout ever differ, the hash is used.
     @inline(__always)
-    static func currentTaskMark() -> Int? { withUnsafeCurrentTask { $0?.hashValue } }
+    static func currentTaskMark() -> Int? {
+        withUnsafeCurrentTask { task -> Int? in
+            guard let task else { return nil }
+            if MemoryLayout<UnsafeCurrentTask>.size == MemoryLayout<Int>.size {
+                return unsafeBitCast(task, to: Int.self)
+            }
+            return task.hashValue
+        }
+    }
 
     /// A context for a request accepted by one of our listeners.
     public init(peer: IPSocketAddress?, localPort: Int = 0, eventLoop: LBEventLoop? = nil) {

@@ -11,7 +11,10 @@ internal import CLBKitShim
 /// task) reads through it; the connection resumes only after the handler returned.
 final class ConnectionInput: @unchecked Sendable {
     let socket: Socket
-    var buffer = InboundBuffer(capacity: 0)
+    /// `@exclusivity(unchecked)`: its one user at a time (above) never holds an access across
+    /// another, so the runtime's dynamic check (two calls per access, several per request) is
+    /// dropped.
+    @exclusivity(unchecked) var buffer = InboundBuffer(capacity: 0)
 
     init(socket: Socket) { self.socket = socket }
 
@@ -159,10 +162,15 @@ struct HTTP1ServerConnection: Sendable {
             // The request is read: the handler runs without holding a read buffer (unless
             // pipelined bytes wait in it).
             input.reclaimBuffer()
-            var request: LBRequest
+            // What the answer needs from the request head, taken before the head moves into the
+            // request (so it is moved, not copied: every copy retains each stored reference).
+            let isHEAD = parsed.head.method == "HEAD"
+            let version = parsed.head.version
+            let requestKeepAlive = parsed.keepAlive
+            let request: LBRequest
             var reserved = 0
             var reader: ServerBodyReader?
-            switch body {
+            switch consume body {
             case .buffered(let bytes, let r):
                 request = LBRequest(head: parsed.head, body: bytes)
                 reserved = r
@@ -170,15 +178,15 @@ struct HTTP1ServerConnection: Sendable {
                 request = LBRequest(head: parsed.head, bodyStream: LBBodyStream(source: r, length: r.declaredLength))
                 reader = r
             }
+            // The request (and its body) ends with the handler's call, before the answer is written.
             let response: LBResponse
             if let inline = server.inlineHandler {
-                response = await inline.handleInline(request, context: context)
+                response = await inline.handleInline(consume request, context: context)
             } else {
-                response = await server.handler.handle(request, context: context)
+                response = await server.handler.handle(consume request, context: context)
             }
-            request = LBRequest(head: parsed.head)   // drop the body before writing the answer
             if reserved > 0 { server.releaseBodyBudget(reserved) }
-            var keepAlive = parsed.keepAlive && !server.isDraining
+            var keepAlive = requestKeepAlive && !server.isDraining
             if config.maxRequestsPerConnection > 0 && served >= config.maxRequestsPerConnection { keepAlive = false }
             let answerHeaders = response.head.headers
             for i in 0..<answerHeaders.count where answerHeaders.name(at: i, is: "Connection") {
@@ -204,8 +212,8 @@ struct HTTP1ServerConnection: Sendable {
                 await tunnel.run(client: socket, pending: pending, idleTimeout: config.tunnelIdleTimeout)
                 return .closed
             }
-            let ok = await write(response, headOnly: parsed.head.method == "HEAD", keepAlive: keepAlive,
-                                 version: parsed.head.version, into: &out)
+            let ok = await write(response, headOnly: isHEAD, keepAlive: keepAlive,
+                                 version: version, into: &out)
             if !ok { return .closed }
             if !keepAlive {
                 await lingeringClose(input)

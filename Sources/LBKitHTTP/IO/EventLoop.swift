@@ -44,14 +44,16 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
     /// Read buffers lent to this loop's connections while they read (see ``ReadBufferPool``).
     package let readBuffers = ReadBufferPool()
 
-    // Loop-thread-only scratch space.
-    private var eventBuffer = [UInt32](repeating: 0, count: 256)
-    private var dataBuffer = [UInt64](repeating: 0, count: 256)
-    private var jobScratch: [QueuedJob] = []
-    private var dispatchScratch: [(Socket, UInt32)] = []
-    private var resumedScratch: [(Socket, ParkedSocket)] = []
-    private var expiredScratch: [TimerEntry] = []
-    private var expiredSockets: [Socket] = []
+    // Loop-thread-only scratch space. `@exclusivity(unchecked)`: only the loop's own thread
+    // touches these, from `run()` and the functions it calls (never from a job it runs), so no two
+    // accesses can overlap; the dynamic checks cost two runtime calls per access on every round.
+    @exclusivity(unchecked) private var eventBuffer = [UInt32](repeating: 0, count: 256)
+    @exclusivity(unchecked) private var dataBuffer = [UInt64](repeating: 0, count: 256)
+    @exclusivity(unchecked) private var jobScratch: [QueuedJob] = []
+    @exclusivity(unchecked) private var dispatchScratch: [(Socket, UInt32)] = []
+    @exclusivity(unchecked) private var resumedScratch: [(Socket, ParkedSocket)] = []
+    @exclusivity(unchecked) private var expiredScratch: [TimerEntry] = []
+    @exclusivity(unchecked) private var expiredSockets: [Socket] = []
 
     /// Creates a loop and starts its thread.
     public init(name: String = "lb-loop", index: Int = 0) throws(SocketError) {

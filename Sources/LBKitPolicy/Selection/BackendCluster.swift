@@ -40,12 +40,12 @@ public final class BackendCluster: Sendable {
     /// The configuration the cluster was created with.
     public let configuration: ClusterConfiguration
 
-    private let clock: any MonotonicClock
-    private let log: LogSink
+    let clock: any MonotonicClock
+    let log: LogSink
     private let maxPassivelyExcluded: Int
     private let hangConfiguration: HangDetection
-    private let state: Mutex<ClusterState>
-    private let retries: Mutex<RetryState>
+    let state: Mutex<ClusterState>
+    let retries: Mutex<RetryState>
 
     /// Creates a cluster with every backend healthy.
     /// - Parameters:
@@ -124,10 +124,14 @@ public final class BackendCluster: Sendable {
                     transitions.append((i, hung))
                     continue
                 }
-                s.scratch.append(BackendContext(
-                    index: i, inFlight: s.stats[i].inFlight,
-                    latencyEWMA: usesLatency ? s.latency[i].ewma(at: now) / 1_000_000 : 0,
-                    weight: s.weights[i], slowStartFactor: s.health[i].slowStartFactor(at: now) * s.load[i].shareFactor))
+                // Outside slow start (nearly always) the factor is 1: one field read, where the
+                // full computation made the compiler copy the whole machine out of the array.
+                let slowStart = s.health[i].recoveredAt == nil ? 1 : s.health[i].slowStartFactor(at: now)
+                let factor = slowStart * s.load[i].shareFactor
+                let latencyEWMA = usesLatency ? s.latency[i].ewma(at: now) / 1_000_000 : 0
+                let context = BackendContext(index: i, inFlight: s.stats[i].inFlight, latencyEWMA: latencyEWMA,
+                                             weight: s.weights[i], slowStartFactor: factor)
+                s.scratch.append(context)
             }
             guard let first = s.scratch.first?.index else {
                 return .noneEligible(retryAfter: s.retryAfter(at: now, excluding: excluding))
@@ -298,278 +302,7 @@ public final class BackendCluster: Sendable {
         return max(configuration.probeTimeout, maxDelay * 2)
     }
 
-    // MARK: Retries
-
-    /// Records a new client request: deposits `retryBudgetPercent`% of a token into the budget.
-    public func requestStarted() {
-        retries.withLock { $0.budget.deposit() }
-    }
-
-    /// Asks whether a failed attempt may be retried: withdraws one token from the retry budget
-    /// if available. Counts granted and denied retries per reason.
-    public func tryRetry(reason: RetryReason) -> Bool {
-        retries.withLock { r in
-            let granted = r.budget.tryWithdraw()
-            if granted { r.granted[reason.slot] += 1 } else { r.denied[reason.slot] += 1 }
-            return granted
-        }
-    }
-
-    /// The backend's recent p99 latency (from requests and probes), or nil without samples.
-    public func recentP99(_ index: Int) -> Duration? {
-        let now = clock.now()
-        return state.withLock { s in
-            s.latency.indices.contains(index) ? s.latency[index].quantile(0.99, at: now) : nil
-        }
-    }
-
-    /// Counts a retry that does not draw on the budget: a request that provably never reached a
-    /// backend (connect refused / timed out) always moves on, since it adds no load to any backend.
-    public func recordUnbudgetedRetry(reason: RetryReason) {
-        retries.withLock { $0.granted[reason.slot] += 1 }
-    }
-
-    /// Retry counters since the cluster was created.
-    public func retryStatistics() -> RetryStatistics {
-        retries.withLock { r in
-            var stats = RetryStatistics()
-            for reason in RetryReason.allCases {
-                stats.granted[reason] = r.granted[reason.slot]
-                stats.denied[reason] = r.denied[reason.slot]
-            }
-            return stats
-        }
-    }
-
-    // MARK: Introspection
-
-    /// The state and statistics of every backend (applying due time-based transitions first).
-    public func snapshot() -> [BackendSnapshot] {
-        let now = clock.now()
-        var transitions: [(Int, HealthTransition)] = []
-        let result = state.withLock { s -> [BackendSnapshot] in
-            if now >= s.nextDeadline { s.refresh(at: now, into: &transitions) }
-            var result: [BackendSnapshot] = []
-            result.reserveCapacity(s.health.count)
-            for i in 0..<s.health.count {
-                let health = s.health[i]
-                let stats = s.stats[i]
-                let latency = s.latency[i]
-                result.append(BackendSnapshot(
-                    index: i, url: backends[i].url, weight: backends[i].weight,
-                    state: health.state, reason: health.reason, since: health.since,
-                    requests: stats.requests, successes: stats.successes, failures: stats.failures,
-                    retries: stats.retries, inFlight: stats.inFlight,
-                    latencyEWMA: latency.peakEWMA?.milliseconds ?? 0,
-                    latencyP50: latency.quantile(0.5, at: now)?.milliseconds ?? 0,
-                    latencyP99: latency.quantile(0.99, at: now)?.milliseconds ?? 0,
-                    ejectionCount: health.ejectionCount,
-                    slowStartFactor: health.slowStartFactor(at: now),
-                    draining: s.draining[i],
-                    histogram: stats.histogram,
-                    lastByteHistogram: stats.lastByteHistogram,
-                    lastCheck: stats.lastCheck,
-                    healthChecks: stats.healthChecks,
-                    exclusions: stats.exclusions,
-                    responses: stats.responses,
-                    readmission: health.state == .healthy ? nil : health.readmission,
-                    reportedLoad: s.load[i]))
-            }
-            return result
-        }
-        emit(transitions)
-        return result
-    }
-
-    // MARK: Operations
-
-    /// Takes backend `index` out of rotation (`true`) or puts it back (`false`) without touching
-    /// its health state: in-flight requests finish, probes continue. Returns false for a bad index.
-    @discardableResult
-    public func setDraining(_ index: Int, _ draining: Bool) -> Bool {
-        let health = state.withLock { s -> BackendHealthState? in
-            guard s.draining.indices.contains(index) else { return nil }
-            s.draining[index] = draining
-            return s.health[index].state
-        }
-        guard let health else { return false }
-        // The state names of /_lb/stats: DRAINING, and on undrain the state it returns to.
-        let url = backends[index].url
-        let word = draining ? BackendStateName.draining.rawValue.uppercased() : health.rawValue.uppercased()
-        let reason = draining ? "drained by an operator" : "undrained by an operator"
-        log(LBLogEvent(level: .notice, category: .admin, message: "Marking \(url) as \(word) (\(reason))",
-                       metadata: ["backend": url, "state": draining ? BackendStateName.draining.rawValue : health.rawValue, "reason": reason]))
-        return true
-    }
-
-    /// Feeds what backend `index` reported about its own load in a health answer (see
-    /// ``BackendLoadReport``): over `configuration.backendLoad`'s thresholds, or asking for
-    /// `drain`/`down`, it leaves the rotation (logged `OVERLOADED`, `DRAINING`, `DOWN`); it comes
-    /// back when its reports recover (logged with the state it returns to). These exclusions
-    /// are the backend's own word, so the max-ejected cap does not apply: when every backend
-    /// reports overload, requests get 503 with `Retry-After`, as with every backend down.
-    public func loadReported(_ index: Int, _ report: BackendLoadReport) {
-        let now = clock.now()
-        let outcome = state.withLock { s -> (BackendLoadTransition, BackendHealthState)? in
-            guard s.load.indices.contains(index), let t = s.load[index].record(report, at: now) else { return nil }
-            return (t, s.health[index].state)
-        }
-        guard let (transition, health) = outcome else { return }
-        let url = backends[index].url
-        let entered = transition.to?.stateName.rawValue ?? health.rawValue
-        log(LBLogEvent(level: transition.to == nil ? .info : .warning, category: .health,
-                       message: "Marking \(url) as \(entered.uppercased()) (\(transition.reason))",
-                       metadata: ["backend": url, "state": entered, "reason": transition.reason,
-                                  "from": transition.from?.stateName.rawValue ?? health.rawValue]))
-    }
-
-    /// The index of the backend whose URL is `url`, if any.
-    public func index(of url: String) -> Int? { backends.firstIndex { $0.url == url } }
-
-    /// Copies the health, latency, counters and drain flag of every backend whose URL also exists
-    /// in `old` (a configuration reload keeps what the balancer learned about unchanged backends).
-    /// In-flight counts are not copied: those requests finish against `old`. A backend that is
-    /// not in `old` joined a running balancer: it starts in slow start (`warming`), so a new
-    /// address or a backend added at run time is not flooded while its caches are cold.
-    public func inheritState(from old: BackendCluster) {
-        let now = clock.now()
-        let oldURLs = Set(old.backends.map(\.url))
-        state.withLock { s in
-            for (i, b) in backends.enumerated() where !oldURLs.contains(b.url) { s.health[i].beginSlowStart(at: now) }
-        }
-        copyState(from: old)
-    }
-
-    /// Sets the drain flag of backend `index` without logging (the caller says why, e.g. a
-    /// backend whose address no longer resolves drains until its requests finish).
-    public func setDrainFlag(_ index: Int, _ draining: Bool) {
-        state.withLock { s in
-            guard s.draining.indices.contains(index) else { return }
-            s.draining[index] = draining
-        }
-    }
-
-    private func copyState(from old: BackendCluster) {
-        var oldIndex: [String: Int] = [:]
-        for (i, b) in old.backends.enumerated() { oldIndex[b.url] = i }
-        let copied = old.state.withLock { o in (o.health, o.latency, o.stats, o.draining, o.load) }
-        state.withLock { s in
-            for (i, b) in backends.enumerated() {
-                guard let j = oldIndex[b.url] else { continue }
-                s.health[i] = copied.0[j]
-                s.latency[i] = copied.1[j]
-                s.stats[i] = copied.2[j]
-                s.stats[i].inFlight = 0
-                s.draining[i] = copied.3[j]
-                s.load[i] = copied.4[j]
-            }
-            s.passivelyExcluded = s.health.filter { $0.state.isPassiveExclusion }.count
-            s.nextDeadline = MonotonicInstant(nanoseconds: 0)  // re-evaluate timers on the next call
-        }
-    }
-
-    private func emit(_ transitions: [(Int, HealthTransition)]) {
+    func emit(_ transitions: [(Int, HealthTransition)]) {
         for (index, transition) in transitions { log(transition.logEvent(url: backends[index].url)) }
     }
-}
-
-struct BackendStats: Sendable {
-    /// When the backend last went from no attempt in flight to one.
-    var busySince = MonotonicInstant.zero
-    /// When an attempt on the backend last ended (answer, failure or timeout).
-    var lastAnswer = MonotonicInstant.zero
-    var requests = 0
-    var successes = 0
-    var failures = FailureCounts()
-    var retries = 0
-    var inFlight = 0
-    var histogram = LatencyHistogram()
-    var lastByteHistogram = LatencyHistogram()
-    var lastCheck: HealthCheckRecord?
-    var healthChecks = HealthCheckTally()
-    var exclusions = ExclusionTally()
-    var responses = StatusClassCounts()
-    /// Whether the "no health endpoint" advice was logged for this backend.
-    var noHealthEndpointNoticed = false
-}
-
-struct ClusterState: Sendable {
-    var health: [HealthStateMachine]
-    var latency: [LatencyTracker]
-    var stats: [BackendStats]
-    var weights: [Int]
-    var draining: [Bool]
-    /// Reported load per backend (agent header and CPU/memory against the thresholds).
-    var load: [BackendLoadGate]
-    var selector: any BackendSelector
-    var random: any RandomNumberGenerator & Sendable
-    var scratch: [BackendContext]
-    /// Backends currently ejected, slow or probing (for the max-ejected cap).
-    var passivelyExcluded = 0
-    /// No time-based transition can happen before this instant.
-    var nextDeadline = MonotonicInstant(nanoseconds: .max)
-    /// When any backend last ended an attempt.
-    var lastAnswerAny = MonotonicInstant.zero
-
-    /// The hung-backend rule: backend `i` has had attempts outstanding and ended none for longer
-    /// than `max(floor, factor x its latency EWMA)`, while another backend did end one after that
-    /// point (so it is not the whole system, or us, that stalled). Cheap when nothing is stalled:
-    /// two comparisons before any latency is read.
-    mutating func hungTransition(_ i: Int, at now: MonotonicInstant, configuration: HangDetection,
-                                 allowExclusion: Bool) -> HealthTransition? {
-        guard configuration.factor > 0 else { return nil }
-        let stalledSince = max(stats[i].busySince, stats[i].lastAnswer)
-        let stalled = now - stalledSince
-        guard stalled > configuration.floor else { return nil }
-        let typical = Duration.nanoseconds(Int64(min(latency[i].ewma(at: now), 9e18)))
-        let threshold = max(configuration.floor, typical * configuration.factor)
-        guard stalled > threshold, lastAnswerAny > stalledSince + threshold else { return nil }
-        let reason = "hung: \(stats[i].inFlight) requests outstanding, none answered for \(formatDuration(stalled)) while other backends answer"
-        return health[i].markHung(reason: reason, at: now, allowExclusion: allowExclusion)
-    }
-
-    mutating func apply(_ transition: HealthTransition, to index: Int) {
-        if transition.to == .healthy && transition.from != .healthy {
-            // Re-admitted on fresh evidence (fast probes or a good trial): the EWMA must not keep
-            // the slowness that got it excluded, or a latency-aware selector would keep avoiding it
-            // and it would never receive the traffic that could lower the EWMA again.
-            latency[index].resetPeakToRecent()
-        }
-        if let cause = transition.cause { stats[index].exclusions.add(cause) }
-        if transition.from.isPassiveExclusion { passivelyExcluded -= 1 }
-        if transition.to.isPassiveExclusion { passivelyExcluded += 1 }
-        if let deadline = health[index].nextDeadline, deadline < nextDeadline { nextDeadline = deadline }
-    }
-
-    mutating func refresh(at now: MonotonicInstant, into transitions: inout [(Int, HealthTransition)]) {
-        var next = MonotonicInstant(nanoseconds: .max)
-        for i in 0..<health.count {
-            if let transition = health[i].tick(at: now) {
-                apply(transition, to: i)
-                transitions.append((i, transition))
-            }
-            if let deadline = health[i].nextDeadline, deadline < next { next = deadline }
-        }
-        nextDeadline = next
-    }
-
-    func retryAfter(at now: MonotonicInstant, excluding: BackendIndexSet) -> Duration {
-        var wait = Duration.seconds(1)
-        var first = true
-        for i in 0..<health.count {
-            let candidate = excluding.contains(i) ? Duration.zero : health[i].timeUntilEligible(at: now)
-            if first || candidate < wait { wait = candidate }
-            first = false
-        }
-        // Whole seconds (Retry-After is in seconds), rounded up, at least one.
-        let ns = max(wait.nanosecondsClamped, 0)
-        let seconds = max(1, ns / 1_000_000_000 + (ns % 1_000_000_000 == 0 ? 0 : 1))
-        return .seconds(seconds)
-    }
-}
-
-struct RetryState: Sendable {
-    var budget: RetryBudget
-    var granted = InlineArray<5, Int>(repeating: 0)
-    var denied = InlineArray<5, Int>(repeating: 0)
 }
