@@ -14,6 +14,49 @@ struct ParserByteHelpersTests {
         }
     }
 
+    @Test("lettersOrDashes marks exactly the letters and dashes of a word, every byte value at every position, between any neighbours")
+    func lettersOrDashesWord() {
+        func plain(_ b: UInt8) -> Bool { (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x2D }
+        // Neighbours that provoke carries and borrows in word arithmetic: 0x00, '-', 0x7F, 0x80, 0xFF, ','.
+        for neighbour: UInt8 in [0x00, 0x2C, 0x2D, 0x41, 0x7A, 0x7F, 0x80, 0xE1, 0xFF] {
+            for position in 0..<8 {
+                for b in 0...255 {
+                    var bytes = [UInt8](repeating: neighbour, count: 8)
+                    bytes[position] = UInt8(b)
+                    let w = bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+                    let mask = HTTP1Scan.lettersOrDashes(w)
+                    for k in 0..<8 {
+                        let marked = (mask >> UInt64(8 * k + 7)) & 1 == 1
+                        #expect(marked == plain(bytes[k]), "byte \(bytes[k]) at \(k), word \(bytes)")
+                        #expect((mask >> UInt64(8 * k)) & 0x7F == 0)
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("field names parse the same through the word scan: every tchar and non-tchar at every offset of a long name")
+    func nameScan() throws {
+        for b in 0...255 {
+            for offset in 0..<20 {
+                var name = Array("X-Very-Long-Header-Name-Here".utf8)
+                name[offset] = UInt8(b)
+                let isTchar = HTTP1Scan.isToken(UInt8(b))
+                let line = name + Array(": v".utf8)
+                let result = line.withUnsafeBytes { p in Result { () throws(HTTPParseError) in try HTTP1Scan.splitFieldLine(p, 0, p.count) } }
+                switch result {
+                case .success(let split):
+                    // A colon ends the name early; anything else is accepted only as a tchar.
+                    #expect(isTchar || (b == 0x3A && offset > 0), "byte \(b) at \(offset) accepted")
+                    #expect(split.nameEnd == (b == 0x3A ? offset : name.count))
+                case .failure:
+                    #expect(!isTchar, "byte \(b) at \(offset) rejected")
+                    #expect(b != 0x3A || offset == 0)
+                }
+            }
+        }
+    }
+
     @Test("equalsLowercase matches an ASCII case-insensitive comparison, at every length and for near misses")
     func equalsLowercase() {
         let literals: [StaticString] = ["host", "expect", "connection", "content-length", "transfer-encoding",

@@ -122,6 +122,20 @@ enum HTTP1Scan {
     @inline(__always)
     private static func hasZeroByte(_ w: UInt64) -> UInt64 { (w &- ones) & ~w & highs }
 
+    /// The high bit of each byte of `w` that is an ASCII letter or `-`, exactly (no carry or
+    /// borrow crosses a byte: every sum below stays under 0x100 per byte).
+    @inline(__always)
+    static func lettersOrDashes(_ w: UInt64) -> UInt64 {
+        let low7 = ones &* 0x7F
+        let ascii = ~w & highs
+        let folded = (w | (ones &* 0x20)) & low7                 // 'A'...'Z' -> 'a'...'z'
+        let atLeastA = (folded &+ ones &* (0x80 - 0x61)) & highs  // >= 'a'
+        let pastZ = (folded &+ ones &* (0x80 - 0x7B)) & highs     // >= '{'
+        let x = w ^ (ones &* 0x2D)                               // zero where '-'
+        let dash = ~(((x & low7) &+ low7) | x | low7)             // high bit where x's byte is 0
+        return ((atLeastA & ~pastZ) | dash) & ascii
+    }
+
     /// Whether `p[s..<e]` is a valid field value (or reason phrase): HTAB, SP, VCHAR, or bytes
     /// >= 0x80 that form well-formed UTF-8.
     static func isValidFieldValue(_ p: UnsafeRawBufferPointer, _ s: Int, _ e: Int) -> Bool {
@@ -206,6 +220,17 @@ enum HTTP1Scan {
         let first = p[s]
         if isOWS(first) { throw .malformed("obsolete line folding") }
         var i = s
+        // Names are nearly always letters and dashes: 8 bytes at a time while they are, then the
+        // byte loop (which alone decides) from the first other byte.
+        if let base = p.baseAddress {
+            while e - i >= 8 {
+                let w = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+                let miss = ~lettersOrDashes(w) & highs
+                if miss == 0 { i += 8; continue }
+                i += miss.trailingZeroBitCount / 8
+                break
+            }
+        }
         while i < e && isToken(p[i]) { i += 1 }
         guard i < e else { throw .malformed("missing colon in header field") }
         let b = p[i]
