@@ -265,7 +265,7 @@ enum HTTP1Scan {
         _ p: UnsafeRawBufferPointer, from pos: Int, headEnd: Int, limits: HTTPParserLimits,
         fields: inout HeaderFields, summary: inout HTTP1FieldSummary
     ) throws(HTTPParseError) -> Int {
-        assert(fields.count == 0 && fields.storage.isEmpty)
+        assert(fields.count == 0 && fields.storedByteCount == 0)
         var pos = pos
         let block = pos
         var inWireForm = true
@@ -276,7 +276,7 @@ enum HTTP1Scan {
             guard at > pos, p[at - 1] == cr else { throw .malformed("bare LF") }
             let lineEnd = at - 1
             if lineEnd == pos {
-                if inWireForm && pos > block { HeaderFields.append(UnsafeRawBufferPointer(rebasing: p[block..<pos]), to: &fields.storage) }
+                if inWireForm && pos > block { fields.appendBytes(UnsafeRawBufferPointer(rebasing: p[block..<pos])) }
                 return at + 1
             }
 
@@ -284,11 +284,11 @@ enum HTTP1Scan {
             let (nameEnd, vs, ve) = try splitFieldLine(p, pos, lineEnd)
             try summarize(p, name: pos, nameEnd, value: vs, ve, into: &summary)
             if inWireForm && vs == nameEnd + 2 && ve == lineEnd && p[nameEnd + 1] == sp {
-                fields.lines.append(HeaderFields.Line(start: pos - block, nameLength: nameEnd - pos, valueLength: ve - vs))
+                fields.indexLine(start: pos - block, nameLength: nameEnd - pos, valueLength: ve - vs)
             } else {
                 if inWireForm {
                     inWireForm = false
-                    if pos > block { HeaderFields.append(UnsafeRawBufferPointer(rebasing: p[block..<pos]), to: &fields.storage) }
+                    if pos > block { fields.appendBytes(UnsafeRawBufferPointer(rebasing: p[block..<pos])) }
                 }
                 fields.appendLine(name: UnsafeRawBufferPointer(rebasing: p[pos..<nameEnd]),
                                   value: UnsafeRawBufferPointer(rebasing: p[vs..<ve]))

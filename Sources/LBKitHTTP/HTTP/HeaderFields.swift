@@ -16,8 +16,9 @@
 /// per string, a retain per field each time the list was copied, and a copy per field on the way
 /// out. Now parsing appends each line's bytes, forwarding copies lines, writing a head copies
 /// lines, and a `String` is only made when someone asks for a name or a value.
-public struct HeaderFields: Sendable, Sequence, ExpressibleByDictionaryLiteral, CustomStringConvertible {
-    /// One field's line in ``storage``: `name ": " value "\r\n"` from `start`.
+public struct HeaderFields: @unchecked Sendable, Sequence, ExpressibleByDictionaryLiteral, CustomStringConvertible {
+    /// One field's line in the buffer: `name ": " value "\r\n"` from `start` (decoded from an
+    /// index entry, see ``HeaderFieldsBuffer``).
     @usableFromInline
     struct Line: Sendable {
         @usableFromInline var start: Int
@@ -33,26 +34,25 @@ public struct HeaderFields: Sendable, Sequence, ExpressibleByDictionaryLiteral, 
 
         @inlinable @inline(__always) var valueStart: Int { start + nameLength + 2 }
         @inlinable @inline(__always) var end: Int { start + nameLength + valueLength + 4 }
+        @inlinable @inline(__always) var length: Int { nameLength + valueLength + 4 }
     }
 
-    /// The wire lines of the fields (and, after removals, lines no longer indexed).
-    @usableFromInline var storage: [UInt8]
-    /// The fields in wire order.
-    @usableFromInline var lines: [Line]
+    /// The list's one heap object, wire lines and line index together (nil: empty, nothing
+    /// reserved). Shared between copies and copied before a write when shared.
+    @usableFromInline var buffer: HeaderFieldsBuffer?
 
     /// An empty header list.
     public init() {
-        storage = []
-        lines = []
+        buffer = nil
     }
 
     /// An empty header list with room for `capacity` fields of `bytes` wire bytes in all (the
-    /// parsers: one allocation each instead of one per doubling).
+    /// parsers, forwarding: one allocation for the whole list).
     package init(reservingCapacity capacity: Int, bytes: Int = 0) {
-        storage = []
-        lines = []
-        lines.reserveCapacity(capacity)
-        storage.reserveCapacity(bytes > 0 ? bytes : capacity * 32)
+        let bytes = bytes > 0 ? bytes : capacity * 32
+        buffer = capacity > 0 || bytes > 0
+            ? HeaderFieldsBuffer.make(capacity: HeaderFieldsBuffer.capacity(bytes: bytes, lines: capacity, atLeast: 0))
+            : nil
     }
 
     /// A header list holding `fields` in order.
@@ -65,7 +65,7 @@ public struct HeaderFields: Sendable, Sequence, ExpressibleByDictionaryLiteral, 
     public init(dictionaryLiteral elements: (String, String)...) { self.init(elements) }
 
     /// The number of fields.
-    public var count: Int { lines.count }
+    public var count: Int { buffer?.counts.lineCount ?? 0 }
 
     /// The fields in wire order, as strings (made on each call: prefer iterating, or
     /// ``first(name:)``, on a hot path).
@@ -90,31 +90,19 @@ public struct HeaderFields: Sendable, Sequence, ExpressibleByDictionaryLiteral, 
     /// Hot path: the list is only written to when a field goes, so removing a field that is not
     /// there costs no copy of a list shared with another value (copy-on-write).
     public mutating func remove(name: String) {
-        guard firstIndex(name: name) != nil else { return }
         var query = name
         query.withUTF8 { q in
             let q = UnsafeRawBufferPointer(q)
-            let keep = storage.withUnsafeBytes { s in lines.filter { !Self.matches(s, $0, q) } }
-            lines = keep
+            removeLines { s, line in Self.matches(s, line, q) }
         }
-        compactIfWasteful()
     }
 
     /// Removes the fields for which `shouldRemove` returns true (called once per field, in
     /// order, with the field's name and value as strings).
     public mutating func removeAll(where shouldRemove: (_ name: String, _ value: String) -> Bool) {
-        var kept: [Line] = []
-        var removed = false
-        for line in lines {
-            if shouldRemove(string(line.start, line.nameLength), string(line.valueStart, line.valueLength)) {
-                removed = true
-            } else {
-                kept.append(line)
-            }
+        removeLines { s, line in
+            shouldRemove(Self.string(s, line.start, line.nameLength), Self.string(s, line.valueStart, line.valueLength))
         }
-        guard removed else { return }
-        lines = kept
-        compactIfWasteful()
     }
 
     /// The value of the first field named `name`, or nil.
@@ -128,8 +116,14 @@ public struct HeaderFields: Sendable, Sequence, ExpressibleByDictionaryLiteral, 
         var query = name
         return query.withUTF8 { q in
             let q = UnsafeRawBufferPointer(q)
-            let found = storage.withUnsafeBytes { s in lines.filter { Self.matches(s, $0, q) } }
-            return found.map { string($0.valueStart, $0.valueLength) }
+            return withContents { c in
+                var found: [String] = []
+                for i in 0..<c.lineCount {
+                    let line = c.line(i)
+                    if Self.matches(c.bytes, line, q) { found.append(Self.string(c.bytes, line.valueStart, line.valueLength)) }
+                }
+                return found
+            }
         }
     }
 
@@ -174,25 +168,31 @@ public struct HeaderFields: Sendable, Sequence, ExpressibleByDictionaryLiteral, 
     /// Appends a field from bytes the caller has validated (the parsers).
     @inlinable
     package mutating func appendLine(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
-        let start = storage.count
-        Self.append(name, to: &storage)
-        storage.append(0x3A)
-        storage.append(0x20)
-        Self.append(value, to: &storage)
-        storage.append(0x0D)
-        storage.append(0x0A)
-        lines.append(Line(start: start, nameLength: name.count, valueLength: value.count))
+        let length = name.count + value.count + 4
+        let w = makeRoom(bytes: length, lines: 1)
+        let start = w.counts.pointee.byteCount
+        let p = w.base + start
+        UnsafeMutableRawBufferPointer(start: p, count: name.count).copyMemory(from: name)
+        p.storeBytes(of: 0x3A, toByteOffset: name.count, as: UInt8.self)
+        p.storeBytes(of: 0x20, toByteOffset: name.count + 1, as: UInt8.self)
+        UnsafeMutableRawBufferPointer(start: p + name.count + 2, count: value.count).copyMemory(from: value)
+        p.storeBytes(of: 0x0D, toByteOffset: length - 2, as: UInt8.self)
+        p.storeBytes(of: 0x0A, toByteOffset: length - 1, as: UInt8.self)
+        w.append(Line(start: start, nameLength: name.count, valueLength: value.count))
+        w.counts.pointee.byteCount = start + length
     }
 
     /// Appends field `i` of `other`, as one copy of its line.
     @inlinable
     package mutating func appendLine(from other: HeaderFields, at i: Int) {
-        let line = other.lines[i]
-        let start = storage.count
-        other.storage.withUnsafeBytes { s in
-            Self.append(UnsafeRawBufferPointer(rebasing: s[line.start..<line.end]), to: &storage)
-        }
-        lines.append(Line(start: start, nameLength: line.nameLength, valueLength: line.valueLength))
+        let source = other.contents
+        let line = source.line(i)
+        let w = makeRoom(bytes: line.length, lines: 1)
+        let start = w.counts.pointee.byteCount
+        UnsafeMutableRawBufferPointer(start: w.base + start, count: line.length)
+            .copyMemory(from: UnsafeRawBufferPointer(rebasing: source.bytes[line.start..<line.end]))
+        w.append(Line(start: start, nameLength: line.nameLength, valueLength: line.valueLength))
+        w.counts.pointee.byteCount = start + line.length
     }
 
     /// Calls `body` with each comma-separated element of field `i`'s value, without the
@@ -200,19 +200,19 @@ public struct HeaderFields: Sendable, Sequence, ExpressibleByDictionaryLiteral, 
     /// `Connection` field.
     @inlinable
     package func forEachToken(inValueAt i: Int, _ body: (UnsafeRawBufferPointer) -> Void) {
-        let line = lines[i]
-        storage.withUnsafeBytes { s in
-            let end = line.valueStart + line.valueLength
-            var k = line.valueStart
-            while k < end {
-                var e = k
-                while e < end && s[e] != 0x2C { e += 1 }
-                var a = k, b = e
-                while a < b && (s[a] == 0x20 || s[a] == 0x09) { a += 1 }
-                while b > a && (s[b - 1] == 0x20 || s[b - 1] == 0x09) { b -= 1 }
-                if b > a { body(UnsafeRawBufferPointer(rebasing: s[a..<b])) }
-                k = e + 1
-            }
+        let c = contents
+        let line = c.line(i)
+        let s = c.bytes
+        let end = line.valueStart + line.valueLength
+        var k = line.valueStart
+        while k < end {
+            var e = k
+            while e < end && s[e] != 0x2C { e += 1 }
+            var a = k, b = e
+            while a < b && (s[a] == 0x20 || s[a] == 0x09) { a += 1 }
+            while b > a && (s[b - 1] == 0x20 || s[b - 1] == 0x09) { b -= 1 }
+            if b > a { body(UnsafeRawBufferPointer(rebasing: s[a..<b])) }
+            k = e + 1
         }
     }
 
@@ -236,46 +236,56 @@ public struct HeaderFields: Sendable, Sequence, ExpressibleByDictionaryLiteral, 
 
     /// The byte length of field `i`'s name (to classify names before comparing bytes).
     @inlinable
-    package func nameLength(at i: Int) -> Int { lines[i].nameLength }
+    package func nameLength(at i: Int) -> Int { contents.line(i).nameLength }
 
     /// Whether field `i`'s name is `name`, ASCII case-insensitively.
     @inlinable
     package func name(at i: Int, is name: StaticString) -> Bool {
-        let line = lines[i]
+        let c = contents
+        let line = c.line(i)
         guard line.nameLength == name.utf8CodeUnitCount else { return false }
-        return storage.withUnsafeBytes { s in
-            Self.bytesEqualFoldingCase(
-                s, line.start, UnsafeRawBufferPointer(start: name.utf8Start, count: line.nameLength), 0, line.nameLength)
-        }
+        return Self.bytesEqualFoldingCase(
+            c.bytes, line.start, UnsafeRawBufferPointer(start: name.utf8Start, count: line.nameLength), 0, line.nameLength)
     }
 
     /// Whether field `i`'s name is `name`, ASCII case-insensitively.
     @inlinable
     package func name(at i: Int, equals name: String) -> Bool {
         var query = name
-        return query.withUTF8 { q in storage.withUnsafeBytes { s in Self.matches(s, lines[i], UnsafeRawBufferPointer(q)) } }
+        return query.withUTF8 { q in withContents { c in Self.matches(c.bytes, c.line(i), UnsafeRawBufferPointer(q)) } }
     }
 
     /// Field `i`'s name as a string.
-    package func name(at i: Int) -> String { string(lines[i].start, lines[i].nameLength) }
+    package func name(at i: Int) -> String {
+        withContents { c in
+            let line = c.line(i)
+            return Self.string(c.bytes, line.start, line.nameLength)
+        }
+    }
 
     /// Field `i`'s value as a string.
-    package func value(at i: Int) -> String { string(lines[i].valueStart, lines[i].valueLength) }
+    package func value(at i: Int) -> String {
+        withContents { c in
+            let line = c.line(i)
+            return Self.string(c.bytes, line.valueStart, line.valueLength)
+        }
+    }
 
     /// The index of the first field named `name`, or nil.
     package func firstIndex(name: String) -> Int? {
         var query = name
         return query.withUTF8 { q in
             let q = UnsafeRawBufferPointer(q)
-            return storage.withUnsafeBytes { s in lines.firstIndex { Self.matches(s, $0, q) } }
+            return withContents { c in (0..<c.lineCount).first { Self.matches(c.bytes, c.line($0), q) } }
         }
     }
 
     /// Appends field `i`'s wire line, `name: value\r\n`, to `buffer`.
     @inlinable
     package func appendWireLine(at i: Int, to buffer: inout [UInt8]) {
-        let line = lines[i]
-        storage.withUnsafeBytes { s in Self.append(UnsafeRawBufferPointer(rebasing: s[line.start..<line.end]), to: &buffer) }
+        let c = contents
+        let line = c.line(i)
+        Self.append(UnsafeRawBufferPointer(rebasing: c.bytes[line.start..<line.end]), to: &buffer)
     }
 
     /// Appends every field's wire line to `buffer`, in order.
@@ -287,49 +297,180 @@ public struct HeaderFields: Sendable, Sequence, ExpressibleByDictionaryLiteral, 
     /// next to each other in storage (all of them, for a parsed head) go in one copy.
     @inlinable
     package func appendWire(to buffer: inout [UInt8], skipping skip: (Int) -> Bool) {
-        storage.withUnsafeBytes { s in
-            var run = 0..<0
-            for i in lines.indices where !skip(i) {
-                let line = lines[i]
-                if line.start == run.upperBound && !run.isEmpty {
-                    run = run.lowerBound..<line.end
-                } else {
-                    if !run.isEmpty { Self.append(UnsafeRawBufferPointer(rebasing: s[run]), to: &buffer) }
-                    run = line.start..<line.end
-                }
+        let c = contents
+        let s = c.bytes
+        var run = 0..<0
+        for i in 0..<c.lineCount where !skip(i) {
+            let line = c.line(i)
+            if line.start == run.upperBound && !run.isEmpty {
+                run = run.lowerBound..<line.end
+            } else {
+                if !run.isEmpty { Self.append(UnsafeRawBufferPointer(rebasing: s[run]), to: &buffer) }
+                run = line.start..<line.end
             }
-            if !run.isEmpty { Self.append(UnsafeRawBufferPointer(rebasing: s[run]), to: &buffer) }
         }
+        if !run.isEmpty { Self.append(UnsafeRawBufferPointer(rebasing: s[run]), to: &buffer) }
     }
 
     /// Appends the fields of `other` that `skip` returns false for, in order, copying runs of
     /// adjacent lines at once.
     @inlinable
     package mutating func appendLines(from other: HeaderFields, skipping skip: (Int) -> Bool) {
-        let base = storage.count
-        var copied = 0  // bytes of `other` appended so far
+        let n = other.count
+        guard n > 0 else { return }
+        // Room for all of them (an upper bound: `skip` is called once per field, below).
+        let w = makeRoom(bytes: other.wireByteCount, lines: n)
+        let source = other.contents
+        let s = source.bytes
+        let base = w.base
+        var written = w.counts.pointee.byteCount
         var runStart = -1, runEnd = -1
-        other.storage.withUnsafeBytes { s in
-            for i in other.lines.indices where !skip(i) {
-                let line = other.lines[i]
-                if line.start != runEnd {
-                    if runStart >= 0 {
-                        Self.append(UnsafeRawBufferPointer(rebasing: s[runStart..<runEnd]), to: &storage)
-                        copied += runEnd - runStart
-                    }
-                    runStart = line.start
+        for i in 0..<n where !skip(i) {
+            let line = source.line(i)
+            if line.start != runEnd {
+                if runStart >= 0 {
+                    UnsafeMutableRawBufferPointer(start: base + written, count: runEnd - runStart)
+                        .copyMemory(from: UnsafeRawBufferPointer(rebasing: s[runStart..<runEnd]))
+                    written += runEnd - runStart
                 }
-                runEnd = line.end
-                lines.append(Line(start: base + copied + (line.start - runStart), nameLength: line.nameLength, valueLength: line.valueLength))
+                runStart = line.start
             }
-            if runStart >= 0 { Self.append(UnsafeRawBufferPointer(rebasing: s[runStart..<runEnd]), to: &storage) }
+            runEnd = line.end
+            w.append(Line(start: written + (line.start - runStart), nameLength: line.nameLength, valueLength: line.valueLength))
         }
+        if runStart >= 0 {
+            UnsafeMutableRawBufferPointer(start: base + written, count: runEnd - runStart)
+                .copyMemory(from: UnsafeRawBufferPointer(rebasing: s[runStart..<runEnd]))
+            written += runEnd - runStart
+        }
+        w.counts.pointee.byteCount = written
     }
 
     /// The number of bytes ``appendWire(to:)`` appends.
-    package var wireByteCount: Int { lines.reduce(0) { $0 + $1.end - $1.start } }
+    @inlinable
+    package var wireByteCount: Int {
+        guard let header = buffer?.counts else { return 0 }
+        return header.byteCount - header.deadBytes
+    }
+
+    // MARK: Building a list from a parsed field block (the parsers)
+
+    /// Indexes a field whose wire line will start at `start` once the bytes before its end are
+    /// appended with ``appendBytes(_:)``: a parser indexes the lines of a field block first and
+    /// copies the block in once at the end. Keeps room for the bytes up to the line's end, so the
+    /// index never overlaps them and each offset fits its entry.
+    @inline(__always)
+    mutating func indexLine(start: Int, nameLength: Int, valueLength: Int) {
+        let line = Line(start: start, nameLength: nameLength, valueLength: valueLength)
+        let pending = Swift.max(0, line.end - (buffer?.counts.byteCount ?? 0))
+        makeRoom(bytes: pending, lines: 1).append(line)
+    }
+
+    /// Appends `bytes` (lines indexed beforehand with ``indexLine(start:nameLength:valueLength:)``).
+    mutating func appendBytes(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count > 0 else { return }
+        let w = makeRoom(bytes: bytes.count, lines: 0)
+        UnsafeMutableRawBufferPointer(start: w.base + w.counts.pointee.byteCount, count: bytes.count).copyMemory(from: bytes)
+        w.counts.pointee.byteCount += bytes.count
+    }
+
+    /// Bytes in the buffer, including lines no longer indexed (tests: compaction).
+    var storedByteCount: Int { buffer?.counts.byteCount ?? 0 }
+
+    /// The buffer's identity (tests: sharing between copies).
+    var bufferIdentity: ObjectIdentifier? { buffer.map { ObjectIdentifier($0) } }
 
     // MARK: Internals
+
+    /// A read-only view of the list's bytes and line index, valid while `self` holds the same
+    /// buffer: in a non-mutating method (or for a parameter) for the whole call, since `self` is
+    /// borrowed and the buffer it references stays alive and unchanged. A view instead of a
+    /// closure so that readers compile to straight-line code across modules.
+    @inlinable @inline(__always)
+    var contents: HeaderFieldsContents {
+        guard let buffer else { return HeaderFieldsContents(base: nil, byteCount: 0, lineCount: 0, capacity: 0) }
+        return buffer.withUnsafeMutablePointers { c, e in
+            HeaderFieldsContents(
+                base: UnsafeRawPointer(e), byteCount: c.pointee.byteCount, lineCount: c.pointee.lineCount,
+                capacity: c.pointee.capacity)
+        }
+    }
+
+    /// Calls `body` with ``contents``.
+    @inlinable @inline(__always)
+    func withContents<R>(_ body: (HeaderFieldsContents) throws -> R) rethrows -> R {
+        try withExtendedLifetime(buffer) { try body(contents) }
+    }
+
+    /// Pointers to the buffer, owned by this value alone, with room for `bytes` more bytes and
+    /// `lines` more index entries: the one check before every write (copy-on-write, growth). The
+    /// pointers stay valid until `self.buffer` is replaced (the next `makeRoom` may do so).
+    @inlinable @inline(__always)
+    mutating func makeRoom(bytes: Int, lines: Int) -> HeaderFieldsWriter {
+        if !isKnownUniquelyReferenced(&buffer) || !buffer.unsafelyUnwrapped.counts.hasRoom(bytes: bytes, lines: lines) {
+            reallocate(bytes: bytes, lines: lines)
+        }
+        return buffer.unsafelyUnwrapped.withUnsafeMutablePointers { c, e in
+            HeaderFieldsWriter(counts: c, base: UnsafeMutableRawPointer(e))
+        }
+    }
+
+    /// Replaces the buffer with one holding its contents and room for `bytes` more bytes and
+    /// `lines` more entries: twice the size when growing (so a list built field by field
+    /// reallocates a logarithmic number of times), the same size when only copying a shared one.
+    @usableFromInline
+    mutating func reallocate(bytes: Int, lines: Int) {
+        let fresh: HeaderFieldsBuffer
+        if let old = buffer {
+            let counts = old.counts
+            let target = counts.hasRoom(bytes: bytes, lines: lines) ? counts.capacity : Swift.max(64, 2 * counts.capacity)
+            fresh = HeaderFieldsBuffer.make(capacity: HeaderFieldsBuffer.capacity(
+                bytes: counts.byteCount + bytes, lines: counts.lineCount + lines, atLeast: target))
+            fresh.copyContents(of: old)
+        } else {
+            fresh = HeaderFieldsBuffer.make(capacity: HeaderFieldsBuffer.capacity(bytes: bytes, lines: lines, atLeast: 64))
+        }
+        buffer = fresh
+    }
+
+    /// Drops the fields for which `drop` returns true (called once per field, in order, with the
+    /// list's bytes and the field's line). Nothing is written when no field goes, so a shared
+    /// list stays shared.
+    @usableFromInline
+    mutating func removeLines(where drop: (UnsafeRawBufferPointer, Line) -> Bool) {
+        guard let first = withContents({ c in (0..<c.lineCount).first { drop(c.bytes, c.line($0)) } }) else { return }
+        if isKnownUniquelyReferenced(&buffer), let buffer {
+            // Ours alone: close the gaps in the index; the dropped lines' bytes stay until compaction.
+            buffer.withUnsafeMutablePointers { c, e in
+                let base = UnsafeMutableRawPointer(e)
+                let capacity = c.pointee.capacity
+                let s = UnsafeRawBufferPointer(start: base, count: c.pointee.byteCount)
+                var kept = first
+                var dead = HeaderFieldsBuffer.load(at: first, in: base, capacity: capacity).length
+                for i in (first + 1)..<c.pointee.lineCount {
+                    let line = HeaderFieldsBuffer.load(at: i, in: base, capacity: capacity)
+                    if drop(s, line) {
+                        dead += line.length
+                    } else {
+                        HeaderFieldsBuffer.store(line, at: kept, in: base, capacity: capacity)
+                        kept += 1
+                    }
+                }
+                c.pointee.lineCount = kept
+                c.pointee.deadBytes += dead
+            }
+        } else {
+            // Shared: a new list with the kept lines only (the other values keep the old one).
+            let old = self
+            let fresh = withContents { c in
+                var fresh = HeaderFields(reservingCapacity: c.lineCount - 1, bytes: wireByteCount)
+                fresh.appendLines(from: old) { i in i == first || (i > first && drop(c.bytes, c.line(i))) }
+                return fresh
+            }
+            self = fresh
+        }
+        compactIfWasteful()
+    }
 
     /// Appends `bytes` with one copy. (`append(contentsOf:)` with a raw buffer takes the generic
     /// element-by-element path, about 150 instructions for a short field; a typed buffer copies.)
@@ -340,10 +481,8 @@ public struct HeaderFields: Sendable, Sequence, ExpressibleByDictionaryLiteral, 
     }
 
     @usableFromInline
-    func string(_ start: Int, _ length: Int) -> String {
-        storage.withUnsafeBytes { s in
-            String(decoding: UnsafeRawBufferPointer(rebasing: s[start..<start + length]), as: UTF8.self)
-        }
+    static func string(_ s: UnsafeRawBufferPointer, _ start: Int, _ length: Int) -> String {
+        String(decoding: UnsafeRawBufferPointer(rebasing: s[start..<start + length]), as: UTF8.self)
     }
 
     /// Whether `line`'s name in `s` is `query`, ASCII case-insensitively.
@@ -383,10 +522,10 @@ public struct HeaderFields: Sendable, Sequence, ExpressibleByDictionaryLiteral, 
     /// After removals, copies the live lines into a new buffer when the dead ones take more
     /// room than the live ones (so a list edited in a loop does not grow without bound).
     mutating func compactIfWasteful() {
-        let live = wireByteCount
-        guard storage.count > 256 && storage.count > 2 * live else { return }
-        var fresh = HeaderFields(reservingCapacity: lines.count, bytes: live)
-        for i in lines.indices { fresh.appendLine(from: self, at: i) }
+        let stored = storedByteCount, live = wireByteCount
+        guard stored > 256 && stored > 2 * live else { return }
+        var fresh = HeaderFields(reservingCapacity: count, bytes: live)
+        fresh.appendLines(from: self) { _ in false }
         self = fresh
     }
 }
@@ -403,8 +542,15 @@ extension HeaderFields {
     /// headers.add(name: "Host", value: "example.com")
     /// ```
     public mutating func reserveCapacity(fields: Int, bytes: Int) {
-        lines.reserveCapacity(lines.count + fields)
-        storage.reserveCapacity(storage.count + bytes + 4 * fields)   // ": " and CRLF per line
+        guard fields > 0 || bytes > 0 else { return }
+        reallocateUnlessRoom(bytes: Swift.max(0, bytes) + 4 * Swift.max(0, fields), lines: Swift.max(0, fields))   // ": " and CRLF per line
+    }
+
+    /// ``makeRoom(bytes:lines:)`` for its effect only.
+    private mutating func reallocateUnlessRoom(bytes: Int, lines: Int) {
+        if !isKnownUniquelyReferenced(&buffer) || !buffer.unsafelyUnwrapped.counts.hasRoom(bytes: bytes, lines: lines) {
+            reallocate(bytes: bytes, lines: lines)
+        }
     }
 
     /// Calls `body` with each field's name and value bytes, in wire order, without making
@@ -421,11 +567,197 @@ extension HeaderFields {
     public func forEachField(
         _ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws -> Void
     ) rethrows {
-        try storage.withUnsafeBytes { s in
-            for line in lines {
+        try withContents { c in
+            let s = c.bytes
+            for i in 0..<c.lineCount {
+                let line = c.line(i)
                 try body(UnsafeRawBufferPointer(rebasing: s[line.start..<(line.start + line.nameLength)]),
                          UnsafeRawBufferPointer(rebasing: s[line.valueStart..<(line.valueStart + line.valueLength)]))
             }
         }
+    }
+}
+
+// MARK: Storage: one allocation per list
+
+/// The counts kept in front of a ``HeaderFieldsBuffer``'s bytes.
+@usableFromInline
+struct HeaderFieldsCounts: Sendable {
+    /// Bytes of wire lines, written from the start of the region.
+    @usableFromInline var byteCount: Int
+    /// Entries of the line index, written from the end of the region backwards.
+    @usableFromInline var lineCount: Int
+    /// The region's size in bytes (a multiple of 8). It also decides the width of an index entry.
+    @usableFromInline var capacity: Int
+    /// Bytes of lines no longer indexed (after removals, until compaction).
+    @usableFromInline var deadBytes: Int
+
+    @inlinable @inline(__always)
+    init(byteCount: Int, lineCount: Int, capacity: Int, deadBytes: Int) {
+        self.byteCount = byteCount
+        self.lineCount = lineCount
+        self.capacity = capacity
+        self.deadBytes = deadBytes
+    }
+
+    /// Whether `bytes` more bytes and `lines` more index entries fit.
+    @inlinable @inline(__always)
+    func hasRoom(bytes: Int, lines: Int) -> Bool {
+        capacity - byteCount - (lineCount + lines) * HeaderFieldsBuffer.entryWidth(capacity: capacity) >= bytes
+    }
+}
+
+/// One heap object holding a whole header list: a region whose wire lines grow from the start and
+/// whose line index grows from the end backwards, entry `i` at `capacity - (i + 1) * width`.
+///
+/// Why: two arrays (bytes, index) cost two allocations per list, and a proxied request makes four
+/// lists (request parsed, request forwarded, response parsed, response forwarded). An index entry
+/// is three `UInt16`s (start, name length, value length) in a region of at most 65,535 bytes
+/// (every head within the parsers' default limits), three `Int`s in a larger one, so an offset
+/// always fits its entry: the width follows the region's size, chosen when it is allocated.
+///
+/// Written only through the ``HeaderFields`` value that holds the only reference to it (see why
+/// that value is `Sendable`).
+@usableFromInline
+final class HeaderFieldsBuffer: ManagedBuffer<HeaderFieldsCounts, UInt8> {
+    /// The largest region whose index entries are three `UInt16`s.
+    @inlinable @inline(__always)
+    static var narrowLimit: Int { 0xFFFF }
+
+    /// The counts, read through the header pointer: `header` is a stored class property, and
+    /// each access to it costs a dynamic exclusivity check (about 170 instructions).
+    @inlinable @inline(__always)
+    var counts: HeaderFieldsCounts { withUnsafeMutablePointerToHeader { $0.pointee } }
+
+    /// Bytes per index entry in a region of `capacity` bytes.
+    @inlinable @inline(__always)
+    static func entryWidth(capacity: Int) -> Int { capacity <= narrowLimit ? 6 : 24 }
+
+    /// The smallest region size, a multiple of 8 and at least `minimum`, holding `bytes` bytes and
+    /// `lines` index entries (of the width that size implies).
+    @usableFromInline
+    static func capacity(bytes: Int, lines: Int, atLeast minimum: Int) -> Int {
+        let narrow = roundUp(max(minimum, bytes + lines * 6))
+        return narrow <= narrowLimit ? narrow : roundUp(max(minimum, bytes + lines * 24))
+    }
+
+    @inline(__always)
+    static func roundUp(_ n: Int) -> Int { (n + 7) & ~7 }
+
+    /// An empty buffer with a region of `capacity` bytes.
+    @usableFromInline
+    static func make(capacity: Int) -> HeaderFieldsBuffer {
+        let made = create(minimumCapacity: capacity) { _ in
+            HeaderFieldsCounts(byteCount: 0, lineCount: 0, capacity: capacity, deadBytes: 0)
+        }
+        return unsafeDowncast(made, to: HeaderFieldsBuffer.self)
+    }
+
+    /// Index entry `i` of a region at `base` of `capacity` bytes. (Wrapping arithmetic: `i` is
+    /// below the entry count, whose entries fit in the region, so nothing can overflow.)
+    @inlinable @inline(__always)
+    static func load(at i: Int, in base: UnsafeRawPointer, capacity: Int) -> HeaderFields.Line {
+        if capacity <= narrowLimit {
+            let p = base + (capacity &- (i &+ 1) &* 6)
+            return HeaderFields.Line(
+                start: Int(p.loadUnaligned(as: UInt16.self)),
+                nameLength: Int(p.loadUnaligned(fromByteOffset: 2, as: UInt16.self)),
+                valueLength: Int(p.loadUnaligned(fromByteOffset: 4, as: UInt16.self)))
+        }
+        let p = base + (capacity &- (i &+ 1) &* 24)
+        return HeaderFields.Line(
+            start: p.loadUnaligned(as: Int.self),
+            nameLength: p.loadUnaligned(fromByteOffset: 8, as: Int.self),
+            valueLength: p.loadUnaligned(fromByteOffset: 16, as: Int.self))
+    }
+
+    /// Writes index entry `i`. In a narrow region every offset and length is below its size, so
+    /// the truncation never loses bits (the callers make room up to the line's end first).
+    @inlinable @inline(__always)
+    static func store(_ line: HeaderFields.Line, at i: Int, in base: UnsafeMutableRawPointer, capacity: Int) {
+        if capacity <= narrowLimit {
+            let p = base + (capacity &- (i &+ 1) &* 6)
+            p.storeBytes(of: UInt16(truncatingIfNeeded: line.start), as: UInt16.self)
+            p.storeBytes(of: UInt16(truncatingIfNeeded: line.nameLength), toByteOffset: 2, as: UInt16.self)
+            p.storeBytes(of: UInt16(truncatingIfNeeded: line.valueLength), toByteOffset: 4, as: UInt16.self)
+        } else {
+            let p = base + (capacity &- (i &+ 1) &* 24)
+            p.storeBytes(of: line.start, as: Int.self)
+            p.storeBytes(of: line.nameLength, toByteOffset: 8, as: Int.self)
+            p.storeBytes(of: line.valueLength, toByteOffset: 16, as: Int.self)
+        }
+    }
+
+    /// Copies `old`'s bytes, index and counts into this (empty, large enough) buffer.
+    func copyContents(of old: HeaderFieldsBuffer) {
+        old.withUnsafeMutablePointers { oc, oe in
+            withUnsafeMutablePointers { nc, ne in
+                let from = UnsafeRawPointer(oe), to = UnsafeMutableRawPointer(ne)
+                let counts = oc.pointee
+                let capacity = nc.pointee.capacity
+                to.copyMemory(from: from, byteCount: counts.byteCount)
+                let oldWidth = Self.entryWidth(capacity: counts.capacity), width = Self.entryWidth(capacity: capacity)
+                if oldWidth == width {
+                    let size = counts.lineCount * width
+                    (to + (capacity - size)).copyMemory(from: from + (counts.capacity - size), byteCount: size)
+                } else {
+                    for i in 0..<counts.lineCount {
+                        Self.store(Self.load(at: i, in: from, capacity: counts.capacity), at: i, in: to, capacity: capacity)
+                    }
+                }
+                nc.pointee = HeaderFieldsCounts(
+                    byteCount: counts.byteCount, lineCount: counts.lineCount, capacity: capacity, deadBytes: counts.deadBytes)
+            }
+        }
+    }
+}
+
+/// Where a write goes: the counts and the region of a buffer a ``HeaderFields`` value owns alone
+/// (from ``HeaderFields/makeRoom(bytes:lines:)``).
+@usableFromInline
+struct HeaderFieldsWriter {
+    @usableFromInline let counts: UnsafeMutablePointer<HeaderFieldsCounts>
+    @usableFromInline let base: UnsafeMutableRawPointer
+
+    @inlinable @inline(__always)
+    init(counts: UnsafeMutablePointer<HeaderFieldsCounts>, base: UnsafeMutableRawPointer) {
+        self.counts = counts
+        self.base = base
+    }
+
+    /// Adds `line` as the last index entry (room made beforehand).
+    @inlinable @inline(__always)
+    func append(_ line: HeaderFields.Line) {
+        HeaderFieldsBuffer.store(line, at: counts.pointee.lineCount, in: base, capacity: counts.pointee.capacity)
+        counts.pointee.lineCount += 1
+    }
+}
+
+/// A read-only view of a header list's bytes and line index (see ``HeaderFields/contents``).
+@usableFromInline
+struct HeaderFieldsContents {
+    /// The region's start (nil for an empty list with no buffer).
+    @usableFromInline let base: UnsafeRawPointer?
+    @usableFromInline let byteCount: Int
+    @usableFromInline let lineCount: Int
+    @usableFromInline let capacity: Int
+
+    @inlinable @inline(__always)
+    init(base: UnsafeRawPointer?, byteCount: Int, lineCount: Int, capacity: Int) {
+        self.base = base
+        self.byteCount = byteCount
+        self.lineCount = lineCount
+        self.capacity = capacity
+    }
+
+    /// The wire lines (and dead bytes between them).
+    @inlinable @inline(__always)
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: byteCount) }
+
+    /// Field `i`'s line (traps on an index out of range, like an array).
+    @inlinable @inline(__always)
+    func line(_ i: Int) -> HeaderFields.Line {
+        precondition(UInt(bitPattern: i) < UInt(bitPattern: lineCount), "HeaderFields index out of range")
+        return HeaderFieldsBuffer.load(at: i, in: base.unsafelyUnwrapped, capacity: capacity)
     }
 }
