@@ -7,6 +7,8 @@
 # usage: Scripts/callgrind-per-request.sh [post|get]     (from the project root)
 # env:   LBSERVE [.build/release/lbserve]  DUR [10] s  CONNS [16]  BASE_PORT [15100]
 #        LB_ARGS   extra lbserve flags      KEEP=1 keeps the callgrind output (path printed)
+#        LB=nginx  counts nginx instead (the bench's nginx-1w.conf, one worker, no master), the
+#                  yardstick for lbserve's count under the same load
 # Output: one line `instructions/request: N (I instructions, R requests)`, then the top
 # functions by inclusive and self cost when TOP=N is set.
 set -u
@@ -40,9 +42,16 @@ cat >"$TMP/shim.c" <<'SHIM'
 int sigsuspend(const sigset_t *mask) { sigset_t copy = *mask; return (int)syscall(SYS_rt_sigsuspend, &copy, 8); }
 SHIM
 gcc -O2 -shared -fPIC -o "$TMP/shim.so" "$TMP/shim.c" || exit 1
+if [ "${LB:-lbserve}" = nginx ]; then
+  sed -e "s/5001/$P1/g; s/5002/$P2/g; s/5003/$P3/g; s/127.0.0.1:8081/127.0.0.1:$LBP/; s/master_process on/master_process off/" \
+    "$BENCH/conf/nginx-1w.conf" >"$TMP/lb.conf"
+  start valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" --dump-instr=no \
+    nginx -p "$TMP" -e "$TMP/lb.err" -c "$TMP/lb.conf"
+else
 start env LD_PRELOAD="$TMP/shim.so" valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" --dump-instr=no \
   $LBSERVE --host 127.0.0.1 --port $LBP ${LB_ARGS:-} \
   --backend http://127.0.0.1:$P1 --backend http://127.0.0.1:$P2 --backend http://127.0.0.1:$P3
+fi
 waitp $LBP
 # Warm-up: connections to backends opened, caches filled.
 timeout 60 wrk -t1 -c$CONNS -d3s -s "$BENCH/lua/$MODE.lua" http://127.0.0.1:$LBP/ >/dev/null 2>&1

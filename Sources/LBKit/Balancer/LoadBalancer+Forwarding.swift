@@ -84,12 +84,14 @@ extension LoadBalancer {
                     attempt = AttemptRecord(index: index, start: now, result: .failure(error))
                 }
                 record(attempt, in: up)
-                let used = attempt.index
+                // Taken apart (the record's last use) so that the result moves into the switch
+                // instead of being copied out of the record.
+                let (used, attemptStart, result) = (attempt.index, attempt.start, attempt.result)
                 let name = up.names[used]
-                switch attempt.result {
+                switch consume result {
                 case .success(let response):
                     var proxied = clientResponse(response, backend: name, request: request.head)
-                    observeLastByte(&proxied, index: used, start: attempt.start, in: cluster)
+                    observeLastByte(&proxied, index: used, start: attemptStart, in: cluster)
                     if plan.retryAfterResponse(status: response.head.status) {
                         lastResponse?.0.bodyStream?.abandon()
                         lastResponse = (proxied, name)
@@ -157,9 +159,13 @@ extension LoadBalancer {
         defer { attemptEnded(attempt.index, in: up) }
         let elapsed = clock.now() - attempt.start
         let outcome: AttemptOutcome
+        var wholeBody = false
+        var status: Int?
         switch attempt.result {
         case .success(let response):
             outcome = response.head.status >= 500 ? .failure(.status5xx) : .success
+            wholeBody = response.bodyStream == nil
+            status = response.head.status
         case .failure(let error):
             switch error.kind {
             case .connectRefused, .connectTimeout, .connectFailed: outcome = .failure(.connect)
@@ -169,12 +175,6 @@ extension LoadBalancer {
             // The client's own body failed: says nothing about the backend.
             case .requestBodyFailed: outcome = .success
             }
-        }
-        var wholeBody = false
-        var status: Int?
-        if case .success(let response) = attempt.result {
-            wholeBody = response.bodyStream == nil
-            status = response.head.status
         }
         cluster.attemptFinished(attempt.index, outcome: outcome, latency: elapsed, bodyComplete: wholeBody, status: status)
         if let metrics, let status, cluster.backends.indices.contains(attempt.index) {
