@@ -65,7 +65,11 @@ n=$(echo "$out" | awk '/requests in/ {print $1}')
 non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
 f=$(ls -t "$TMP"/cg.out* | head -1)
 ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
-echo "instructions/request: $((ir / n)) ($ir instructions, $n requests, non-2xx ${non2xx:-0}, mode $MODE, c$CONNS)"
+# Under valgrind a cold start is slow enough for hang detection to eject a backend now and then;
+# it comes back in slow start, whose weighted choice costs about 1,000 instructions more per
+# request. Such a run is named, so that it is compared only with runs like it.
+health=$(grep -c '\[HEALTH\]' "$TMP/out.1" 2>/dev/null)
+echo "instructions/request: $((ir / n)) ($ir instructions, $n requests, non-2xx ${non2xx:-0}, mode $MODE, c$CONNS${health:+, health transitions $health})"
 if [ -n "${TOP:-}" ]; then
   callgrind_annotate --inclusive=yes "$f" 2>/dev/null | sed -n "1,$((TOP + 25))p" | cut -c1-220 >"$TMP/incl.txt"
   callgrind_annotate "$f" 2>/dev/null | sed -n "1,$((TOP + 25))p" | cut -c1-220 >"$TMP/self.txt"

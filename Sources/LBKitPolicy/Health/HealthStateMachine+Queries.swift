@@ -25,13 +25,21 @@ extension HealthStateMachine {
 
     /// The slow-start factor in `0.1...1`: 1 in normal service; after a re-admission
     /// `0.1 + 0.9 x elapsed / slowStart` until `slowStart` has elapsed.
-    @inline(__always)  // read in every choice: inlined, it reads two fields instead of copying the machine
     public func slowStartFactor(at now: MonotonicInstant) -> Double {
-        guard state == .healthy, let recoveredAt, policy.slowStart > .zero else { return 1 }
+        Self.slowStartFactor(state: state, recoveredAt: recoveredAt, slowStart: policy.slowStart, at: now)
+    }
+
+    /// ``slowStartFactor(at:)`` from the three fields it reads. The cluster passes them from its
+    /// array of machines field by field: calling the method on an array element made the
+    /// compiler copy the whole machine (retains and all) on every choice during slow start.
+    @inline(__always)
+    static func slowStartFactor(state: BackendHealthState, recoveredAt: MonotonicInstant?, slowStart: Duration,
+                                at now: MonotonicInstant) -> Double {
+        guard state == .healthy, let recoveredAt, slowStart > .zero else { return 1 }
         let elapsed = now - recoveredAt
-        if elapsed >= policy.slowStart { return 1 }
+        if elapsed >= slowStart { return 1 }
         if elapsed <= .zero { return 0.1 }
-        let fraction = Double(elapsed.nanosecondsClamped) / Double(policy.slowStart.nanosecondsClamped)
+        let fraction = Double(elapsed.nanosecondsClamped) / Double(slowStart.nanosecondsClamped)
         return 0.1 + 0.9 * fraction
     }
 

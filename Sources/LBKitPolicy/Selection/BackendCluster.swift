@@ -124,9 +124,10 @@ public final class BackendCluster: Sendable {
                     transitions.append((i, hung))
                     continue
                 }
-                // Outside slow start (nearly always) the factor is 1: one field read, where the
-                // full computation made the compiler copy the whole machine out of the array.
-                let slowStart = s.health[i].recoveredAt == nil ? 1 : s.health[i].slowStartFactor(at: now)
+                // Field by field: a method called on the array element made the compiler copy
+                // the whole machine out of the array on every choice.
+                let slowStart = s.health[i].recoveredAt == nil ? 1 : HealthStateMachine.slowStartFactor(
+                    state: s.health[i].state, recoveredAt: s.health[i].recoveredAt, slowStart: s.health[i].policy.slowStart, at: now)
                 let factor = slowStart * s.load[i].shareFactor
                 let latencyEWMA = usesLatency ? s.latency[i].ewma(at: now) / 1_000_000 : 0
                 let context = BackendContext(index: i, inFlight: s.stats[i].inFlight, latencyEWMA: latencyEWMA,
