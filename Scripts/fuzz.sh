@@ -60,6 +60,8 @@ HTTP_SOURCES=(
   Sources/LBKitHTTP/HTTP/HTTPParseError.swift
   Sources/LBKitHTTP/HTTP/HTTPTypes.swift
   Sources/LBKitHTTP/HTTP/HeaderFields.swift
+  Sources/LBKitHTTP/HTTP/HeaderFields+Bytes.swift
+  Sources/LBKitHTTP/HTTP/HeaderFieldsStorage.swift
   Sources/LBKitHTTP/HTTP/HTTPSerializer.swift
   Sources/LBKitHTTP/HTTP/InboundBuffer+HTTP.swift
   Sources/LBKitHTTP/HTTP/HTTP1Syntax.swift
