@@ -8,6 +8,7 @@ internal import CLBKitShim
 extension UpstreamClient {
     // MARK: Pool
 
+    @inline(__always)  // into sendUncancellable: one async frame less per request
     nonisolated(nonsending) func acquire(_ endpoint: UpstreamEndpoint, loop: LBEventLoop, deadline: UInt64, fresh: Bool,
                          maxIdleNs idleLimit: UInt64) async throws(UpstreamError) -> (PooledConnection, Bool) {
         let now = lbk_monotonic_ns()

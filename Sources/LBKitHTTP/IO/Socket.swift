@@ -330,6 +330,7 @@ package final class Socket: Sendable, CustomStringConvertible {
 
     // MARK: Waiting
 
+    @inline(__always)  // into read, write and waitUntilReadable: one async frame less per wait
     nonisolated(nonsending) func wait(forRead: Bool, deadline: UInt64, idle: Bool) async -> WaitResult {
         await withUnsafeContinuation { (continuation: UnsafeContinuation<WaitResult, Never>) in
             var arm: UInt64? = nil
