@@ -175,14 +175,6 @@ enum ForwardingHeaders {
 }
 
 extension HeaderFields {
-    /// Appends a field whose name and value are literals the code vouches for (valid tokens
-    /// and field text): no string is made and nothing is validated again.
-    @inline(__always)
-    mutating func appendLine(name: StaticString, value: StaticString) {
-        appendLine(name: UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount),
-                   value: UnsafeRawBufferPointer(start: value.utf8Start, count: value.utf8CodeUnitCount))
-    }
-
     /// Appends `X-Forwarded-For: a.b.c.d` for an IPv4 client (the common case), written as
     /// decimal digits straight into the field list: no `String` for the address.
     mutating func appendForwardedFor(ipv4: UInt32) {
@@ -195,9 +187,7 @@ extension HeaderFields {
                 if octet >= 10 { text[n] = 0x30 + (octet / 10) % 10; n += 1 }
                 text[n] = 0x30 + octet % 10; n += 1
             }
-            let name: StaticString = "X-Forwarded-For"
-            appendLine(name: UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount),
-                       value: UnsafeRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(text)[0..<n]))
+            appendLine(name: "X-Forwarded-For", value: UnsafeRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(text)[0..<n]))
         }
     }
 }

@@ -152,10 +152,10 @@ public struct LBRequestContext: Sendable {
     /// upstream exchange needs no cancellation handler (its stdlib wrapper costs four task
     /// switches and two status-record updates per request). A middleware that calls the rest
     /// of the chain from a task of its own (a child task, which can be cancelled) is another
-    /// task, so its exchanges keep the handler. The mark is the task's address;
-    /// a false match needs this context kept past its
-    /// connection and used from a new task that reuses the old task's memory: then a
-    /// cancelled exchange is not aborted at once, and still ends by its deadline.
+    /// task, so its exchanges keep the handler. The mark is the task's address; a false match
+    /// needs this context kept past its connection and used from a new task that reuses the old
+    /// task's memory: then a cancelled exchange is not aborted at once, and still ends by its
+    /// deadline.
     package var runsInUncancellableTask: Bool {
         guard let uncancellableTask else { return false }
         return Self.currentTaskMark() == uncancellableTask

@@ -6,6 +6,19 @@
 extension HeaderFields {
     // MARK: Byte-level access for the engine (no strings made)
 
+    /// Appends a field named by a literal the code vouches for (a valid token), with `value`
+    /// bytes the caller has validated: no string is made.
+    @inlinable @inline(__always)
+    package mutating func appendLine(name: StaticString, value: UnsafeRawBufferPointer) {
+        appendLine(name: UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount), value: value)
+    }
+
+    /// Appends a field whose name and value are both literals the code vouches for.
+    @inlinable @inline(__always)
+    package mutating func appendLine(name: StaticString, value: StaticString) {
+        appendLine(name: name, value: UnsafeRawBufferPointer(start: value.utf8Start, count: value.utf8CodeUnitCount))
+    }
+
     /// Appends a field from bytes the caller has validated (the parsers).
     @inlinable
     package mutating func appendLine(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {

@@ -126,7 +126,7 @@ public final class BackendCluster: Sendable {
                 }
                 // Field by field: a method called on the array element made the compiler copy
                 // the whole machine out of the array on every choice.
-                let slowStart = s.health[i].recoveredAt == nil ? 1 : HealthStateMachine.slowStartFactor(
+                let slowStart = HealthStateMachine.slowStartFactor(
                     state: s.health[i].state, recoveredAt: s.health[i].recoveredAt, slowStart: s.health[i].policy.slowStart, at: now)
                 let factor = slowStart * s.load[i].shareFactor
                 let latencyEWMA = usesLatency ? s.latency[i].ewma(at: now) / 1_000_000 : 0
