@@ -154,3 +154,36 @@ void lbk_set_current_loop(void *loop) {
 void *lbk_current_loop(void) {
     return lbk_current_loop_pointer;
 }
+
+// The Swift concurrency runtime's global-enqueue hook and job entry point (libswift_Concurrency,
+// SWIFT_CC(swift)). Weak: without them the hook is simply not installed.
+typedef void (*lbk_swift_enqueue_original)(void *job) __attribute__((swiftcall));
+typedef void (*lbk_swift_enqueue_hook)(void *job, lbk_swift_enqueue_original original) __attribute__((swiftcall));
+typedef struct { void *identity; uintptr_t implementation; } lbk_serial_executor_ref;
+extern lbk_swift_enqueue_hook swift_task_enqueueGlobal_hook __attribute__((weak));
+extern void swift_job_run(void *job, lbk_serial_executor_ref executor) __attribute__((swiftcall, weak));
+
+static int (*lbk_loop_enqueue)(void *loop, void *job) = NULL;
+
+__attribute__((swiftcall))
+static void lbk_loop_thread_enqueue_hook(void *job, lbk_swift_enqueue_original original) {
+    void *loop = lbk_current_loop_pointer;
+    if (loop != NULL && lbk_loop_enqueue(loop, job)) return;
+    original(job);
+}
+
+int lbk_install_loop_thread_enqueue_hook(int (*enqueue)(void *loop, void *job)) {
+    if (&swift_task_enqueueGlobal_hook == NULL || swift_job_run == NULL) return 0;
+    lbk_swift_enqueue_hook expected = NULL;
+    lbk_loop_enqueue = enqueue;
+    if (__atomic_compare_exchange_n(&swift_task_enqueueGlobal_hook, &expected, lbk_loop_thread_enqueue_hook,
+                                    0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+        return 1;
+    }
+    return expected == lbk_loop_thread_enqueue_hook;
+}
+
+void lbk_run_job_on_global_executor(void *job) {
+    lbk_serial_executor_ref generic = { NULL, 0 };
+    swift_job_run(job, generic);
+}

@@ -235,6 +235,10 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
         await handleInline(request, context: context)
     }
 
+    /// Forwarding calls only `nonisolated(nonsending)` functions; the tasks it starts (hedged
+    /// attempts, tunnel relays) name their loop themselves.
+    package var staysOnCallerExecutor: Bool { true }
+
     /// ``handle(_:context:)`` on the caller's executor (the server and the chain call this).
     @inline(__always)  // into its protocol witness: one async frame less per request
     nonisolated(nonsending) package func handleInline(_ request: LBRequest, context: LBRequestContext) async -> LBResponse {

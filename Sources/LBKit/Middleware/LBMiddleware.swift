@@ -103,6 +103,11 @@ public struct LBMiddlewareChain: HTTPHandler, InlineHTTPHandler {
         if let inlineEntry { return await inlineEntry.handleInline(request, context: context) }
         return await entry.handle(request, context: context)
     }
+
+    /// True when every step is one of this package's synchronous middlewares or inline handlers.
+    package var staysOnCallerExecutor: Bool {
+        rowEntry?.staysOnCallerExecutor ?? inlineEntry?.staysOnCallerExecutor ?? false
+    }
 }
 
 /// Up to ``capacity`` synchronous middlewares bound to what follows them: their `before`s in
@@ -164,6 +169,9 @@ final class SynchronousMiddlewareRow: HTTPHandler, InlineHTTPHandler {
         }
         return response
     }
+
+    /// The row's own work is synchronous (or `nonisolated(nonsending)`): it depends on what follows.
+    var staysOnCallerExecutor: Bool { inlineNext?.staysOnCallerExecutor ?? false }
 }
 
 /// One middleware bound to what follows it (built once, so a request allocates no closures).
@@ -190,4 +198,7 @@ final class MiddlewareStep: HTTPHandler, InlineHTTPHandler {
             return await next.handle(request, context: context)
         }
     }
+
+    /// An embedder's middleware: its `handle` is a concurrent function.
+    var staysOnCallerExecutor: Bool { false }
 }

@@ -214,6 +214,13 @@ public protocol HTTPHandler: Sendable {
 package protocol InlineHTTPHandler: HTTPHandler {
     /// Same as ``HTTPHandler/handle(_:context:)``, on the caller's executor.
     nonisolated(nonsending) func handleInline(_ request: LBRequest, context: LBRequestContext) async -> LBResponse
+
+    /// Whether ``handleInline(_:context:)`` never calls a concurrent (plain `nonisolated async`)
+    /// function, so that it never leaves the thread it is called on by itself: then
+    /// ``HTTP1Server`` may run its connections without a task-executor preference (see
+    /// ``LBEventLoop/keepGlobalJobsOnLoopThreads()``). False when any step is an embedder's
+    /// handler or middleware.
+    var staysOnCallerExecutor: Bool { get }
 }
 
 /// An ``HTTPHandler`` made from a closure.

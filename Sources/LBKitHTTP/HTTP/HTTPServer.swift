@@ -26,6 +26,8 @@ public final class HTTP1Server: Sendable, ParkedSocketOwner {
     let handler: any HTTPHandler
     /// `handler` when it is one of ours that can be called without a task switch.
     let inlineHandler: (any InlineHTTPHandler)?
+    /// Whether the handler chain stays on its caller's executor (see ``startConnectionTask(_:on:)``).
+    let handlerStaysOnCallerExecutor: Bool
     /// The configuration's timeouts in nanoseconds, converted once: connections compute a
     /// deadline from them on every request (a `Duration` over 9.2 s costs a 128-bit division).
     let timeoutsNs: TimeoutsNs
@@ -59,6 +61,7 @@ public final class HTTP1Server: Sendable, ParkedSocketOwner {
         self.group = group
         self.handler = handler
         self.inlineHandler = handler as? any InlineHTTPHandler
+        self.handlerStaysOnCallerExecutor = inlineHandler?.staysOnCallerExecutor ?? false
         self.timeoutsNs = TimeoutsNs(configuration)
     }
 
@@ -155,15 +158,7 @@ public final class HTTP1Server: Sendable, ParkedSocketOwner {
             let loop = group.next()
             let fd = accepted.fd, peer = accepted.peer
             let localPort = boundPort.load(ordering: .relaxed)
-            Task(executorPreference: loop) {
-                guard let client = try? Socket.adopt(fd: fd, loop: loop) else { return }
-                self.connections.withLock { $0.insert(client) }
-                if self.draining.load(ordering: .relaxed) { client.interruptIdle() }
-                let connection = HTTP1ServerConnection(
-                    socket: client, server: self,
-                    context: LBRequestContext(peer: peer, localPort: localPort, eventLoop: loop))
-                await self.serve(connection, resuming: nil)
-            }
+            startConnectionTask(.accepted(fd: fd, peer: peer, localPort: localPort), on: loop)
         }
     }
 
@@ -207,7 +202,43 @@ public final class HTTP1Server: Sendable, ParkedSocketOwner {
             socket: socket, server: self,
             context: LBRequestContext(peer: socket.peerAddress, localPort: boundPort.load(ordering: .relaxed), eventLoop: socket.loop))
         let resumption = HTTP1ServerConnection.Resumption(served: Int(clamping: token), idleDeadline: deadline)
-        Task(executorPreference: socket.loop) { await self.serve(connection, resuming: resumption) }
+        startConnectionTask(.resumed(connection, resumption), on: socket.loop)
+    }
+
+    /// How a connection's task begins.
+    private enum ConnectionStart: Sendable {
+        /// A new connection: adopt the accepted descriptor.
+        case accepted(fd: Int32, peer: IPSocketAddress?, localPort: Int)
+        /// A parked connection whose client sent bytes.
+        case resumed(HTTP1ServerConnection, HTTP1ServerConnection.Resumption)
+    }
+
+    /// Starts a connection's task. With ``LBEventLoop/keepGlobalJobsOnLoopThreads()`` in effect
+    /// and a handler chain that stays on its caller's executor, the task has no executor
+    /// preference (none for the runtime to look up under a lock at every `await`): it runs where
+    /// it is resumed, on the loop whose socket became ready. Otherwise it prefers `loop`, so that
+    /// an embedder's concurrent handler still runs on a loop thread.
+    private func startConnectionTask(_ start: ConnectionStart, on loop: LBEventLoop) {
+        if handlerStaysOnCallerExecutor && LBEventLoop.keepsGlobalJobsOnLoopThreads {
+            Task { await self.begin(start, on: loop) }
+        } else {
+            Task(executorPreference: loop) { await self.begin(start, on: loop) }
+        }
+    }
+
+    nonisolated(nonsending) private func begin(_ start: ConnectionStart, on loop: LBEventLoop) async {
+        switch start {
+        case .accepted(let fd, let peer, let localPort):
+            guard let client = try? Socket.adopt(fd: fd, loop: loop) else { return }
+            connections.withLock { $0.insert(client) }
+            if draining.load(ordering: .relaxed) { client.interruptIdle() }
+            let connection = HTTP1ServerConnection(
+                socket: client, server: self,
+                context: LBRequestContext(peer: peer, localPort: localPort, eventLoop: loop))
+            await serve(connection, resuming: nil)
+        case .resumed(let connection, let resumption):
+            await serve(connection, resuming: resumption)
+        }
     }
 
     /// A parked connection was closed (idle timeout, shutdown).

@@ -56,7 +56,32 @@ public final class LBEventLoopGroup: TaskExecutor, Sendable {
     /// ```
     public func enqueue(_ job: consuming ExecutorJob) {
         let loop = currentLoop ?? next()
-        loop.enqueue(UnownedJob(job), runningOn: asUnownedTaskExecutor())
+        loop.enqueue(UnownedJob(job), runningOn: .taskExecutor(asUnownedTaskExecutor()))
+    }
+
+    /// From now on, for the whole process, a job that the Swift runtime sends to its global
+    /// executor from the thread of any ``LBEventLoop`` runs on that loop. Returns false, and
+    /// changes nothing, when another global-executor hook is installed (SwiftNIO's executor
+    /// take-over, say). lbserve calls it at start-up.
+    ///
+    /// Why: ``HTTP1Server`` then runs a connection whose handler chain is all LBKit's (the
+    /// balancer, its throttle and admin endpoints) in a task with no executor preference. Such
+    /// a task resumed by its socket's loop stays on that loop just as a task that prefers the
+    /// loop does, without the runtime looking the preference up under the task's status lock at
+    /// every `await` (eight look-ups per proxied request, about 1,200 instructions in all,
+    /// Docs/Performance.md step 25).
+    ///
+    /// What it changes: a task started without a preference from a loop's thread (in a handler,
+    /// say) runs on that loop, so it must not block; `Task.detached` or a task started from any
+    /// other thread still runs on the global executor.
+    ///
+    /// ```swift
+    /// LBEventLoopGroup.keepGlobalJobsOnLoopThreads()   // once, before starting servers
+    /// let group = try LBEventLoopGroup()
+    /// ```
+    @discardableResult
+    public static func keepGlobalJobsOnLoopThreads() -> Bool {
+        LBEventLoop.keepGlobalJobsOnLoopThreads()
     }
 
     /// Stops every loop and waits for their threads to exit.
