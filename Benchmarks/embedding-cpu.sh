@@ -9,6 +9,10 @@
 #   hb-*-loops   the same two routes in a second HummingbirdEmbedded process run with LB_EXECUTOR=1: the app
 #                runs under withTaskExecutorPreference(balancer.eventLoopGroup), so Hummingbird's request
 #                handling runs on LBKit's loops instead of the global pool (HB_LOOPS=0 leaves it out)
+#   hb-*-pool    the same two routes in a third HummingbirdEmbedded process run with LB_KEEP_JOBS=0: the
+#                balancer's keepsResumedTasksOnLoops is false, so a request resumed by LBKit's loop (the
+#                backend answered) goes back to a thread of the global pool, as before that setting
+#                (HB_POOL=0 leaves it out)
 #   vapor-trivial / vapor-lbkit (when the Vapor release build is there)                Benchmarks/VaporEmbedded
 #
 # Every server is a release build, bound to 127.0.0.1, proxying to the same 3 backends: the root package's release
@@ -26,17 +30,17 @@
 #
 # usage: bash Benchmarks/embedding-cpu.sh        (from anywhere; takes ~5 min + builds + quiet waits)
 # knobs: BUILD=1 (0: use the existing release binaries)  ROUNDS=3  DUR=8  WARMUP=2  CONNS=32  THREADS=1
-#        HB_LOOPS=1|0  BACKEND=echo|nginx  VAPOR=auto|0 (auto: build VaporEmbedded with at most VAPOR_BUILD_TIMEOUT=1200 s,
+#        HB_LOOPS=1|0  HB_POOL=1|0  BACKEND=echo|nginx  VAPOR=auto|0 (auto: build VaporEmbedded with at most VAPOR_BUILD_TIMEOUT=1200 s,
 #        skip Vapor if that fails)  FOREIGN_MAX=30  QUIET_WAIT=120  BASE_PORT=8490  BACKEND_BASE=5490
 #        RESULTS=path of the markdown report (default Benchmarks/results/embedding-<date>.md)
 set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD=${BUILD:-1}; ROUNDS=${ROUNDS:-3}; DUR=${DUR:-8}; WARMUP=${WARMUP:-2}; CONNS=${CONNS:-32}; THREADS=${THREADS:-1}
-HB_LOOPS=${HB_LOOPS:-1}; BACKEND=${BACKEND:-echo}; VAPOR=${VAPOR:-auto}; VAPOR_ASKED=$VAPOR; VAPOR_BUILD_TIMEOUT=${VAPOR_BUILD_TIMEOUT:-1200}
+HB_LOOPS=${HB_LOOPS:-1}; HB_POOL=${HB_POOL:-1}; BACKEND=${BACKEND:-echo}; VAPOR=${VAPOR:-auto}; VAPOR_ASKED=$VAPOR; VAPOR_BUILD_TIMEOUT=${VAPOR_BUILD_TIMEOUT:-1200}
 FOREIGN_MAX=${FOREIGN_MAX:-30}; QUIET_WAIT=${QUIET_WAIT:-120}
 BASE_PORT=${BASE_PORT:-8490}; BACKEND_BASE=${BACKEND_BASE:-5490}
 RESULTS=${RESULTS:-$ROOT/Benchmarks/results/embedding-$(date +%F).md}
-HB_PORT=$((BASE_PORT + 1)); LB_PORT=$((BASE_PORT + 2)); AHC_PORT=$((BASE_PORT + 3)); HBL_PORT=$((BASE_PORT + 4)); VAPOR_PORT=$((BASE_PORT + 5))
+HB_PORT=$((BASE_PORT + 1)); LB_PORT=$((BASE_PORT + 2)); AHC_PORT=$((BASE_PORT + 3)); HBL_PORT=$((BASE_PORT + 4)); VAPOR_PORT=$((BASE_PORT + 5)); HBK_PORT=$((BASE_PORT + 6))
 BPORTS=($((BACKEND_BASE + 1)) $((BACKEND_BASE + 2)) $((BACKEND_BASE + 3)))
 BURLS=(); for p in "${BPORTS[@]}"; do BURLS+=("http://127.0.0.1:$p"); done
 HZ=$(getconf CLK_TCK); NCPU=$(nproc)
@@ -87,7 +91,7 @@ trap 'exit 130' INT TERM
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 waitp() { for _ in $(seq 300); do port_open "$1" && return 0; sleep 0.1; done; die "port $1 never opened (see $TMP)"; }
 start() { local name=$1; shift; setsid "$@" >"$TMP/$name.log" 2>&1 </dev/null & PIDS+=($!); }
-for p in "${BPORTS[@]}" $HB_PORT $LB_PORT $AHC_PORT $HBL_PORT $VAPOR_PORT; do port_open $p && die "port $p is already in use (set BASE_PORT / BACKEND_BASE)"; done
+for p in "${BPORTS[@]}" $HB_PORT $LB_PORT $AHC_PORT $HBL_PORT $VAPOR_PORT $HBK_PORT; do port_open $p && die "port $p is already in use (set BASE_PORT / BACKEND_BASE)"; done
 
 if [ "$BACKEND" = nginx ]; then   # same as ../shared/bench/conf/backend-nginx.conf, on BPORTS
   { echo "daemon off; master_process on; worker_processes 1; worker_rlimit_nofile 16384; pid backend.pid;"
@@ -107,11 +111,12 @@ start hb env PORT=$HB_PORT "$HBE_BIN" "${BURLS[@]}"; HB_PID=${PIDS[-1]}
 start lbserve "$LBSERVE_BIN" --host 127.0.0.1 --port $LB_PORT --backend "${BURLS[0]}" --backend "${BURLS[1]}" --backend "${BURLS[2]}"; LB_PID=${PIDS[-1]}
 start ahc env PORT=$AHC_PORT "$AHC_BIN" "${BURLS[@]}"; AHC_PID=${PIDS[-1]}
 if [ "$HB_LOOPS" = 1 ]; then start hb-loops env PORT=$HBL_PORT LB_EXECUTOR=1 "$HBE_BIN" "${BURLS[@]}"; HBL_PID=${PIDS[-1]}; fi
+if [ "$HB_POOL" = 1 ]; then start hb-pool env PORT=$HBK_PORT LB_KEEP_JOBS=0 "$HBE_BIN" "${BURLS[@]}"; HBK_PID=${PIDS[-1]}; fi
 if [ "$VAPOR" != 0 ]; then
   start vapor env BACKENDS="$(IFS=,; echo "${BURLS[*]}")" "$VPE_BIN" serve --env production --hostname 127.0.0.1 --port $VAPOR_PORT
   VAPOR_PID=${PIDS[-1]}
 fi
-waitp $HB_PORT; waitp $LB_PORT; waitp $AHC_PORT; [ "$HB_LOOPS" = 1 ] && waitp $HBL_PORT; [ "$VAPOR" != 0 ] && waitp $VAPOR_PORT
+waitp $HB_PORT; waitp $LB_PORT; waitp $AHC_PORT; [ "$HB_LOOPS" = 1 ] && waitp $HBL_PORT; [ "$HB_POOL" = 1 ] && waitp $HBK_PORT; [ "$VAPOR" != 0 ] && waitp $VAPOR_PORT
 
 # name:pid:port:path:what
 TARGETS=("hb-trivial:$HB_PID:$HB_PORT:/hello:Hummingbird trivial route (GET /hello, no proxying)"
@@ -121,6 +126,10 @@ TARGETS=("hb-trivial:$HB_PID:$HB_PORT:/hello:Hummingbird trivial route (GET /hel
 if [ "$HB_LOOPS" = 1 ]; then
   TARGETS+=("hb-trivial-loops:$HBL_PID:$HBL_PORT:/hello:Hummingbird trivial route, app run on LBKit's loops (LB_EXECUTOR=1)"
             "hb-lbkit-loops:$HBL_PID:$HBL_PORT:/api/x:Hummingbird + LBKit, app run on LBKit's loops (LB_EXECUTOR=1)")
+fi
+if [ "$HB_POOL" = 1 ]; then
+  TARGETS+=("hb-trivial-pool:$HBK_PID:$HBK_PORT:/hello:Hummingbird trivial route, balancer with keepsResumedTasksOnLoops = false (LB_KEEP_JOBS=0)"
+            "hb-lbkit-pool:$HBK_PID:$HBK_PORT:/api/x:Hummingbird + LBKit, keepsResumedTasksOnLoops = false (LB_KEEP_JOBS=0)")
 fi
 if [ "$VAPOR" != 0 ]; then
   TARGETS+=("vapor-trivial:$VAPOR_PID:$VAPOR_PORT:/hello:Vapor trivial route (GET /hello, no proxying)"
@@ -226,6 +235,12 @@ if [ "$HB_LOOPS" = 1 ]; then
   LCSE=$(awk -v a="$(col hb-lbkit-loops 11 | med)" -v b="$(col hb-trivial-loops 11 | med)" 'BEGIN{printf "%.2f", a-b}')
   RATIOS+=$'\n'"- Hummingbird run on LBKit's loops: (hb-lbkit-loops − hb-trivial-loops) = ${MUS[hb-lbkit-loops]} − ${MUS[hb-trivial-loops]} = $LEMB µs vs lbserve ${MUS[lbserve]} µs: **$R4×** (target ≤ 1.2×; median of per-round ratios $R4P×); context switches $LCSE per request vs lbserve $CSL"
 fi
+if [ "$HB_POOL" = 1 ]; then
+  KEMB=$(awk -v a="${MUS[hb-lbkit-pool]}" -v b="${MUS[hb-trivial-pool]}" 'BEGIN{printf "%.1f", a-b}')
+  R5=$(ratio "$KEMB" "${MUS[lbserve]}"); R5P=$(paired '(x-y)/z' hb-lbkit-pool hb-trivial-pool lbserve)
+  KCSE=$(awk -v a="$(col hb-lbkit-pool 11 | med)" -v b="$(col hb-trivial-pool 11 | med)" 'BEGIN{printf "%.2f", a-b}')
+  RATIOS+=$'\n'"- Hummingbird with keepsResumedTasksOnLoops = false (the route's work after the answer on the pool): (hb-lbkit-pool − hb-trivial-pool) = ${MUS[hb-lbkit-pool]} − ${MUS[hb-trivial-pool]} = $KEMB µs vs lbserve ${MUS[lbserve]} µs: **$R5×**; context switches $KCSE per request vs lbserve $CSL"
+fi
 if [ "$VAPOR" != 0 ]; then
   VEMB=$(awk -v a="${MUS[vapor-lbkit]}" -v b="${MUS[vapor-trivial]}" 'BEGIN{printf "%.1f", a-b}')
   R3=$(ratio "$VEMB" "${MUS[lbserve]}"); R3P=$(paired '(x-y)/z' vapor-lbkit vapor-trivial lbserve)
@@ -242,7 +257,7 @@ cat >"$RESULTS" <<EOF
 
 $(date '+%Y-%m-%d %H:%M %Z'), commit $GITDESC, $NCPU cores, $(uname -r), $(swift --version 2>/dev/null | head -1)
 
-Command: \`BUILD=$BUILD HB_LOOPS=$HB_LOOPS ROUNDS=$ROUNDS DUR=$DUR WARMUP=$WARMUP CONNS=$CONNS THREADS=$THREADS BACKEND=$BACKEND VAPOR=$VAPOR_ASKED bash Benchmarks/embedding-cpu.sh\`
+Command: \`BUILD=$BUILD HB_LOOPS=$HB_LOOPS HB_POOL=$HB_POOL ROUNDS=$ROUNDS DUR=$DUR WARMUP=$WARMUP CONNS=$CONNS THREADS=$THREADS BACKEND=$BACKEND VAPOR=$VAPOR_ASKED bash Benchmarks/embedding-cpu.sh\`
 
 Release builds, everything on 127.0.0.1, 3 backends ($BACKEND on ports ${BPORTS[*]}), nothing pinned.
 Each run: ${WARMUP} s warm-up, then \`wrk -t$THREADS -c$CONNS -d${DUR}s\` GET (/hello for the trivial routes, /api/x

@@ -46,7 +46,6 @@ MemoryReclaimer.start()
 var config = options.balancer
 let group: LBEventLoopGroup
 do {
-    LBEventLoopGroup.keepGlobalJobsOnLoopThreads()
     group = try LBEventLoopGroup(loopCount: config.loopCount)
 } catch {
     fail("cannot start event loops: \(error)")

@@ -113,6 +113,9 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
         }
         self.configuration = configuration
         requestTimeout = configuration.effectiveRequestTimeout
+        if configuration.keepsResumedTasksOnLoops {
+            LBEventLoopGroup.keepGlobalJobsOnLoopThreads()
+        }
         if let group {
             self.group = group
             ownsGroup = false

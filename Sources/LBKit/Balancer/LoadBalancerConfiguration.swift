@@ -124,6 +124,25 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
     public var accessLog = false
     /// Event loops (`--threads`); default one per core.
     public var loopCount = LBEventLoopGroup.coreCount
+    /// Whether a task that LBKit's event loop resumes (the backend answered) goes on running on
+    /// that loop's thread until it next waits, instead of on a thread of the global pool (default
+    /// true). The balancer then calls ``LBEventLoopGroup/keepGlobalJobsOnLoopThreads()``, which
+    /// holds for the whole process.
+    ///
+    /// In lbserve this spares the runtime a locked look-up at every `await` of a connection
+    /// (Docs/Performance.md, step 25). Embedded in Hummingbird or Vapor, the route's work after
+    /// the backend answered (turning the response into the framework's, your middlewares'
+    /// code after the balancer, starting the write) runs on the loop that read the answer,
+    /// without a hand-over to the pool: about a seventh less CPU per balanced request
+    /// (Docs/Embedding.md). Set it to false when code that runs after the balancer in the same
+    /// task blocks its thread (synchronous file or network I/O): on the loop it would hold up
+    /// other requests' upstream traffic.
+    ///
+    /// ```swift
+    /// var config = LoadBalancerConfiguration()
+    /// config.keepsResumedTasksOnLoops = false   // a blocking audit logger runs after the balancer
+    /// ```
+    public var keepsResumedTasksOnLoops = true
     /// Shared per-client throttle state in Redis (`--throttle-store redis://[:password@]host:port[/db]`);
     /// nil = each instance limits clients on its own. Needs `rateLimit`; the store synchronises
     /// while ``LoadBalancer/run()`` runs (see ``RedisThrottleStore``).

@@ -6,11 +6,14 @@ import LBKitHummingbird
 // limit, defaults otherwise: health checks, failover, ejection), as the HummingbirdGateway example
 // does minus its per-client limit.
 let backends = Array(CommandLine.arguments.dropFirst())
+// LB_KEEP_JOBS=0: a request resumed by LBKit's loop (the backend answered) goes back to a thread
+// of the global pool, as before LoadBalancerConfiguration.keepsResumedTasksOnLoops (default true).
+let keepsResumedTasksOnLoops = Environment().get("LB_KEEP_JOBS") != "0"
 let port = Environment().get("PORT").flatMap { Int($0) } ?? 8491
 
 let router = Router(context: BalancerRequestContext.self)
 router.get("/hello") { _, _ in "hello from hummingbird\n" }
-let lb = try router.balance("/api", across: backends)
+let lb = try router.balance("/api", across: backends) { $0.keepsResumedTasksOnLoops = keepsResumedTasksOnLoops }
 var app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)))
 app.addServices(lb)
 if Environment().get("LB_EXECUTOR") == "1" {
