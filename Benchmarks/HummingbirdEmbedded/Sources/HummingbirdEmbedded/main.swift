@@ -13,7 +13,12 @@ let port = Environment().get("PORT").flatMap { Int($0) } ?? 8491
 
 let router = Router(context: BalancerRequestContext.self)
 router.get("/hello") { _, _ in "hello from hummingbird\n" }
-let lb = try router.balance("/api", across: backends) { $0.keepsResumedTasksOnLoops = keepsResumedTasksOnLoops }
+// LB_LOOPS=N: the balancer's event loops (default one per core).
+let loopCount = Environment().get("LB_LOOPS").flatMap { Int($0) }
+let lb = try router.balance("/api", across: backends) {
+    $0.keepsResumedTasksOnLoops = keepsResumedTasksOnLoops
+    if let loopCount { $0.loopCount = loopCount }
+}
 var app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)))
 app.addServices(lb)
 if Environment().get("LB_EXECUTOR") == "1" {

@@ -147,8 +147,12 @@ public struct LoadBalancerMiddleware<Context: RequestContext>: RouterMiddleware 
     /// an empty body costs no task switch to the global executor and back.
     nonisolated(nonsending) private func collectBody(_ request: Request) async throws -> [UInt8]? {
         let limit = balancer.configuration.maxBodyBytes
+        let fields = request.head.headerFields
+        // Neither Content-Length nor Transfer-Encoding: no body (RFC 9112 6.3), nothing to wait
+        // for; Hummingbird reads the request's end itself after the response.
+        if fields[.contentLength] == nil && fields[.transferEncoding] == nil { return [] }
         var bytes: [UInt8] = []
-        if let declared = request.head.headerFields[.contentLength].flatMap({ Int($0) }) {
+        if let declared = fields[.contentLength].flatMap({ Int($0) }) {
             guard declared <= limit else { return nil }
             bytes.reserveCapacity(declared)
         }

@@ -138,12 +138,18 @@ public struct LoadBalancerMiddleware: AsyncMiddleware {
                 .vaporResponse()
         }
         let body: [UInt8]
-        do {
-            // Vapor refuses a body that reaches `max`, so allow one byte more than the limit.
-            let buffer = try await request.body.collect(max: limit == Int.max ? limit : limit + 1).get()
-            body = buffer.map { Array($0.readableBytesView) } ?? []
-        } catch let error as Abort where error.status == .payloadTooLarge {
-            return Self.tooLarge(limit).vaporResponse()
+        if !request.headers.contains(name: .contentLength) && !request.headers.contains(name: .transferEncoding) {
+            // No body (RFC 9112 6.3): nothing to collect, and no wait for a future completed on
+            // the connection's event loop.
+            body = []
+        } else {
+            do {
+                // Vapor refuses a body that reaches `max`, so allow one byte more than the limit.
+                let buffer = try await request.body.collect(max: limit == Int.max ? limit : limit + 1).get()
+                body = buffer.map { Array($0.readableBytesView) } ?? []
+            } catch let error as Abort where error.status == .payloadTooLarge {
+                return Self.tooLarge(limit).vaporResponse()
+            }
         }
         guard body.count <= limit else { return Self.tooLarge(limit).vaporResponse() }
 
