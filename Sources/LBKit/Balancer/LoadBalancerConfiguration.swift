@@ -135,8 +135,8 @@ public struct LoadBalancerConfiguration: Sendable, Equatable {
     /// code after the balancer, starting the write) runs on the loop that read the answer,
     /// without a hand-over to the pool: about a seventh less CPU per balanced request
     /// (Docs/Embedding.md). Set it to false when code that runs after the balancer in the same
-    /// task blocks its thread (synchronous file or network I/O): on the loop it would hold up
-    /// other requests' upstream traffic.
+    /// task, or a task it starts, blocks its thread (synchronous file or network I/O): on the
+    /// loop it would hold up other requests' upstream traffic.
     ///
     /// ```swift
     /// var config = LoadBalancerConfiguration()

@@ -71,9 +71,12 @@ public final class LBEventLoopGroup: TaskExecutor, Sendable {
     /// every `await` (eight look-ups per proxied request, about 1,200 instructions in all,
     /// Docs/Performance.md step 25).
     ///
-    /// What it changes: a task started without a preference from a loop's thread (in a handler,
-    /// say) runs on that loop, so it must not block; `Task.detached` or a task started from any
-    /// other thread still runs on the global executor.
+    /// What it changes: any job sent to the global executor from a loop's thread runs on that
+    /// loop: a task started there without a preference (`Task {}`, `Task.detached`, even one that
+    /// prefers `globalConcurrentExecutor`, which enqueues through the same path) and the rest of
+    /// a task the loop resumes, until it next waits. None of that may block: blocking work
+    /// started from code on a loop belongs on a Dispatch queue or a thread of its own. Jobs sent
+    /// from any other thread still go to the global executor.
     ///
     /// ```swift
     /// LBEventLoopGroup.keepGlobalJobsOnLoopThreads()   // once, before starting servers
