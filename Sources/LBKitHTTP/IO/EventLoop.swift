@@ -114,7 +114,7 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
     }
 
     /// Queues `unowned`; false when the loop has stopped taking jobs.
-    private func tryEnqueue(_ unowned: UnownedJob, runningOn executor: QueuedJob.Executor) -> Bool {
+    func tryEnqueue(_ unowned: UnownedJob, runningOn executor: QueuedJob.Executor) -> Bool {
         let accepted = jobs.withLock { queue -> Bool in
             if jobsClosed.load(ordering: .acquiring) { return false }
             queue.append(QueuedJob(job: unowned, executor: executor))
@@ -122,31 +122,6 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
         }
         if accepted { wakeIfSleeping() }
         return accepted
-    }
-
-    // MARK: Global jobs from loop threads
-
-    private static let keepsGlobalJobs = Atomic<Bool>(false)
-
-    /// Whether jobs the Swift runtime sends to its global executor from a loop's thread run on
-    /// that loop (see ``keepGlobalJobsOnLoopThreads()``).
-    package static var keepsGlobalJobsOnLoopThreads: Bool { keepsGlobalJobs.load(ordering: .relaxed) }
-
-    /// See ``LBEventLoopGroup/keepGlobalJobsOnLoopThreads()``. The runtime's hook
-    /// (`swift_task_enqueueGlobal_hook`, the one SwiftNIO's executor take-over uses) is set by
-    /// compare-and-exchange in the C shim; it sends a job to the loop of the calling thread, and
-    /// to the global executor when the thread is not a loop's or the loop has stopped. Such a
-    /// job runs on no particular executor (`swift_job_run` with the generic executor), as on
-    /// the global pool, so the runtime sees no executor change and adds no hop.
-    @discardableResult
-    package static func keepGlobalJobsOnLoopThreads() -> Bool {
-        let installed = lbk_install_loop_thread_enqueue_hook { loopPointer, jobPointer in
-            guard let loopPointer, let jobPointer else { return 0 }
-            let loop = Unmanaged<LBEventLoop>.fromOpaque(loopPointer).takeUnretainedValue()
-            return loop.tryEnqueue(unsafeBitCast(jobPointer, to: UnownedJob.self), runningOn: .global) ? 1 : 0
-        } == 1
-        if installed { keepsGlobalJobs.store(true, ordering: .relaxed) }
-        return installed
     }
 
     /// Runs `body` on the loop thread soon (from any thread).
@@ -429,21 +404,6 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
     }
 }
 
-/// A job in an ``LBEventLoop``'s queue and the executor it runs on.
-struct QueuedJob {
-    /// What a job runs on, which is what the runtime then believes is current.
-    enum Executor {
-        /// The loop, as the task executor of a task that prefers it.
-        case loop
-        /// Another task executor this thread serves (the loop's group).
-        case taskExecutor(UnownedTaskExecutor)
-        /// The global executor, for a job sent there from this loop's thread
-        /// (``LBEventLoop/keepGlobalJobsOnLoopThreads()``).
-        case global
-    }
-    var job: UnownedJob
-    var executor: Executor
-}
 
 /// fd-indexed table of registered sockets with a generation per registration, so an event for an
 /// fd that was closed (and possibly reused) in the same epoll batch is recognised and dropped.
