@@ -404,7 +404,6 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
     }
 }
 
-
 /// fd-indexed table of registered sockets with a generation per registration, so an event for an
 /// fd that was closed (and possibly reused) in the same epoll batch is recognised and dropped.
 ///

@@ -62,7 +62,8 @@ public final class LBEventLoopGroup: TaskExecutor, Sendable {
     /// From now on, for the whole process, a job that the Swift runtime sends to its global
     /// executor from the thread of any ``LBEventLoop`` runs on that loop. Returns false, and
     /// changes nothing, when another global-executor hook is installed (SwiftNIO's executor
-    /// take-over, say). lbserve calls it at start-up.
+    /// take-over, say). A ``LoadBalancer`` calls it when its configuration's
+    /// `keepsResumedTasksOnLoops` is true (the default), lbserve's among them.
     ///
     /// Why: ``HTTP1Server`` then runs a connection whose handler chain is all LBKit's (the
     /// balancer, its throttle and admin endpoints) in a task with no executor preference. Such
