@@ -47,6 +47,31 @@ struct LoopThreadJobsTests {
         }
     }
 
+    @Test("embedded: a task on the global pool that calls the balancer goes on, after the answer, on the loop that read it")
+    func embeddedCallerContinuesOnTheLoop() async throws {
+        let fleet = try EchoFleet.start(count: 1)
+        var config = LoadBalancerConfiguration()
+        config.backends = fleet.urls
+        config.healthInterval = .zero
+        config.loopCount = 2
+        let balancer = try LoadBalancer(configuration: config)   // owns its loops, as when embedded
+        #expect(LBEventLoop.keepsGlobalJobsOnLoopThreads, "keepsResumedTasksOnLoops is on by default")
+        let placement = await Task.detached { () -> (before: Bool, status: Int, after: Bool) in
+            let before = LBEventLoop.current == nil
+            let response = await balancer.responder().handle(
+                LBRequest(head: RequestHead(method: "GET", target: "/x", headers: HeaderFields())),
+                context: LBRequestContext(client: nil))
+            let after = LBEventLoop.current.map { loop in balancer.eventLoopGroup.loops.contains { $0 === loop } } ?? false
+            return (before, response.status, after)
+        }.value
+        #expect(placement.before, "the caller starts on the global pool")
+        #expect(placement.status == 200)
+        #expect(placement.after, "after the backend answered, the caller runs on one of the balancer's loops")
+        balancer.shutdown()
+        try await balancer.run()
+        await fleet.stop()
+    }
+
     @Test("our server starts connections without a preference only when every step of its chain is LBKit's own")
     func serverChoosesByChain() throws {
         var config = LoadBalancerConfiguration()
