@@ -258,6 +258,9 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
         let shortName = String(name.prefix(15))
         _ = lbk_set_thread_name(shortName)
         run()
+        // This thread is no loop's any more: the global-enqueue hook must not find a loop that
+        // may be freed once this function returns (see LoopThreadJobs.swift).
+        lbk_set_current_loop(nil)
         finished.withLock { $0 = true }
     }
 
