@@ -188,6 +188,34 @@ struct IdleMemoryTests {
         #expect(pool.spareCount == 2)
     }
 
+    @Test("an upstream exchange waiting for its answer holds no read buffer")
+    func waitingExchangesHoldNoReadBuffer() async throws {
+        let fleet = try EchoFleet.start(count: 1, mode: .slow, delay: .milliseconds(150))
+        let group = try LBEventLoopGroup(loopCount: 1, namePrefix: "buffer-test")
+        defer { group.shutdown() }
+        let loop = group.loops[0]
+        let endpoint = UpstreamEndpoint(address: try IPSocketAddress(host: "127.0.0.1", port: fleet.ports[0]), group: group)
+        let client = UpstreamClient()
+        // Three rounds of 24 exchanges at once, three times the pool's spares: had each kept a
+        // buffer through its wait (as it did), every round would create 16 more.
+        for _ in 0..<3 {
+            try await withThrowingTaskGroup(of: Int.self) { tasks in
+                for _ in 0..<24 {
+                    tasks.addTask {
+                        let r = try await client.execute(UpstreamRequest(head: RequestHead(method: "GET", target: "/", headers: ["Host": "t"])),
+                                                         to: endpoint, on: loop, timeout: .seconds(10))
+                        return r.head.status
+                    }
+                }
+                for try await status in tasks { #expect(status == 200) }
+            }
+        }
+        #expect(loop.readBuffers.createdCount <= loop.readBuffers.limit,
+                "created \(loop.readBuffers.createdCount) read buffers for 72 exchanges")
+        endpoint.closeIdleConnections()
+        await fleet.stop()
+    }
+
     @Test("idle pooled upstream connections beyond the floor are closed once unused")
     func surplusPooledConnectionsClosed() async throws {
         let fleet = try EchoFleet.start(count: 1, mode: .slow, delay: .milliseconds(200))

@@ -173,7 +173,6 @@ public final class UpstreamClient: Sendable {
                 connection.socket.close()
                 throw UpstreamError(kind: .aborted, requestSent: triedStale)
             }
-            connection.socket.loop.readBuffers.lend(to: &connection.buffer)
             do throws(ExchangeFailure) {
                 try await write(wire, on: connection, deadline: deadline)
                 var deadline = deadline

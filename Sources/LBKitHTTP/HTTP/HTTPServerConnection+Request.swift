@@ -41,7 +41,6 @@ extension HTTP1ServerConnection {
                 if waitingIdle && !socket.mightBeReadable {
                     try await socket.waitUntilReadable(deadline: quietDeadline, idle: true)
                 }
-                socket.loop.readBuffers.lend(to: &input.buffer)
                 let n = try await socket.read(into: &input.buffer, deadline: waitingIdle ? quietDeadline : headDeadline,
                                               idle: waitingIdle)
                 if n == 0 { throw Failure.close }

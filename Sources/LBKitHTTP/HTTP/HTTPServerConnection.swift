@@ -25,7 +25,6 @@ final class ConnectionInput: @unchecked Sendable {
 
     /// Reads more bytes with a deadline `stall` from now. EOF and errors map to `failure`.
     nonisolated(nonsending) func readMore(stall: Duration) async throws(SocketError) -> Int {
-        socket.loop.readBuffers.lend(to: &buffer)
         return try await socket.read(into: &buffer, deadline: deadlineNs(after: stall))
     }
 
@@ -247,7 +246,6 @@ struct HTTP1ServerConnection: Sendable {
         var discarded = 0
         while discarded < 1 << 20 {
             input.buffer.consume(input.buffer.readableCount)
-            socket.loop.readBuffers.lend(to: &input.buffer)
             guard let n = try? await socket.read(into: &input.buffer, deadline: until), n > 0 else { return }
             discarded += n
         }

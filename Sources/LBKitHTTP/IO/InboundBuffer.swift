@@ -18,7 +18,9 @@ package struct InboundBuffer: Sendable {
     /// Creates a buffer with `capacity` bytes of initial space (0: no storage at all until the
     /// first write, so an empty buffer costs no allocation).
     package init(capacity: Int = 16 * 1024) {
-        storage = capacity > 0 ? [UInt8](repeating: 0, count: capacity) : []
+        // Not zero-filled (16 KiB of stores per new buffer): no byte is read before a read(2) or
+        // a copy wrote it, since every reader stays inside `readerIndex..<writerIndex`.
+        storage = capacity > 0 ? [UInt8](unsafeUninitializedCapacity: capacity) { _, count in count = capacity } : []
     }
 
     /// The bytes of storage held (read or not).
@@ -115,6 +117,7 @@ package final class ReadBufferPool: Sendable {
     /// At most this many spare buffers are kept.
     package let limit: Int
     private let spare = Mutex<[InboundBuffer]>([])
+    private let created = Atomic<Int>(0)
 
     /// Creates a pool keeping at most `limit` spare buffers.
     package init(limit: Int = 8) {
@@ -124,6 +127,10 @@ package final class ReadBufferPool: Sendable {
     /// Number of spare buffers now (for tests).
     package var spareCount: Int { spare.withLock { $0.count } }
 
+    /// Number of buffers this pool had to create because no spare was left (for tests: in a
+    /// steady state it stops growing).
+    package var createdCount: Int { created.load(ordering: .relaxed) }
+
     /// Gives `buffer` storage to read into when it has none (a spare one, or a new one).
     @inline(__always)
     package func lend(to buffer: inout InboundBuffer) {
@@ -132,7 +139,9 @@ package final class ReadBufferPool: Sendable {
 
     /// A spare buffer, or a new one.
     package func take() -> InboundBuffer {
-        spare.withLock { $0.popLast() } ?? InboundBuffer(capacity: Self.bufferSize)
+        if let buffer = spare.withLock({ $0.popLast() }) { return buffer }
+        created.add(1, ordering: .relaxed)
+        return InboundBuffer(capacity: Self.bufferSize)
     }
 
     /// Takes back the storage of `buffer` when it holds no unread byte; `buffer` is left

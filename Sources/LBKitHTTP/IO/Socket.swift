@@ -203,6 +203,7 @@ package final class Socket: Sendable, CustomStringConvertible {
     nonisolated(nonsending) package func read(into buffer: inout InboundBuffer, deadline: UInt64, idle: Bool = false, chunk: Int = 16 * 1024) async throws(SocketError) -> Int {
         while true {
             if prepareRead() {
+                loop.readBuffers.lend(to: &buffer)
                 var code: Int32 = 0
                 var requested = 0
                 let n = buffer.writeWithUnsafeMutableBytes(minimumWritable: chunk) { space in
@@ -222,6 +223,12 @@ package final class Socket: Sendable, CustomStringConvertible {
                 default: throw SocketError.fromErrno("read", code)
                 }
             }
+            // While it waits, an empty pool-sized buffer goes back to the loop's pool (the next
+            // read borrows one): a reader holds a buffer only while bytes are arriving, so 10,000
+            // connections waiting on slow backends hold none, and the pool's few spares serve
+            // them all without allocating (an upstream exchange used to keep one for its whole
+            // wait). A grown buffer (a streamed body's larger reads) stays with its reader.
+            if buffer.isEmpty && buffer.capacity == ReadBufferPool.bufferSize { loop.readBuffers.reclaim(&buffer) }
             switch await wait(forRead: true, deadline: deadline, idle: idle) {
             case .ready: continue
             case .timedOut: throw .timedOut
