@@ -55,7 +55,8 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
     public var eventLoopGroup: LBEventLoopGroup { group }
     private let ownsGroup: Bool
     let log: LogSink
-    let metrics: (any MetricsSink)?
+    /// The embedder's sink, boxed (see ``MetricsSinkBox``).
+    let metrics: MetricsSinkBox?
     let accessLog: (@Sendable (AccessLogRecord) -> Void)?
     let client: UpstreamClient
     let identity: ClientIdentityResolver
@@ -130,7 +131,7 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
         // Exclusions are counted for the metrics sink as they are logged (the cluster reports
         // every transition exactly once, through this closure).
         self.log = Self.countingExclusions(log, metrics: metrics)
-        self.metrics = metrics
+        self.metrics = MetricsSinkBox(metrics)
         self.accessLog = configuration.accessLog ? accessLog : nil
         self.clock = clock
         startedAt = clock.now()

@@ -63,7 +63,7 @@ extension SynchronousMiddleware {
 /// ```
 public struct LBMiddlewareChain: HTTPHandler, InlineHTTPHandler {
     private let entry: any HTTPHandler
-    private let inlineEntry: (any InlineHTTPHandler)?
+    private let inlineEntry: (any InlineHTTPHandler & AnyObject)?
     /// The entry when it is a row of synchronous middlewares (lbserve's chain): called directly.
     private let rowEntry: SynchronousMiddlewareRow?
 
@@ -88,7 +88,7 @@ public struct LBMiddlewareChain: HTTPHandler, InlineHTTPHandler {
         }
         if !row.isEmpty { handler = SynchronousMiddlewareRow(row, next: handler) }
         entry = handler
-        inlineEntry = handler as? any InlineHTTPHandler
+        inlineEntry = handler.inlineObject
         rowEntry = handler as? SynchronousMiddlewareRow
     }
 
@@ -108,6 +108,9 @@ public struct LBMiddlewareChain: HTTPHandler, InlineHTTPHandler {
     package var staysOnCallerExecutor: Bool {
         rowEntry?.staysOnCallerExecutor ?? inlineEntry?.staysOnCallerExecutor ?? false
     }
+
+    /// The chain's first step (a class instance), called directly by a server holding the chain.
+    package var inlineObject: (any InlineHTTPHandler & AnyObject)? { inlineEntry }
 }
 
 /// Up to ``capacity`` synchronous middlewares bound to what follows them: their `before`s in
@@ -121,13 +124,13 @@ final class SynchronousMiddlewareRow: HTTPHandler, InlineHTTPHandler {
     static let capacity = 8
     let middlewares: [any SynchronousMiddleware]
     let next: any HTTPHandler
-    let inlineNext: (any InlineHTTPHandler)?
+    let inlineNext: (any InlineHTTPHandler & AnyObject)?
 
     init(_ middlewares: [any SynchronousMiddleware], next: any HTTPHandler) {
         precondition(middlewares.count <= Self.capacity)
         self.middlewares = middlewares
         self.next = next
-        self.inlineNext = next as? any InlineHTTPHandler
+        self.inlineNext = next.inlineObject
     }
 
     func handle(_ request: LBRequest, context: LBRequestContext) async -> LBResponse {
@@ -180,12 +183,12 @@ final class SynchronousMiddlewareRow: HTTPHandler, InlineHTTPHandler {
 final class MiddlewareStep: HTTPHandler, InlineHTTPHandler {
     let middleware: any LBMiddleware
     let next: any HTTPHandler
-    let inlineNext: (any InlineHTTPHandler)?
+    let inlineNext: (any InlineHTTPHandler & AnyObject)?
 
     init(middleware: any LBMiddleware, next: any HTTPHandler) {
         self.middleware = middleware
         self.next = next
-        self.inlineNext = next as? any InlineHTTPHandler
+        self.inlineNext = next.inlineObject
     }
 
     func handle(_ request: LBRequest, context: LBRequestContext) async -> LBResponse {

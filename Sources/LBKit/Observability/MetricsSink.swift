@@ -91,3 +91,30 @@ public struct AccessLogRecord: Sendable {
         self.bytesOut = bytesOut
     }
 }
+
+/// The balancer's ``MetricsSink`` held in a final class.
+///
+/// The balancer reads its sink on every request. Held as `(any MetricsSink)?`, each read copies
+/// an opaque existential out of an optional through the generic value witnesses (about 80
+/// instructions, and as many to destroy it); a class reference is copied with one retain.
+final class MetricsSinkBox: MetricsSink {
+    let sink: any MetricsSink
+
+    /// Boxes `sink`; nil when there is none.
+    init?(_ sink: (any MetricsSink)?) {
+        guard let sink else { return nil }
+        self.sink = sink
+    }
+
+    func increment(counter name: String, by amount: Int, dimensions: [(String, String)]) {
+        sink.increment(counter: name, by: amount, dimensions: dimensions)
+    }
+
+    func record(gauge name: String, value: Double, dimensions: [(String, String)]) {
+        sink.record(gauge: name, value: value, dimensions: dimensions)
+    }
+
+    func record(histogram name: String, seconds: Double, dimensions: [(String, String)]) {
+        sink.record(histogram: name, seconds: seconds, dimensions: dimensions)
+    }
+}

@@ -221,6 +221,26 @@ package protocol InlineHTTPHandler: HTTPHandler {
     /// ``LBEventLoop/keepGlobalJobsOnLoopThreads()``). False when any step is an embedder's
     /// handler or middleware.
     var staysOnCallerExecutor: Bool { get }
+
+    /// The object to keep and call for this handler on every request: `self` when it is a class
+    /// instance, what a wrapper struct calls otherwise (``LBMiddlewareChain`` gives its first
+    /// step). Callers store it as a class-bound existential, which is copied with one retain;
+    /// an opaque one holding a struct is copied through the generic value witnesses (over 100
+    /// instructions each time a request reads it).
+    var inlineObject: (any InlineHTTPHandler & AnyObject)? { get }
+}
+
+extension InlineHTTPHandler where Self: AnyObject {
+    /// `self`.
+    package var inlineObject: (any InlineHTTPHandler & AnyObject)? { self }
+}
+
+extension HTTPHandler {
+    /// The object to call inline for this handler, if it is one of ours (see
+    /// ``InlineHTTPHandler/inlineObject``).
+    package var inlineObject: (any InlineHTTPHandler & AnyObject)? {
+        (self as? any InlineHTTPHandler)?.inlineObject
+    }
 }
 
 /// An ``HTTPHandler`` made from a closure.

@@ -25,7 +25,7 @@ public final class HTTP1Server: Sendable, ParkedSocketOwner {
     public let group: LBEventLoopGroup
     let handler: any HTTPHandler
     /// `handler` when it is one of ours that can be called without a task switch.
-    let inlineHandler: (any InlineHTTPHandler)?
+    let inlineHandler: (any InlineHTTPHandler & AnyObject)?
     /// Whether the handler chain stays on its caller's executor (see ``startConnectionTask(_:on:)``).
     let handlerStaysOnCallerExecutor: Bool
     /// The configuration's timeouts in nanoseconds, converted once: connections compute a
@@ -60,7 +60,7 @@ public final class HTTP1Server: Sendable, ParkedSocketOwner {
         self.configuration = configuration
         self.group = group
         self.handler = handler
-        self.inlineHandler = handler as? any InlineHTTPHandler
+        self.inlineHandler = handler.inlineObject
         self.handlerStaysOnCallerExecutor = inlineHandler?.staysOnCallerExecutor ?? false
         self.timeoutsNs = TimeoutsNs(configuration)
     }
