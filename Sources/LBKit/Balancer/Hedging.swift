@@ -28,6 +28,11 @@ extension LoadBalancer {
     /// The loser is not aborted: the backend already has the request, and letting it finish in its
     /// own task yields its true latency and outcome for the health and latency trackers (a slow
     /// backend is recognised as slow after a few such samples). The client never waits for it.
+    ///
+    /// Never inlined: its locals (a task priority, the race's lock) have sizes the compiler
+    /// reads from type metadata, so inlined into ``forward(_:context:)`` they cost every request
+    /// three task allocations at entry, hedged or not.
+    @inline(never)
     func hedge(_ upstream: UpstreamRequest, in up: UpstreamSet, pending: PendingExchange,
                firstIndex: Int, firstStart: MonotonicInstant, firstDeadline: MonotonicInstant,
                plan: inout AttemptPlan, loop: LBEventLoop) async -> AttemptRecord {
