@@ -68,6 +68,25 @@ struct HotPathTests {
         }
     }
 
+    @Test("status lines composed in words match the plain spelling for every status")
+    func statusLines() {
+        for status in [0, 7, 99, 1000, 12345] + Array(100...999) {
+            for reason in ["", "OK", "A reason phrase longer than sixteen bytes"] {
+                var out: [UInt8] = [0x41]  // appended after existing bytes
+                HTTPSerializer.appendStatusLine(status: status, reason: reason, to: &out)
+                #expect(String(decoding: out, as: UTF8.self) == "AHTTP/1.1 \(status) \(reason)\r\n")
+            }
+        }
+        var line: [UInt8] = [0x41]
+        HTTPSerializer.appendRequestLine(method: "DELETE", target: "/a/b?c=d", to: &line)
+        #expect(String(decoding: line, as: UTF8.self) == "ADELETE /a/b?c=d HTTP/1.1\r\n")
+        for value in [1, 9, 99, 100, 123_456_789, 1 << 40] {
+            var out: [UInt8] = []
+            HTTPSerializer.appendDecimal(value, to: &out)
+            #expect(out == Array(String(value).utf8))
+        }
+    }
+
     @Test("parsed common names and values are the bytes as sent, other spellings too")
     func commonStrings() throws {
         let wire = Array("POST /x HTTP/1.1\r\nHost: a\r\ncontent-type: application/json\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n".utf8)

@@ -57,20 +57,33 @@ package enum HTTPSerializer {
         appendUTF8(method, to: &buffer)
         buffer.append(0x20)
         appendUTF8(target, to: &buffer)
-        buffer.append(0x20)
-        appendVersion(.http1_1, to: &buffer)
-        appendCRLF(to: &buffer)
+        // ` HTTP/1.1\r\n` in one copy (see appendStatusLine).
+        var words: (UInt64, UInt64) = ((Self.http11Word << 8 | 0x20).littleEndian, (Self.http11Word >> 56 | 0x0A0D << 8).littleEndian)
+        withUnsafeBytes(of: &words) { buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[0..<11])) }
     }
 
     /// Appends `HTTP/1.1 SP status SP reason CRLF` (see ``appendRequestLine(method:target:to:)``).
     package static func appendStatusLine(status: Int, reason: String, to buffer: inout [UInt8]) {
-        appendVersion(.http1_1, to: &buffer)
-        buffer.append(0x20)
-        appendStatus(status, to: &buffer)
-        buffer.append(0x20)
+        guard (100...999).contains(status) else {
+            appendVersion(.http1_1, to: &buffer)
+            buffer.append(0x20)
+            appendStatus(status, to: &buffer)
+            buffer.append(0x20)
+            appendUTF8(reason, to: &buffer)
+            appendCRLF(to: &buffer)
+            return
+        }
+        // `HTTP/1.1 SSS ` composed in two words and appended with one copy: each one-byte
+        // append checks the array's uniqueness and capacity (13 of them cost ~200 instructions).
+        let digits = UInt64(0x30 + status / 100) | UInt64(0x30 + status / 10 % 10) << 8 | UInt64(0x30 + status % 10) << 16
+        var words: (UInt64, UInt64) = (Self.http11Word.littleEndian, (0x20 | digits << 8 | 0x20 << 32).littleEndian)
+        withUnsafeBytes(of: &words) { buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[0..<13])) }
         appendUTF8(reason, to: &buffer)
         appendCRLF(to: &buffer)
     }
+
+    /// `HTTP/1.1` as the little-endian bytes of one word.
+    private static let http11Word: UInt64 = 0x312E_312F_5054_5448
 
     /// Appends `name: value CRLF`.
     @inline(__always)
@@ -88,8 +101,7 @@ package enum HTTPSerializer {
         appendUTF8(name, to: &buffer)
         buffer.append(0x3A)
         buffer.append(0x20)
-        appendDecimal(value, to: &buffer)
-        appendCRLF(to: &buffer)
+        appendDecimal(value, suffix: 0x0A0D, suffixLength: 2, to: &buffer)  // digits and CRLF in one copy
     }
 
     /// Appends the empty line that ends a head.
@@ -100,20 +112,25 @@ package enum HTTPSerializer {
 
     /// Appends the decimal digits of a non-negative `value`.
     static func appendDecimal(_ value: Int, to buffer: inout [UInt8]) {
-        guard value > 0 else {
-            buffer.append(0x30)
-            return
-        }
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // up to 24 digits, written backwards
-        var count = 0
-        var v = UInt64(value)
+        appendDecimal(value, suffix: 0, suffixLength: 0, to: &buffer)
+    }
+
+    /// Appends the decimal digits of a non-negative `value`, then the `suffixLength` low bytes
+    /// of `suffix` (a CRLF), with one copy.
+    @inline(__always)
+    private static func appendDecimal(_ value: Int, suffix: UInt16, suffixLength: Int, to buffer: inout [UInt8]) {
+        var digits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)  // up to 20 digits and 2 more, written backwards
+        var start = 24
+        var v = UInt64(max(0, value))
         withUnsafeMutableBytes(of: &digits) { raw in
-            while v > 0 {
-                count += 1
-                raw[24 - count] = UInt8(truncatingIfNeeded: 0x30 + v % 10)
+            raw[24] = UInt8(truncatingIfNeeded: suffix)
+            raw[25] = UInt8(truncatingIfNeeded: suffix >> 8)
+            repeat {
+                start -= 1
+                raw[start] = UInt8(truncatingIfNeeded: 0x30 + v % 10)
                 v /= 10
-            }
-            buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[(24 - count)...]))
+            } while v > 0
+            buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: raw[start..<(24 + suffixLength)]))
         }
     }
 
