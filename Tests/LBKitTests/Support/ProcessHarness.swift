@@ -120,6 +120,9 @@ final class ChildProcess: @unchecked Sendable {
     func waitForExit(timeout: Duration = .seconds(5)) async -> (reason: Process.TerminationReason, status: Int32)? {
         let exited = await eventually(timeout: timeout) { !self.process.isRunning }
         guard exited else { return nil }
+        // The exit can be seen before the last output is read from the pipes: callers read
+        // stdout and stderr right after this returns.
+        _ = await eventually(timeout: timeout) { self.stdout.reachedEOF && self.stderr.reachedEOF }
         return (process.terminationReason, process.terminationStatus)
     }
 
