@@ -15,12 +15,18 @@ extension UpstreamClient {
     }
 
     nonisolated(nonsending) func write(_ wire: [UInt8], on connection: PooledConnection, deadline: UInt64) async throws(ExchangeFailure) {
-        do {
+        do throws(SocketError) {
             try await connection.socket.write(wire, deadline: deadline)
         } catch {
-            let stale = error == .connectionReset || error == .closed
-            throw ExchangeFailure(clientError: mapIO(error, sent: true), isStaleConnectionSymptom: stale)
+            throw writeFailure(error)
         }
+    }
+
+    /// The exchange failure for a failed request write: a reset or closed pooled connection is
+    /// the stale-pool shape.
+    func writeFailure(_ error: SocketError) -> ExchangeFailure {
+        let stale = error == .connectionReset || error == .closed
+        return ExchangeFailure(clientError: mapIO(error, sent: true), isStaleConnectionSymptom: stale)
     }
 
     /// Streams a request body after its head: each part is written before the next is read.

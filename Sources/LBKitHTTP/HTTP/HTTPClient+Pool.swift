@@ -8,25 +8,30 @@ internal import CLBKitShim
 extension UpstreamClient {
     // MARK: Pool
 
-    @inline(__always)  // into sendUncancellable: one async frame less per request
-    nonisolated(nonsending) func acquire(_ endpoint: UpstreamEndpoint, loop: LBEventLoop, deadline: UInt64, fresh: Bool,
-                         maxIdleNs idleLimit: UInt64) async throws(UpstreamError) -> (PooledConnection, Bool) {
-        let now = lbk_monotonic_ns()
-        if !fresh {
-            let pool = endpoint.pools[loop.index % endpoint.pools.count]
-            while let candidate = pool.idle.withLock({ $0.popLast() }) {
-                // Readable while idle means EOF or unsolicited bytes: the backend is done with it.
-                if candidate.socket.hasPendingReadEvent || now &- candidate.lastUsed > idleLimit || candidate.socket.loop !== loop {
-                    candidate.socket.close()
-                    continue
-                }
-                return (candidate, true)
+    /// An idle pooled connection of `loop` that may be reused, or nil. Synchronous, so that the
+    /// common case (a warm pool) costs the exchange no async call: connections that became
+    /// readable while idle (EOF or unsolicited bytes), idle past `idleLimit`, or registered with
+    /// another loop are closed on the way.
+    @inline(__always)
+    func takeIdle(_ endpoint: UpstreamEndpoint, loop: LBEventLoop, now: UInt64, maxIdleNs idleLimit: UInt64) -> PooledConnection? {
+        let pool = endpoint.pools[loop.index % endpoint.pools.count]
+        while let candidate = pool.idle.withLock({ $0.popLast() }) {
+            if candidate.socket.hasPendingReadEvent || now &- candidate.lastUsed > idleLimit || candidate.socket.loop !== loop {
+                candidate.socket.close()
+                continue
             }
+            return candidate
         }
+        return nil
+    }
+
+    /// A new connection to `endpoint` on `loop`, within the connect timeout and `deadline`.
+    nonisolated(nonsending) func connect(_ endpoint: UpstreamEndpoint, loop: LBEventLoop, deadline: UInt64,
+                                         now: UInt64) async throws(UpstreamError) -> PooledConnection {
         let connectDeadline = min(deadline, now &+ connectTimeoutNs)
         do {
             let socket = try await Socket.connect(to: endpoint.address, loop: loop, deadline: connectDeadline)
-            return (PooledConnection(socket: socket, endpoint: endpoint, now: now), false)
+            return PooledConnection(socket: socket, endpoint: endpoint, now: now)
         } catch {
             switch error {
             case .connectionRefused: throw UpstreamError(kind: .connectRefused, requestSent: false)

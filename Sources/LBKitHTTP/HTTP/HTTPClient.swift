@@ -167,14 +167,28 @@ public final class UpstreamClient: Sendable {
         var triedStale = false
         while true {
             if handle.isAborted { throw UpstreamError(kind: .aborted, requestSent: triedStale) }
-            let (connection, reused) = try await acquire(endpoint, loop: loop, deadline: deadline, fresh: triedStale,
-                                                         maxIdleNs: request.mayReplay ? idleTimeoutNs : nonReplayableMaxIdleNs)
+            // A warm pool's connection is taken synchronously (no async call); a new one is connected.
+            let now = lbk_monotonic_ns()
+            let connection: PooledConnection
+            let reused: Bool
+            if !triedStale, let idle = takeIdle(endpoint, loop: loop, now: now,
+                                                maxIdleNs: request.mayReplay ? idleTimeoutNs : nonReplayableMaxIdleNs) {
+                (connection, reused) = (idle, true)
+            } else {
+                (connection, reused) = (try await connect(endpoint, loop: loop, deadline: deadline, now: now), false)
+            }
             if !handle.attach(connection.socket) {
                 connection.socket.close()
                 throw UpstreamError(kind: .aborted, requestSent: triedStale)
             }
             do throws(ExchangeFailure) {
-                try await write(wire, on: connection, deadline: deadline)
+                // Usually the whole request fits the send buffer: written without an async call.
+                do throws(SocketError) {
+                    let sent = try connection.socket.sendNow(wire)
+                    if sent < wire.count { try await connection.socket.write(wire, from: sent, deadline: deadline) }
+                } catch {
+                    throw writeFailure(error)
+                }
                 var deadline = deadline
                 if let stream {
                     // A streamed body takes as long as the client takes to send it (each part

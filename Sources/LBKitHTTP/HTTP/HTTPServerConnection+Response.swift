@@ -81,8 +81,10 @@ extension HTTP1ServerConnection {
             case .none, .length: break
             }
         }
-        do {
-            try await socket.write(out, deadline: deadlineNs(afterNs: server.timeoutsNs.write))
+        do throws(SocketError) {
+            // Usually the whole answer fits the send buffer: written without an async call.
+            let sent = try socket.sendNow(out)
+            if sent < out.count { try await socket.write(out, from: sent, deadline: deadlineNs(afterNs: server.timeoutsNs.write)) }
         } catch {
             stream?.abandon()
             return false

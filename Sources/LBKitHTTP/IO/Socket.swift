@@ -296,11 +296,44 @@ package final class Socket: Sendable, CustomStringConvertible {
 
     // MARK: Write
 
-    /// Writes all of `bytes`, suspending while the socket's send buffer is full.
+    /// Sends as much of `bytes` as the socket takes now, without waiting, and returns how many
+    /// bytes that was (all of them unless the send buffer filled up).
+    ///
+    /// For the hot paths: a request or response that fits the send buffer is written with no
+    /// async call at all (each costs a task allocation, ~230 instructions):
+    ///
+    /// ```swift
+    /// let sent = try socket.sendNow(bytes)
+    /// if sent < bytes.count { try await socket.write(bytes, from: sent, deadline: deadline) }
+    /// ```
+    @inline(__always)
+    package func sendNow(_ bytes: [UInt8]) throws(SocketError) -> Int {
+        var offset = 0
+        while offset < bytes.count {
+            // As in prepareRead(): after close() the fd number may have been reused.
+            if state.withLock({ $0.closed }) { throw .closed }
+            let (sent, code) = bytes.withUnsafeBytes { raw -> (Int, Int32) in
+                let r = send(fd, raw.baseAddress.map { $0 + offset }, raw.count - offset, lbk_MSG_NOSIGNAL)
+                return (r, r < 0 ? errno : 0)
+            }
+            if sent > 0 {
+                offset += sent
+                continue
+            }
+            switch sent < 0 ? code : EAGAIN {
+            case EINTR: continue
+            case EAGAIN, EWOULDBLOCK: return offset
+            default: throw SocketError.fromErrno("write", code)
+            }
+        }
+        return offset
+    }
+
+    /// Writes all of `bytes` from `offset` on, suspending while the socket's send buffer is full.
     ///
     /// The bytes are borrowed only for each synchronous `send` attempt, never across a suspension.
-    nonisolated(nonsending) package func write(_ bytes: [UInt8], deadline: UInt64) async throws(SocketError) {
-        var offset = 0
+    nonisolated(nonsending) package func write(_ bytes: [UInt8], from offset: Int = 0, deadline: UInt64) async throws(SocketError) {
+        var offset = offset
         var retryAfterClear = false
         while offset < bytes.count {
             // As in prepareRead(): after close() the fd number may have been reused.
