@@ -96,9 +96,16 @@ extension UpstreamClient {
                 scanFrom = connection.buffer.readableCount
             }
             let soft = !started && answerBy < deadline
-            let n: Int
-            do {
-                n = try await connection.socket.read(into: &connection.buffer, deadline: soft ? answerBy : deadline)
+            var n: Int
+            do throws(SocketError) {
+                // readNow and waitReadable in line: no async call of its own per response.
+                while true {
+                    if let ready = try connection.socket.readNow(into: &connection.buffer) {
+                        n = ready
+                        break
+                    }
+                    try await connection.socket.waitReadable(holding: &connection.buffer, deadline: soft ? answerBy : deadline, idle: false)
+                }
             } catch {
                 if soft && error == .timedOut { return nil }
                 throw ExchangeFailure(clientError: mapIO(error, sent: true),

@@ -38,11 +38,19 @@ extension HTTP1ServerConnection {
             do {
                 // A busy keep-alive client sends its next request within moments: it keeps its
                 // task and buffers. One that stays quiet until `quietDeadline` is parked.
+                // readNow and waitReadable in line: no async call of their own per request.
                 if waitingIdle && !socket.mightBeReadable {
-                    try await socket.waitUntilReadable(deadline: quietDeadline, idle: true)
+                    try await socket.waitReadable(holding: &input.buffer, deadline: quietDeadline, idle: true)
                 }
-                let n = try await socket.read(into: &input.buffer, deadline: waitingIdle ? quietDeadline : headDeadline,
-                                              idle: waitingIdle)
+                var n: Int
+                while true {
+                    if let ready = try socket.readNow(into: &input.buffer) {
+                        n = ready
+                        break
+                    }
+                    try await socket.waitReadable(holding: &input.buffer, deadline: waitingIdle ? quietDeadline : headDeadline,
+                                                  idle: waitingIdle)
+                }
                 if n == 0 { throw Failure.close }
             } catch let error as Failure {
                 throw error
