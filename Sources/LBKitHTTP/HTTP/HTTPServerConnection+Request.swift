@@ -11,6 +11,7 @@ extension HTTP1ServerConnection {
 
     /// Reads the next request head. Waiting for its first byte is the keep-alive idle wait (until
     /// `idleDeadline`, default idle timeout from now); quiet for ``quietPeriodNs`` -> ``Failure/park(idleDeadline:)``.
+    @inline(__always)  // one caller (run), and its reads are in line: no async call per request
     nonisolated(nonsending) func readHead(_ input: ConnectionInput, idleDeadline resumed: UInt64?) async throws(Failure) -> ParsedRequestHead {
         let now = lbk_monotonic_ns()
         let idleDeadline = resumed ?? {

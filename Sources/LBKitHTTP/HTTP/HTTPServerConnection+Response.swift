@@ -18,6 +18,37 @@ extension HTTP1ServerConnection {
     @discardableResult
     nonisolated(nonsending) func write(_ response: LBResponse, headOnly: Bool, keepAlive: Bool, version: HTTPWireVersion,
                        into out: inout [UInt8]) async -> Bool {
+        switch startWrite(response, headOnly: headOnly, keepAlive: keepAlive, version: version, into: &out) {
+        case .finished(let ok): return ok
+        case .unfinished(let rest): return await finishWrite(rest, into: &out)
+        }
+    }
+
+    /// What ``startWrite(_:headOnly:keepAlive:version:into:)`` left to do: the bytes of `out`
+    /// the send buffer did not take, and a streamed body.
+    struct UnfinishedWrite {
+        var sent: Int
+        var stream: LBBodyStream?
+        var framing: ResponseFraming
+        var sendsBody: Bool
+        var keepAlive: Bool
+    }
+
+    /// How far the synchronous part of a response write got.
+    enum WriteStart {
+        /// All written (or failed): the result of ``write(_:headOnly:keepAlive:version:into:)``.
+        case finished(Bool)
+        /// ``finishWrite(_:into:)`` does the rest.
+        case unfinished(UnfinishedWrite)
+    }
+
+    /// Serializes `response` into `out` and sends what the socket takes now, without waiting:
+    /// a whole answer that fits the send buffer (the common case) is written with no async call
+    /// (see ``Socket/sendNow(_:)``). `run` calls it directly, ``write(_:headOnly:keepAlive:version:into:)``
+    /// for the other answers.
+    @inline(__always)
+    func startWrite(_ response: LBResponse, headOnly: Bool, keepAlive: Bool, version: HTTPWireVersion,
+                    into out: inout [UInt8]) -> WriteStart {
         let head = response.head
         let status = head.status
         let bodyAllowed = !(status < 200 || status == 204 || status == 304)
@@ -81,21 +112,37 @@ extension HTTP1ServerConnection {
             case .none, .length: break
             }
         }
+        let sent: Int
         do throws(SocketError) {
-            // Usually the whole answer fits the send buffer: written without an async call.
-            let sent = try socket.sendNow(out)
-            if sent < out.count { try await socket.write(out, from: sent, deadline: deadlineNs(afterNs: server.timeoutsNs.write)) }
+            sent = try socket.sendNow(out)
         } catch {
             stream?.abandon()
-            return false
+            return .finished(false)
+        }
+        if sent == out.count && stream == nil {
+            if out.capacity > 256 * 1024 { out = [] }
+            return .finished(true)
+        }
+        return .unfinished(UnfinishedWrite(sent: sent, stream: stream, framing: framing, sendsBody: sendsBody, keepAlive: keepAlive))
+    }
+
+    /// The rest of a response write: the bytes the send buffer did not take, then a streamed body.
+    nonisolated(nonsending) func finishWrite(_ rest: UnfinishedWrite, into out: inout [UInt8]) async -> Bool {
+        if rest.sent < out.count {
+            do {
+                try await socket.write(out, from: rest.sent, deadline: deadlineNs(afterNs: server.timeoutsNs.write))
+            } catch {
+                rest.stream?.abandon()
+                return false
+            }
         }
         if out.capacity > 256 * 1024 { out = [] }
-        guard let stream else { return true }
-        guard sendsBody else {
+        guard let stream = rest.stream else { return true }
+        guard rest.sendsBody else {
             stream.abandon()
             return true
         }
-        return await pump(stream, framing: framing, into: &out) && keepAlive
+        return await pump(stream, framing: rest.framing, into: &out) && rest.keepAlive
     }
 
     /// Copies a streamed body to the client, one part at a time: the next part is read only when

@@ -193,7 +193,7 @@ struct HTTP1ServerConnection: Sendable {
             var keepAlive = requestKeepAlive && !server.isDraining
             if config.maxRequestsPerConnection > 0 && served >= config.maxRequestsPerConnection { keepAlive = false }
             let answerHeaders = response.head.headers
-            for i in 0..<answerHeaders.count where answerHeaders.name(at: i, is: "Connection") {
+            for i in 0..<answerHeaders.count where answerHeaders.nameLength(at: i) == 10 && answerHeaders.name(at: i, is: "Connection") {
                 if answerHeaders.value(at: i, hasToken: "close") { keepAlive = false }
                 break  // the first Connection field decides, as before
             }
@@ -216,8 +216,12 @@ struct HTTP1ServerConnection: Sendable {
                 await tunnel.run(client: socket, pending: pending, idleTimeout: config.tunnelIdleTimeout)
                 return .closed
             }
-            let ok = await write(response, headOnly: isHEAD, keepAlive: keepAlive,
-                                 version: version, into: &out)
+            // The synchronous part in line; an answer the send buffer took whole needs no more.
+            let ok: Bool
+            switch startWrite(response, headOnly: isHEAD, keepAlive: keepAlive, version: version, into: &out) {
+            case .finished(let done): ok = done
+            case .unfinished(let rest): ok = await finishWrite(rest, into: &out)
+            }
             if !ok { return .closed }
             if !keepAlive {
                 await lingeringClose(input)
