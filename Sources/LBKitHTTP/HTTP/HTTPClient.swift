@@ -205,6 +205,10 @@ public final class UpstreamClient: Sendable {
                                                   method: head.method, reused: reused, abortHandle: handle, upgrade: upgrade)
                     return .pending(pending)
                 }
+                // A body already in the buffer (the common small answer) completes synchronously.
+                if let done = completeNow(parsed, connection, endpoint: endpoint, loop: loop, reused: reused, handle: handle) {
+                    return .complete(done)
+                }
                 return .complete(try await complete(parsed, connection, endpoint: endpoint, loop: loop, deadline: deadline,
                                                     reused: reused, handle: handle))
             } catch {
@@ -261,9 +265,35 @@ public final class UpstreamClient: Sendable {
     /// After a final response head: reads a small or already-arrived body whole and returns the
     /// connection to the pool; streams anything else (the stream returns the connection when it
     /// reaches the end); hands an upgraded connection over as a tunnel.
+    /// The response when its whole body is already in the buffer (or it has none): no async
+    /// call for the common small answer. Nil when ``complete(_:_:endpoint:loop:deadline:reused:handle:)``
+    /// has to read or stream the body (then nothing was consumed).
+    @inline(__always)
+    private func completeNow(_ parsed: ParsedResponseHead, _ connection: PooledConnection, endpoint: UpstreamEndpoint,
+                             loop: LBEventLoop, reused: Bool, handle: ExchangeAbortHandle?) -> UpstreamResponse? {
+        guard parsed.head.status != 101 else { return nil }
+        let body: [UInt8]
+        switch parsed.framing {
+        case .none:
+            body = []
+        case .contentLength(let length) where connection.buffer.readableCount >= length:
+            body = connection.buffer.take(length)
+        default:
+            return nil
+        }
+        connection.exchanges += 1
+        // Content-Length framing means no Transfer-Encoding field (the parser's rule): no codings.
+        let codings = parsed.framing == .none ? Self.transferCodings(parsed.head.headers) : []
+        finishExchange(connection, endpoint: endpoint, loop: loop, keepAlive: parsed.keepAlive, handle: handle)
+        var r = UpstreamResponse(head: parsed.head, body: body, reusedConnection: reused)
+        r.transferCodings = codings
+        return r
+    }
+
     nonisolated(nonsending) private func complete(_ parsed: ParsedResponseHead, _ connection: PooledConnection, endpoint: UpstreamEndpoint,
                           loop: LBEventLoop, deadline: UInt64, reused: Bool,
                           handle: ExchangeAbortHandle?) async throws(ExchangeFailure) -> UpstreamResponse {
+        if let done = completeNow(parsed, connection, endpoint: endpoint, loop: loop, reused: reused, handle: handle) { return done }
         connection.exchanges += 1
         if parsed.head.status == 101 {
             // readHead accepts a 101 only for a request that asked to upgrade.
