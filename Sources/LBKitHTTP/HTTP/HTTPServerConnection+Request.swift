@@ -67,7 +67,22 @@ extension HTTP1ServerConnection {
 
     // MARK: Body
 
-    @inline(__always)  // one caller (run): one async frame less per request
+    /// The body when no read is needed: none, or a buffered-size `Content-Length` body already
+    /// in the buffer (the common small request). Nil when ``readBody(_:_:)`` has to decide
+    /// (reading, streaming, 100-continue, limits); then nothing was consumed.
+    @inline(__always)
+    func readBodyNow(_ parsed: ParsedRequestHead, _ input: ConnectionInput) -> ReadBody? {
+        switch parsed.framing {
+        case .none, .untilClose:
+            return .buffered([], reserved: 0)
+        case .contentLength(let length)
+            where length <= config.maxBodyBytes && length <= config.maxBufferedBodyBytes && input.buffer.readableCount >= length:
+            return .buffered(length == 0 ? [] : input.buffer.take(length), reserved: 0)
+        default:
+            return nil
+        }
+    }
+
     nonisolated(nonsending) func readBody(_ parsed: ParsedRequestHead, _ input: ConnectionInput) async throws(Failure) -> ReadBody {
         // RFC 9110 10.1.1: an HTTP/1.0 client cannot understand 100 Continue; ignore its Expect.
         let wantsContinue = parsed.expectsContinue && parsed.head.version != .http1_0

@@ -143,7 +143,12 @@ struct HTTP1ServerConnection: Sendable {
                     // (RFC 9110 9.3.6). Refused before any byte could be taken as a tunnel.
                     throw Failure.respond(.jsonError(status: 501, message: "CONNECT is not supported"))
                 }
-                body = try await readBody(parsed, input)
+                // A body already in the buffer (or none) is taken synchronously: no async call.
+                if let ready = readBodyNow(parsed, input) {
+                    body = ready
+                } else {
+                    body = try await readBody(parsed, input)
+                }
             } catch {
                 switch error {
                 case .respond(let response):
