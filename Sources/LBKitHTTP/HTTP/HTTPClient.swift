@@ -99,12 +99,12 @@ public final class UpstreamClient: Sendable {
         // A task nothing can cancel needs no cancellation handler (see
         // LBRequestContext.runsInUncancellableTask).
         guard watchesCancellation else {
-            return try await sendUncancellable(request, to: endpoint, on: loop, deadline: deadline, answerBy: answerBy, handle: handle)
+            return try await sendUncancellable(request, to: endpoint, on: loop, deadline: deadline, answerBy: answerBy, abortHandle: handle)
         }
         let result: Result<ExchangeProgress, UpstreamError> = await withTaskCancellationHandler {
             do throws(UpstreamError) {
                 return .success(try await sendUncancellable(request, to: endpoint, on: loop, deadline: deadline,
-                                                            answerBy: answerBy, handle: handle))
+                                                            answerBy: answerBy, abortHandle: handle))
             } catch {
                 return .failure(error)
             }
@@ -114,9 +114,14 @@ public final class UpstreamClient: Sendable {
         return try result.get()
     }
 
-    nonisolated(nonsending) private func sendUncancellable(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
+    /// ``send(_:to:on:deadline:answerBy:abortHandle:watchesCancellation:)`` without a
+    /// cancellation handler, for a caller whose task nothing can cancel (see
+    /// `LBRequestContext.runsInUncancellableTask`): called directly, it saves the wrapper's
+    /// async call (a task allocation) on every request.
+    nonisolated(nonsending) package func sendUncancellable(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
                                    deadline: UInt64, answerBy: UInt64,
-                                   handle: ExchangeAbortHandle) async throws(UpstreamError) -> ExchangeProgress {
+                                   abortHandle: ExchangeAbortHandle? = nil) async throws(UpstreamError) -> ExchangeProgress {
+        let handle = abortHandle ?? ExchangeAbortHandle()
         var wire: [UInt8] = []
         wire.reserveCapacity(512 + request.body.count)
         // The caller's head, written straight into the wire buffer with the framing fields this
