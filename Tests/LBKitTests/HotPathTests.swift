@@ -61,10 +61,13 @@ struct HotPathTests {
 
     @Test("decimal Content-Length written without a String")
     func decimal() {
-        for value in [0, 7, 10, 19, 1_000_000, Int.max] {
+        for value in [0, 7, 9, 10, 19, 99, 100, 1_000_000, Int.max] {
             var out: [UInt8] = []
             HTTPSerializer.appendField("Content-Length", decimal: value, to: &out)
             #expect(String(decoding: out, as: UTF8.self) == "Content-Length: \(value)\r\n")
+            var composed: [UInt8] = [0x41]
+            HTTPSerializer.appendContentLength(value, to: &composed)
+            #expect(String(decoding: composed, as: UTF8.self) == "AContent-Length: \(value)\r\n")
         }
     }
 

@@ -157,7 +157,7 @@ public final class UpstreamClient: Sendable {
         }
         if !hasHost { HTTPSerializer.appendField("Host", endpoint.authority, to: &wire) }
         if let contentLength {
-            HTTPSerializer.appendField("Content-Length", decimal: contentLength, to: &wire)
+            HTTPSerializer.appendContentLength(contentLength, to: &wire)
         } else if chunkedBody {
             HTTPSerializer.appendField("Transfer-Encoding", "chunked", to: &wire)
         }

@@ -97,7 +97,7 @@ extension HTTP1ServerConnection {
             }
         }
         if let transferEncoding { HTTPSerializer.appendField("Transfer-Encoding", transferEncoding, to: &out) }
-        if let contentLength { HTTPSerializer.appendField("Content-Length", decimal: contentLength, to: &out) }
+        if let contentLength { HTTPSerializer.appendContentLength(contentLength, to: &out) }
         if !keepAlive {
             HTTPSerializer.appendField("Connection", "close", to: &out)
         } else if version == .http1_0 {
