@@ -68,7 +68,12 @@ extension LoadBalancer {
                     // and its own outcome still decides whether the backend comes back.
                     hedgeAt = min(point, now + Self.trialRaceDelay)
                 }
-                let attempt: AttemptRecord
+                // The attempt's backend, start and result as three locals, not an AttemptRecord:
+                // taking the result back out of a record copied the whole response (and
+                // destroyed the record's), about 16 reference-count operations per request.
+                var used = index
+                var attemptStart = now
+                let result: Result<UpstreamResponse, UpstreamError>
                 do {
                     let deadlineNs = UpstreamClient.deadline(after: attemptDeadline - now)
                     let answerByNs = hedgeAt.map { UpstreamClient.deadline(after: $0 - now) } ?? .max
@@ -78,18 +83,18 @@ extension LoadBalancer {
                         : try await client.send(upstream, to: up.endpoints[index], on: loop, deadline: deadlineNs, answerBy: answerByNs)
                     switch consume progress {
                     case .complete(let response):
-                        attempt = AttemptRecord(index: index, start: now, result: .success(response))
+                        result = .success(response)
                     case .pending(let pending):
-                        attempt = await hedge(upstream, in: up, pending: pending, firstIndex: index, firstStart: now,
-                                              firstDeadline: attemptDeadline, plan: &plan, loop: loop)
+                        let raced = await hedge(upstream, in: up, pending: pending, firstIndex: index, firstStart: now,
+                                                firstDeadline: attemptDeadline, plan: &plan, loop: loop)
+                        used = raced.index
+                        attemptStart = raced.start
+                        result = raced.result
                     }
                 } catch {
-                    attempt = AttemptRecord(index: index, start: now, result: .failure(error))
+                    result = .failure(error)
                 }
-                record(attempt, in: up)
-                // Taken apart (the record's last use) so that the result moves into the switch
-                // instead of being copied out of the record.
-                let (used, attemptStart, result) = (attempt.index, attempt.start, attempt.result)
+                record(index: used, start: attemptStart, result: result, in: up)
                 let name = up.names[used]
                 switch consume result {
                 case .success(let response):
@@ -158,13 +163,18 @@ extension LoadBalancer {
 
     /// Reports an attempt's outcome and latency to the cluster (and its end, for retiring backends).
     func record(_ attempt: AttemptRecord, in up: UpstreamSet) {
+        record(index: attempt.index, start: attempt.start, result: attempt.result, in: up)
+    }
+
+    /// Reports the attempt on backend `index` that started at `start` and ended with `result`.
+    func record(index: Int, start: MonotonicInstant, result: borrowing Result<UpstreamResponse, UpstreamError>, in up: UpstreamSet) {
         let cluster = up.cluster
-        defer { attemptEnded(attempt.index, in: up) }
-        let elapsed = clock.now() - attempt.start
+        defer { attemptEnded(index, in: up) }
+        let elapsed = clock.now() - start
         let outcome: AttemptOutcome
         var wholeBody = false
         var status: Int?
-        switch attempt.result {
+        switch result {
         case .success(let response):
             outcome = response.head.status >= 500 ? .failure(.status5xx) : .success
             wholeBody = response.bodyStream == nil
@@ -179,10 +189,10 @@ extension LoadBalancer {
             case .requestBodyFailed: outcome = .success
             }
         }
-        cluster.attemptFinished(attempt.index, outcome: outcome, latency: elapsed, bodyComplete: wholeBody, status: status)
-        if let metrics, let status, cluster.backends.indices.contains(attempt.index) {
+        cluster.attemptFinished(index, outcome: outcome, latency: elapsed, bodyComplete: wholeBody, status: status)
+        if let metrics, let status, cluster.backends.indices.contains(index) {
             metrics.increment(counter: "lb_backend_responses_total", by: 1,
-                              dimensions: [("backend", cluster.backends[attempt.index].url), ("status_class", ProxyCounters.statusClass(status))])
+                              dimensions: [("backend", cluster.backends[index].url), ("status_class", ProxyCounters.statusClass(status))])
         }
     }
 
