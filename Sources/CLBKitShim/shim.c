@@ -187,3 +187,11 @@ void lbk_run_job_on_global_executor(void *job) {
     lbk_serial_executor_ref generic = { NULL, 0 };
     swift_job_run(job, generic);
 }
+
+// The running task (libswift_Concurrency, SWIFT_CC(swift)); weak as above.
+extern void *swift_task_getCurrent(void) __attribute__((swiftcall, weak));
+
+uintptr_t lbk_current_task_address(void) {
+    if (swift_task_getCurrent == NULL) return 0;
+    return (uintptr_t)swift_task_getCurrent();
+}

@@ -29,6 +29,15 @@ struct UncancellableTaskTests {
         await server.shutdown(timeout: .milliseconds(200))
     }
 
+    @Test("the task mark read from the runtime is the stdlib's current task, and differs between tasks")
+    func markIsTheCurrentTask() async {
+        func stdlibMark() -> Int? { withUnsafeCurrentTask { $0.map { unsafeBitCast($0, to: Int.self) } } }
+        let here = LBRequestContext.currentTaskMark()
+        #expect(here != nil && here == stdlibMark())
+        let other = await Task.detached { (LBRequestContext.currentTaskMark(), stdlibMark()) }.value
+        #expect(other.0 != nil && other.0 == other.1 && other.0 != here)
+    }
+
     @Test("behind our server, a request a handler forwards from a task it then cancels is aborted at once")
     func cancelledTaskStillAborts() async throws {
         let slow = try EchoFleet.start(count: 1, mode: .slow, delay: .seconds(10))

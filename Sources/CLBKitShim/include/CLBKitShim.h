@@ -85,4 +85,9 @@ int lbk_install_loop_thread_enqueue_hook(int (*enqueue)(void *loop, void *job));
 /// Runs `job` as the global executor would: on no particular serial or task executor.
 void lbk_run_job_on_global_executor(void *job);
 
+/// The address of the task running on this thread (0 outside a task, or without the runtime's
+/// entry point): `swift_task_getCurrent`, the same as `withUnsafeCurrentTask` gives, without its
+/// generic closure (~150 instructions a call).
+uintptr_t lbk_current_task_address(void);
+
 #endif
