@@ -188,6 +188,22 @@ struct IdleMemoryTests {
         #expect(pool.spareCount == 2)
     }
 
+    /// `count` GET exchanges to `endpoint` at once; their statuses.
+    static func exchanges(_ count: Int, client: UpstreamClient, endpoint: UpstreamEndpoint, loop: LBEventLoop) async throws -> [Int] {
+        try await withThrowingTaskGroup(of: Int.self) { tasks in
+            for _ in 0..<count {
+                tasks.addTask {
+                    let r = try await client.execute(UpstreamRequest(head: RequestHead(method: "GET", target: "/", headers: ["Host": "t"])),
+                                                     to: endpoint, on: loop, timeout: .seconds(10))
+                    return r.head.status
+                }
+            }
+            var statuses: [Int] = []
+            for try await status in tasks { statuses.append(status) }
+            return statuses
+        }
+    }
+
     @Test("an upstream exchange waiting for its answer holds no read buffer")
     func waitingExchangesHoldNoReadBuffer() async throws {
         let fleet = try EchoFleet.start(count: 1, mode: .slow, delay: .milliseconds(150))
@@ -199,16 +215,7 @@ struct IdleMemoryTests {
         // Three rounds of 24 exchanges at once, three times the pool's spares: had each kept a
         // buffer through its wait (as it did), every round would create 16 more.
         for _ in 0..<3 {
-            try await withThrowingTaskGroup(of: Int.self) { tasks in
-                for _ in 0..<24 {
-                    tasks.addTask {
-                        let r = try await client.execute(UpstreamRequest(head: RequestHead(method: "GET", target: "/", headers: ["Host": "t"])),
-                                                         to: endpoint, on: loop, timeout: .seconds(10))
-                        return r.head.status
-                    }
-                }
-                for try await status in tasks { #expect(status == 200) }
-            }
+            #expect(try await Self.exchanges(24, client: client, endpoint: endpoint, loop: loop) == Array(repeating: 200, count: 24))
         }
         #expect(loop.readBuffers.createdCount <= loop.readBuffers.limit,
                 "created \(loop.readBuffers.createdCount) read buffers for 72 exchanges")
@@ -224,16 +231,7 @@ struct IdleMemoryTests {
         let client = UpstreamClient()
         let loop = group.loops[0]
         // Six requests at once need six connections; each goes back to the pool afterwards.
-        try await withThrowingTaskGroup(of: Int.self) { tasks in
-            for _ in 0..<6 {
-                tasks.addTask {
-                    let r = try await client.execute(UpstreamRequest(head: RequestHead(method: "GET", target: "/health", headers: ["Host": "t"])),
-                                                     to: endpoint, on: loop, timeout: .seconds(10))
-                    return r.head.status
-                }
-            }
-            for try await status in tasks { #expect(status == 200) }
-        }
+        #expect(try await Self.exchanges(6, client: client, endpoint: endpoint, loop: loop) == Array(repeating: 200, count: 6))
         #expect(endpoint.idleConnectionCount == 6)
         endpoint.closeSurplusIdleConnections(unusedFor: .seconds(60), keep: 2)
         #expect(endpoint.idleConnectionCount == 6, "recently used connections stay")

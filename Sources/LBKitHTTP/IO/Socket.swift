@@ -335,8 +335,8 @@ package final class Socket: Sendable, CustomStringConvertible {
     /// if sent < bytes.count { try await socket.write(bytes, from: sent, deadline: deadline) }
     /// ```
     @inline(__always)
-    package func sendNow(_ bytes: [UInt8]) throws(SocketError) -> Int {
-        var offset = 0
+    package func sendNow(_ bytes: [UInt8], from start: Int = 0) throws(SocketError) -> Int {
+        var offset = start
         while offset < bytes.count {
             // As in prepareRead(): after close() the fd number may have been reused.
             if state.withLock({ $0.closed }) { throw .closed }
@@ -350,11 +350,11 @@ package final class Socket: Sendable, CustomStringConvertible {
             }
             switch sent < 0 ? code : EAGAIN {
             case EINTR: continue
-            case EAGAIN, EWOULDBLOCK: return offset
+            case EAGAIN, EWOULDBLOCK: return offset - start
             default: throw SocketError.fromErrno("write", code)
             }
         }
-        return offset
+        return offset - start
     }
 
     /// Writes all of `bytes` from `offset` on, suspending while the socket's send buffer is full.
@@ -363,35 +363,23 @@ package final class Socket: Sendable, CustomStringConvertible {
     nonisolated(nonsending) package func write(_ bytes: [UInt8], from offset: Int = 0, deadline: UInt64) async throws(SocketError) {
         var offset = offset
         var retryAfterClear = false
-        while offset < bytes.count {
-            // As in prepareRead(): after close() the fd number may have been reused.
-            if state.withLock({ $0.closed }) { throw .closed }
-            let (sent, code) = bytes.withUnsafeBytes { raw -> (Int, Int32) in
-                let r = send(fd, raw.baseAddress.map { $0 + offset }, raw.count - offset, lbk_MSG_NOSIGNAL)
-                return (r, r < 0 ? errno : 0)
-            }
-            if sent > 0 {
-                offset += sent
-                retryAfterClear = false
+        while true {
+            let sent = try sendNow(bytes, from: offset)
+            offset += sent
+            if offset >= bytes.count { return }
+            if sent > 0 { retryAfterClear = false }
+            if !retryAfterClear {
+                // Clear the flag, then try once more: an EPOLLOUT edge after this point sets it again.
+                state.withLock { $0.writable = false }
+                retryAfterClear = true
                 continue
             }
-            switch sent < 0 ? code : EAGAIN {
-            case EINTR: continue
-            case EAGAIN, EWOULDBLOCK:
-                if !retryAfterClear {
-                    // Clear the flag, then try once more: an EPOLLOUT edge after this point sets it again.
-                    state.withLock { $0.writable = false }
-                    retryAfterClear = true
-                    continue
-                }
-                retryAfterClear = false
-                switch await wait(forRead: false, deadline: deadline, idle: false) {
-                case .ready: continue
-                case .timedOut: throw .timedOut
-                case .closed: throw .closed
-                case .shutdown: throw .shutdown
-                }
-            default: throw SocketError.fromErrno("write", code)
+            retryAfterClear = false
+            switch await wait(forRead: false, deadline: deadline, idle: false) {
+            case .ready: continue
+            case .timedOut: throw .timedOut
+            case .closed: throw .closed
+            case .shutdown: throw .shutdown
             }
         }
     }
