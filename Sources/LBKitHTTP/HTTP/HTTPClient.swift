@@ -121,7 +121,9 @@ public final class UpstreamClient: Sendable {
     nonisolated(nonsending) package func sendUncancellable(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
                                    deadline: UInt64, answerBy: UInt64,
                                    abortHandle: ExchangeAbortHandle? = nil) async throws(UpstreamError) -> ExchangeProgress {
-        let handle = abortHandle ?? ExchangeAbortHandle()
+        // Nobody can abort an exchange that was given no handle and cannot end up pending (no
+        // soft deadline): it goes without one (an allocation less per request).
+        let handle: ExchangeAbortHandle? = abortHandle ?? (answerBy < deadline ? ExchangeAbortHandle() : nil)
         var wire: [UInt8] = []
         wire.reserveCapacity(512 + request.body.count)
         // The caller's head, written straight into the wire buffer with the framing fields this
@@ -171,7 +173,7 @@ public final class UpstreamClient: Sendable {
         var allowStaleRetry = request.mayReplay && stream == nil
         var triedStale = false
         while true {
-            if handle.isAborted { throw UpstreamError(kind: .aborted, requestSent: triedStale) }
+            if handle?.isAborted == true { throw UpstreamError(kind: .aborted, requestSent: triedStale) }
             // A warm pool's connection is taken synchronously (no async call); a new one is connected.
             let now = lbk_monotonic_ns()
             let connection: PooledConnection
@@ -182,7 +184,7 @@ public final class UpstreamClient: Sendable {
             } else {
                 (connection, reused) = (try await connect(endpoint, loop: loop, deadline: deadline, now: now), false)
             }
-            if !handle.attach(connection.socket) {
+            if let handle, !handle.attach(connection.socket) {
                 connection.socket.close()
                 throw UpstreamError(kind: .aborted, requestSent: triedStale)
             }
@@ -207,7 +209,9 @@ public final class UpstreamClient: Sendable {
                                                 answerBy: answerBy, upgrade: upgrade, started: &started)
                 guard let parsed else {
                     let pending = PendingExchange(connection: connection, endpoint: endpoint, loop: loop,
-                                                  method: head.method, reused: reused, abortHandle: handle, upgrade: upgrade)
+                                                  method: head.method, reused: reused,
+                                                  abortHandle: handle ?? ExchangeAbortHandle(),  // set: only a soft deadline ends here
+                                                  upgrade: upgrade)
                     return .pending(pending)
                 }
                 // A body already in the buffer (the common small answer) completes synchronously.
@@ -218,13 +222,13 @@ public final class UpstreamClient: Sendable {
                                                     reused: reused, handle: handle))
             } catch {
                 connection.socket.close()
-                if handle.isAborted { throw UpstreamError(kind: .aborted, requestSent: true) }
+                if handle?.isAborted == true { throw UpstreamError(kind: .aborted, requestSent: true) }
                 if reused && allowStaleRetry && error.isStaleConnectionSymptom {
                     // The backend closed this pooled connection around the time we reused it
                     // (RFC 9112 9.3.1). The request is replayable: send it once more, fresh.
                     allowStaleRetry = false
                     triedStale = true
-                    _ = handle.detach()
+                    _ = handle?.detach()
                     continue
                 }
                 var failure = error.clientError
