@@ -35,7 +35,10 @@ public struct ReplayPolicy: Sendable {
     }
 
     /// Whether a request that may have reached a backend can be replayed on another.
-    public func mayReplay(method: String, hasIdempotencyKey: Bool) -> Bool {
-        retryNonIdempotent || hasIdempotencyKey || Self.isIdempotent(method)
+    ///
+    /// `hasIdempotencyKey` is evaluated only when the method alone does not decide (a GET's
+    /// fields are not scanned for the key).
+    public func mayReplay(method: String, hasIdempotencyKey: @autoclosure () -> Bool) -> Bool {
+        retryNonIdempotent || Self.isIdempotent(method) || hasIdempotencyKey()
     }
 }
