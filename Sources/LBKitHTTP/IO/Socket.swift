@@ -266,19 +266,6 @@ package final class Socket: Sendable, CustomStringConvertible {
         }
     }
 
-    /// Suspends until the socket may have bytes to read (or EOF), without reading and without
-    /// needing a buffer: an idle connection waits here holding no read buffer.
-    nonisolated(nonsending) package func waitUntilReadable(deadline: UInt64, idle: Bool) async throws(SocketError) {
-        let mayRead = state.withLock { s in !(s.drained && !s.readable && !s.peerClosed) }
-        if mayRead { return }
-        switch await wait(forRead: true, deadline: deadline, idle: idle) {
-        case .ready: return
-        case .timedOut: throw .timedOut
-        case .closed: throw .closed
-        case .shutdown: throw .shutdown
-        }
-    }
-
     /// Retires this object without closing its fd, so that the loop can keep the connection
     /// parked with no object at all (``LBEventLoop/park(_:until:owner:token:)``). Refused (false)
     /// while a task waits on the socket or when a read might return bytes (readiness or EOF
@@ -386,7 +373,7 @@ package final class Socket: Sendable, CustomStringConvertible {
 
     // MARK: Waiting
 
-    @inline(__always)  // into read, write and waitUntilReadable: one async frame less per wait
+    @inline(__always)  // into read, write and waitReadable: one async frame less per wait
     nonisolated(nonsending) func wait(forRead: Bool, deadline: UInt64, idle: Bool) async -> WaitResult {
         await withUnsafeContinuation { (continuation: UnsafeContinuation<WaitResult, Never>) in
             var arm: UInt64? = nil
