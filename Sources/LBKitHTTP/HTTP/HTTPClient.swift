@@ -95,12 +95,12 @@ public final class UpstreamClient: Sendable {
                       deadline: UInt64, answerBy: UInt64,
                       abortHandle: ExchangeAbortHandle? = nil,
                       watchesCancellation: Bool = true) async throws(UpstreamError) -> ExchangeProgress {
-        let handle = abortHandle ?? ExchangeAbortHandle()
         // A task nothing can cancel needs no cancellation handler (see
-        // LBRequestContext.runsInUncancellableTask).
+        // LBRequestContext.runsInUncancellableTask), nor a handle unless the caller has one.
         guard watchesCancellation else {
-            return try await sendUncancellable(request, to: endpoint, on: loop, deadline: deadline, answerBy: answerBy, abortHandle: handle)
+            return try await sendUncancellable(request, to: endpoint, on: loop, deadline: deadline, answerBy: answerBy, abortHandle: abortHandle)
         }
+        let handle = abortHandle ?? ExchangeAbortHandle()
         let result: Result<ExchangeProgress, UpstreamError> = await withTaskCancellationHandler {
             do throws(UpstreamError) {
                 return .success(try await sendUncancellable(request, to: endpoint, on: loop, deadline: deadline,
