@@ -25,7 +25,9 @@
 #   GET  throughput     2xx per second, in every full second from PAUSE_AT+1 to RESUME_AT (the hang), at least
 #                       (100-DIP_PCT)% of the median of seconds 1..PAUSE_AT-1 (second 0 is warm-up, second
 #                       PAUSE_AT - the one the pause starts in - is allowed); dips fail, rises are only shown
-#   GET  recovery       after the run, sequential GETs are 2xx and reach all three backends (within 5 s)
+#   GET  recovery       after the run, sequential GETs are 2xx and reach all three backends (within 12 s: a
+#                       backend that hang detection ejected at the very end of the load, slow for a moment while
+#                       the others answered, comes back by design through the 5 s ejection timer and a trial)
 #   POST duplicates     no X-Request-Id logged twice over all three backends' logs
 #   POST statuses       only 2xx, 502 and 504; at most CONNS 504 and CONNS 502 (the POSTs in flight on the paused
 #                       or killed backend, which must not be replayed); anything else fails
@@ -156,7 +158,7 @@ run_phase() {
   proc_snap "$TMP/$method.snap1"; foreign=$(foreign_pct "$TMP/$method.snap0" "$TMP/$method.snap1" $(( $(now_ns) - t0 )))
   foreign_bench && log "WARNING: another benchmark ran during the $method phase; throughput figures are disturbed"
 
-  for ((tries = 1; tries <= 5; tries++)); do
+  for ((tries = 1; tries <= 12; tries++)); do
     if sanity "$method" "$url" "$method"; then recovery="ok after ${tries} try(s): $SANITY_OUT"; break; fi
     recovery="FAIL: $SANITY_OUT"; sleep 1
   done
