@@ -153,6 +153,51 @@ struct IdleMemoryTests {
         #expect(await eventually(timeout: .seconds(5)) { weakSocket == nil }, "the loop's timer heap still holds the closed socket")
     }
 
+    @Test("the fd table and the timer heap give their room back once a burst of connections is gone")
+    func tablesShrinkAfterBurst() throws {
+        let loop = TestLoops.group.loops[0]
+        var registry = SocketRegistry()
+        // Socket objects with made-up fd numbers: the table never touches the fd, and a socket
+        // with a generation does not close its fd in deinit.
+        var sockets: [Socket] = []
+        for fd in 0..<5000 {
+            let socket = Socket(fd: Int32(fd), loop: loop)
+            socket.setGeneration(registry.insert(socket))
+            sockets.append(socket)
+        }
+        let grown = registry.slotCount
+        #expect(grown >= 5000)
+        // Everything but fds 3 and 700 closes, highest fd first and lowest first, as a burst ends.
+        for socket in sockets where socket.fd != 3 && socket.fd != 700 {
+            registry.remove(fd: socket.fd, generation: socket.generation)
+        }
+        #expect(registry.count == 2)
+        #expect(registry.slotCount <= SocketRegistry.shrinkFloor, "table kept \(registry.slotCount) of \(grown) slots")
+        #expect(registry.lookup(fd: 3, generation: sockets[3].generation) === sockets[3])
+        #expect(registry.lookup(fd: 700, generation: sockets[700].generation) === sockets[700])
+        #expect(registry.lookup(fd: 4000, generation: sockets[4000].generation) == nil)
+        // It grows again for a high fd.
+        let late = Socket(fd: 9000, loop: loop)
+        late.setGeneration(registry.insert(late))
+        #expect(registry.lookup(fd: 9000, generation: late.generation) === late)
+        // A table whose highest fd stays open keeps its size (nothing to cut), and stays correct.
+        registry.remove(fd: 3, generation: sockets[3].generation)
+        #expect(registry.slotCount > 9000)
+        #expect(registry.lookup(fd: 700, generation: sockets[700].generation) === sockets[700])
+
+        var heap = TimerHeap()
+        var rng = SystemRandomNumberGenerator()
+        for i in 0..<5000 { heap.push(TimerEntry(deadline: UInt64.random(in: 0..<1_000_000, using: &rng), fd: Int32(i), generation: 1)) }
+        #expect(heap.capacity >= 5000)
+        var last: UInt64 = 0, ordered = true
+        while let entry = heap.pop() {
+            if entry.deadline < last { ordered = false }
+            last = entry.deadline
+        }
+        #expect(ordered, "the heap popped out of order after shrinking")
+        #expect(heap.capacity <= 1024, "timer heap kept room for \(heap.capacity) entries")
+    }
+
     @Test("read buffers are lent while reading and taken back only when empty")
     func readBufferPool() {
         let pool = ReadBufferPool(limit: 2)

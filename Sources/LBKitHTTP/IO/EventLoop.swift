@@ -298,7 +298,7 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
                 case .global: lbk_run_job_on_global_executor(unsafeBitCast(queued.job, to: UnsafeMutableRawPointer.self))
                 }
             }
-            jobScratch.removeAll(keepingCapacity: true)
+            Self.empty(&jobScratch)
             rounds += 1
         }
     }
@@ -393,13 +393,30 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
                 }
             }
         }
-        expiredScratch.removeAll(keepingCapacity: true)
+        Self.empty(&expiredScratch)
         for socket in expiredSockets { socket.timerFired(now: now) }
-        expiredSockets.removeAll(keepingCapacity: true)
+        Self.empty(&expiredSockets)
         if !expiredParked.isEmpty { closeParkedSockets(expiredParked) }
     }
 
     private var registryCountUnlocked: Int { registry.withLock { $0.count } }
+
+    /// Empties a scratch array, keeping its room unless a burst made it large (more than 4,096
+    /// elements, e.g. a job per connection for thousands of new connections at once): that room
+    /// is given back, at the cost of one allocation per 4,096 elements of the next such burst.
+    @inline(__always)
+    private static func empty<Element>(_ scratch: inout [Element]) {
+        if scratch.capacity > 4096 {
+            scratch = []
+        } else {
+            scratch.removeAll(keepingCapacity: true)
+        }
+    }
+
+    /// Slots in the fd table and room in the timer heap (tests).
+    var tableSizes: (slots: Int, timerRoom: Int) {
+        (registry.withLock { $0.slotCount }, timers.withLock { $0.capacity })
+    }
 
     deinit {
         Glibc.close(epollFD)
@@ -426,12 +443,22 @@ struct SocketRegistry {
     private var nextGeneration: UInt32 = 1
     /// Registrations, parked ones included.
     private(set) var count = 0
+    /// The next sparse-table check happens once `count` is at or below this (see ``shrinkIfSparse()``).
+    private var nextShrinkCheck = Int.max
+
+    /// Slots in the table (registered or not), for tests of ``shrinkIfSparse()``.
+    var slotCount: Int { slots.count }
+    /// A table this small is never shrunk (about 56 KiB).
+    static let shrinkFloor = 1024
+    /// Free slots kept past the highest registered fd when the table grows or shrinks.
+    static let slack = 64
 
     mutating func insert(_ socket: Socket) -> UInt32 {
         let fd = Int(socket.fd)
         if fd >= slots.count {
-            slots.append(contentsOf: repeatElement(Slot(), count: fd + 1 - slots.count + 64))
+            slots.append(contentsOf: repeatElement(Slot(), count: fd + 1 - slots.count + Self.slack))
         }
+        if count >= slots.count / 4 { nextShrinkCheck = .max }
         let generation = nextGeneration
         nextGeneration = nextGeneration == .max ? 1 : nextGeneration + 1
         if !slots[fd].isUsed { count += 1 }
@@ -444,6 +471,27 @@ struct SocketRegistry {
         guard i >= 0, i < slots.count, slots[i].generation == generation, slots[i].socket != nil else { return }
         slots[i] = Slot()
         count -= 1
+        shrinkIfSparse()
+    }
+
+    /// Gives the table's memory back after a burst of connections has ended.
+    ///
+    /// The table is indexed by fd, so 10,000 connections grow it to 10,000 slots (about 56 bytes
+    /// each) and a Swift array never shrinks by itself: an idle server kept about half a MiB per
+    /// loop after such a burst. The kernel hands out the lowest free fd first, so once most
+    /// registrations are gone the table's tail is empty and is cut off. Amortised O(1): the tail
+    /// is scanned only when `count` has fallen to a quarter of the table, and again only after it
+    /// halved once more (or the table filled to a quarter again).
+    private mutating func shrinkIfSparse() {
+        guard count <= nextShrinkCheck, slots.count > Self.shrinkFloor, count <= slots.count / 4 else { return }
+        nextShrinkCheck = count / 2
+        var end = slots.count
+        while end > 0 && !slots[end - 1].isUsed { end -= 1 }
+        let kept = max(end + Self.slack, Self.shrinkFloor / 2)
+        if kept <= slots.count / 2 {
+            slots = Array(slots[..<kept])
+            nextShrinkCheck = .max
+        }
     }
 
     func lookup(fd: Int32, generation: UInt32) -> Socket? {
@@ -486,6 +534,7 @@ struct SocketRegistry {
               let entry = slots[i].parked, entry.deadline <= now else { return nil }
         slots[i] = Slot()
         count -= 1
+        shrinkIfSparse()
         return entry
     }
 
@@ -498,6 +547,7 @@ struct SocketRegistry {
             slots[i] = Slot()
             count -= 1
         }
+        shrinkIfSparse()
         return taken
     }
 }
@@ -546,10 +596,14 @@ struct TimerHeap {
         }
     }
 
+    /// Entries the heap has room for, for tests of ``shrinkIfSparse()``.
+    var capacity: Int { entries.capacity }
+
     mutating func pop() -> TimerEntry? {
         guard !entries.isEmpty else { return nil }
         entries.swapAt(0, entries.count - 1)
         let top = entries.removeLast()
+        defer { shrinkIfSparse() }
         var parent = 0
         while true {
             let left = 2 * parent + 1, right = left + 1
@@ -566,6 +620,20 @@ struct TimerHeap {
     mutating func removeAll(where predicate: (TimerEntry) -> Bool) {
         let kept = entries.filter { !predicate($0) }
         entries = []
+        entries.reserveCapacity(kept.count)
         for e in kept { push(e) }
+    }
+
+    /// After a burst the heap's array keeps its largest size; past 1,024 entries of room it is
+    /// copied into a tight one once three quarters of it are unused (amortised O(1): the copy
+    /// holds a quarter of the room, and at least as many pops preceded it).
+    private mutating func shrinkIfSparse() {
+        let room = entries.capacity
+        guard room > 1024, entries.count < room / 4 else { return }
+        // Not `Array(entries[...])`: a slice of the whole array gives its buffer back as it is.
+        var tight: [TimerEntry] = []
+        tight.reserveCapacity(entries.count)
+        tight.append(contentsOf: entries)
+        entries = tight
     }
 }
