@@ -153,6 +153,39 @@ struct HeaderFieldsStorageTests {
         #expect(seen == ["A", "C", "E"])
     }
 
+    @Test("a backend's parsed response loses its hop-by-hop fields in place, keeping the first Content-Length only when asked")
+    func hopByHopRemovedInPlace() throws {
+        let text = "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Private\r\nContent-Length: 5\r\nKEEP-ALIVE: timeout=5\r\n"
+            + "Content-Type: text/plain\r\nx-private: secret\r\nTE: trailers\r\nProxy-Authenticate: Basic\r\nContent-Length: 5\r\n"
+            + "Trailer: X\r\nX-Kept: 1\r\n\r\n"
+        // Parsed in a function of its own, so that no `Result` here keeps a second reference.
+        func parse() throws -> ResponseHead {
+            let bytes = Array(text.utf8)
+            let result = bytes.withUnsafeBytes { p in
+                Result { () throws(HTTPParseError) in try HTTPResponseHeadParser.parse(p, requestMethod: "HEAD", limits: HTTPParserLimits(), scanFrom: 0) }
+            }
+            return try #require(try result.get()).head
+        }
+        var head = try parse()
+        let id = head.headers.bufferIdentity
+        // A shared list is copied first, and the other holder keeps every field.
+        var forHead = head.headers
+        ForwardingHeaders.removeHopByHop(&forHead, keepingFirstContentLength: true)
+        Self.check(forHead, [("Content-Length", "5"), ("Content-Type", "text/plain"), ("X-Kept", "1")])
+        #expect(forHead.bufferIdentity != id)
+        #expect(head.headers.count == 10)
+
+        var headers = head.headers
+        head.headers = HeaderFields()   // `headers` owns the parsed buffer alone now
+        ForwardingHeaders.removeHopByHop(&headers)
+        #expect(headers.bufferIdentity == id, "a list owned alone must be edited in place")
+        Self.check(headers, [("Content-Type", "text/plain"), ("X-Kept", "1")])
+        // The parser left room for the balancer's backend header: adding it does not reallocate.
+        headers.add(name: "X-Backend", value: "127.0.0.1:65535")
+        #expect(headers.bufferIdentity == id)
+        Self.check(headers, [("Content-Type", "text/plain"), ("X-Kept", "1"), ("X-Backend", "127.0.0.1:65535")])
+    }
+
     @Test("fields beyond 64 KiB: the index switches to full-width entries, parsed or built, and nothing is cut")
     func largeOffsets() throws {
         let big = String(repeating: "x", count: 70_000)

@@ -26,6 +26,14 @@ enum ForwardingHeaders {
         return out
     }
 
+    /// Removes what ``withoutHopByHop(_:extraCapacity:)`` leaves out, in place: a backend's
+    /// parsed response head, owned by the balancer alone, loses its hop-by-hop fields without
+    /// being copied into a new list. With `keepingFirstContentLength`, the first
+    /// `Content-Length` stays (a HEAD or 304 answer: RFC 9110 8.6, the length the GET would have).
+    static func removeHopByHop(_ headers: inout HeaderFields, keepingFirstContentLength: Bool = false) {
+        headers.removeHopByHop(keepingFirstContentLength: keepingFirstContentLength, named: namedByConnection(headers))
+    }
+
     /// The field names a `Connection` field lists beyond the standard hop-by-hop set (RFC 9110
     /// 7.6.1): usually none (`keep-alive`, `close` and `upgrade` are not field names to strip
     /// beyond the set), so usually no allocation.

@@ -98,9 +98,10 @@ extension LoadBalancer {
                 let name = up.names[used]
                 switch consume result {
                 case .success(let response):
-                    var proxied = clientResponse(response, backend: name, request: request.head)
+                    let status = response.head.status
+                    var proxied = clientResponse(consume response, backend: name, request: request.head)
                     observeLastByte(&proxied, index: used, start: attemptStart, in: cluster)
-                    if plan.retryAfterResponse(status: response.head.status) {
+                    if plan.retryAfterResponse(status: status) {
                         lastResponse?.0.bodyStream?.abandon()
                         lastResponse = (proxied, name)
                         continue
@@ -216,12 +217,14 @@ extension LoadBalancer {
     /// The response to send the client: hop-by-hop fields removed (RFC 9110 7.6.1), the body
     /// whole or streamed as it came, its transfer codings kept, a HEAD's `Content-Length` kept
     /// (RFC 9110 8.6), an upgrade's `Connection`/`Upgrade` restored around the tunnel.
-    private func clientResponse(_ response: UpstreamResponse, backend name: String, request: RequestHead) -> LBResponse {
+    ///
+    /// The backend's parsed field list is moved out of `response` and edited in place (no copy:
+    /// the parser left room for the backend header), since nothing else holds it.
+    private func clientResponse(_ response: consuming UpstreamResponse, backend name: String, request: RequestHead) -> LBResponse {
         var head = response.head
-        head.headers = ForwardingHeaders.withoutHopByHop(response.head.headers, extraCapacity: 3)
-        if request.method == "HEAD" || head.status == 304, let length = response.head.headers.first(name: "Content-Length") {
-            head.headers.add(name: "Content-Length", value: length)
-        }
+        response.head.headers = HeaderFields()
+        let upgradeOffer = response.tunnel == nil ? nil : head.headers.first(name: "Upgrade")
+        ForwardingHeaders.removeHopByHop(&head.headers, keepingFirstContentLength: request.method == "HEAD" || head.status == 304)
         if let header = configuration.backendHeader { head.headers.add(name: header, value: name) }
         var out: LBResponse
         if let stream = response.bodyStream {
@@ -231,7 +234,7 @@ extension LoadBalancer {
         }
         out.transferCodings = response.transferCodings
         if let tunnel = response.tunnel {
-            if let protocols = response.head.headers.first(name: "Upgrade") {
+            if let protocols = upgradeOffer {
                 out.head.headers.add(name: "Connection", value: "Upgrade")
                 out.head.headers.add(name: "Upgrade", value: protocols)
             }

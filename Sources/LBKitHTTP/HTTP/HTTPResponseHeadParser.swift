@@ -99,7 +99,8 @@ package enum HTTPResponseHeadParser {
         }
 
         var summary = HTTP1FieldSummary()
-        var fields = HeaderFields(reservingCapacity: HTTP1Scan.initialFieldCapacity, bytes: headEnd - lineLF + 16)
+        // Room for the fields a proxy adds after editing the list in place (its backend header).
+        var fields = HeaderFields(reservingCapacity: HTTP1Scan.initialFieldCapacity, bytes: headEnd - lineLF + 64)
         let headLength = try HTTP1Scan.parseFields(
             p, from: lineLF + 1, headEnd: headEnd, limits: limits, fields: &fields, summary: &summary)
 

@@ -81,6 +81,12 @@ extension HeaderFields {
         return found
     }
 
+    /// Whether two byte strings are equal, ASCII case-insensitively (field names, tokens).
+    @inlinable
+    package static func bytes(_ a: UnsafeRawBufferPointer, equalFoldingCase b: UnsafeRawBufferPointer) -> Bool {
+        a.count == b.count && bytesEqualFoldingCase(a, 0, b, 0, a.count)
+    }
+
     /// Whether `bytes` spell `literal`, ASCII case-insensitively.
     @inlinable @inline(__always)
     package static func bytes(_ bytes: UnsafeRawBufferPointer, equalFoldingCase literal: StaticString) -> Bool {

@@ -216,10 +216,62 @@ public struct HeaderFields: @unchecked Sendable, Sequence, ExpressibleByDictiona
         buffer = fresh
     }
 
+    /// Removes the hop-by-hop fields a proxy must not forward (RFC 9110 7.6.1): `Connection` and
+    /// the fields it names (`named`, lowercase or not), `Keep-Alive`, `Proxy-Connection`, `TE`,
+    /// `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`,
+    /// and `Content-Length` (the sender frames the message itself) unless
+    /// `keepingFirstContentLength` (a HEAD or 304 answer keeps the length the GET would have,
+    /// RFC 9110 8.6). Edited in place when the list owns its buffer alone.
+    ///
+    /// ```swift
+    /// var fields: HeaderFields = ["Connection": "close", "Content-Type": "text/plain"]
+    /// fields.removeHopByHop(keepingFirstContentLength: false, named: [])
+    /// ```
+    package mutating func removeHopByHop(keepingFirstContentLength: Bool, named: [String]) {
+        var keepLength = keepingFirstContentLength
+        removeLines { s, line in
+            let n = line.nameLength
+            if n == 14 && keepLength && Self.isName(s, line, "Content-Length") {
+                keepLength = false
+                return false
+            }
+            if Self.isHopByHopByDefault(s, line) { return true }
+            guard !named.isEmpty else { return false }
+            return named.contains { token in
+                var token = token
+                return token.withUTF8 { Self.matches(s, line, UnsafeRawBufferPointer($0)) }
+            }
+        }
+    }
+
+    /// Whether `line`'s name is one of the fields a proxy always drops (see
+    /// ``removeHopByHop(keepingFirstContentLength:named:)``), by length first.
+    @inline(__always)
+    static func isHopByHopByDefault(_ s: UnsafeRawBufferPointer, _ line: Line) -> Bool {
+        switch line.nameLength {
+        case 2: isName(s, line, "TE")
+        case 7: isName(s, line, "Trailer") || isName(s, line, "Upgrade")
+        case 10: isName(s, line, "Connection") || isName(s, line, "Keep-Alive")
+        case 14: isName(s, line, "Content-Length")
+        case 16: isName(s, line, "Proxy-Connection")
+        case 17: isName(s, line, "Transfer-Encoding")
+        case 18: isName(s, line, "Proxy-Authenticate")
+        case 19: isName(s, line, "Proxy-Authorization")
+        default: false
+        }
+    }
+
+    /// Whether `line`'s name in `s` is `name` (same length checked by the caller or here).
+    @inline(__always)
+    static func isName(_ s: UnsafeRawBufferPointer, _ line: Line, _ name: StaticString) -> Bool {
+        line.nameLength == name.utf8CodeUnitCount
+            && bytesEqualFoldingCase(s, line.start, UnsafeRawBufferPointer(start: name.utf8Start, count: line.nameLength), 0, line.nameLength)
+    }
+
     /// Drops the fields for which `drop` returns true (called once per field, in order, with the
     /// list's bytes and the field's line). Nothing is written when no field goes, so a shared
     /// list stays shared.
-    @usableFromInline
+    @usableFromInline @inline(__always)
     mutating func removeLines(where drop: (UnsafeRawBufferPointer, Line) -> Bool) {
         guard let first = withContents({ c in (0..<c.lineCount).first { drop(c.bytes, c.line($0)) } }) else { return }
         if isKnownUniquelyReferenced(&buffer), let buffer {
