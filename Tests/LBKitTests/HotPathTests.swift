@@ -107,6 +107,11 @@ struct HotPathTests {
         #expect(Duration.nanoseconds(-7).nanosecondsClamped == -7)
         #expect(Duration.seconds(-20).nanosecondsClamped == -20_000_000_000)
         #expect(Duration.seconds(Int64.max).nanosecondsClamped == .max)
+        #expect((Duration.seconds(20) + .nanoseconds(5)).nanosecondsClamped == 20_000_000_005)
+        #expect((Duration.seconds(-20) - .nanoseconds(5)).nanosecondsClamped == -20_000_000_005)
+        // Seconds beyond an Int64 (`components` traps on these): clamped, not a crash.
+        #expect((Duration.seconds(Int64.max) * 10).nanosecondsClamped == .max)
+        #expect((Duration.seconds(Int64.min) * 10).nanosecondsClamped == .min)
     }
 
     /// Records the order of its hooks in a shared log.

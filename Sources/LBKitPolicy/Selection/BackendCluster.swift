@@ -44,6 +44,9 @@ public final class BackendCluster: Sendable {
     let log: LogSink
     private let maxPassivelyExcluded: Int
     private let hangConfiguration: HangDetection
+    /// `hangConfiguration.floor` in nanoseconds, for the check ``choose(excluding:trial:)``
+    /// makes on every backend with requests in flight (Duration arithmetic is a library call).
+    private let hangFloorNanoseconds: UInt64
     let state: Mutex<ClusterState>
     let retries: Mutex<RetryState>
 
@@ -71,6 +74,7 @@ public final class BackendCluster: Sendable {
         let percent = min(max(configuration.maxEjectedPercent, 0), 100)
         maxPassivelyExcluded = max(1, count * percent / 100)
         hangConfiguration = configuration.hangDetection
+        hangFloorNanoseconds = UInt64(max(0, configuration.hangDetection.floor.nanosecondsClamped))
         let now = clock.now()
         let policy = configuration.healthPolicy
         let tracker = LatencyTracker(decay: configuration.latencyDecay, window: configuration.latencyWindow, now: now)
@@ -118,7 +122,9 @@ public final class BackendCluster: Sendable {
             s.scratch.removeAll(keepingCapacity: true)
             let usesLatency = s.selector.usesLatency
             for i in 0..<s.health.count where !excluding.contains(i) && !s.draining[i] && s.load[i].admits && s.health[i].isEligible(at: now) {
-                if s.stats[i].inFlight > 0, let hung = s.hungTransition(i, at: now, configuration: hangConfiguration,
+                if s.stats[i].inFlight > 0,
+                   s.stalledNanoseconds(i, at: now) > hangFloorNanoseconds,
+                   let hung = s.hungTransition(i, at: now, configuration: hangConfiguration,
                                                                          allowExclusion: s.passivelyExcluded < maxPassivelyExcluded) {
                     s.apply(hung, to: i)
                     transitions.append((i, hung))

@@ -44,6 +44,15 @@ struct ClusterState: Sendable {
     /// than `max(floor, factor x its latency EWMA)`, while another backend did end one after that
     /// point (so it is not the whole system, or us, that stalled). Cheap when nothing is stalled:
     /// two comparisons before any latency is read.
+    /// How long backend `i` has gone without an answer while busy, in nanoseconds (0 when
+    /// `now` is not past the later of its busy start and its last answer). The cheap first test
+    /// of ``hungTransition(_:at:configuration:allowExclusion:)``: no stall past the floor, no hang.
+    @inline(__always)
+    func stalledNanoseconds(_ i: Int, at now: MonotonicInstant) -> UInt64 {
+        let since = max(stats[i].busySince.nanoseconds, stats[i].lastAnswer.nanoseconds)
+        return now.nanoseconds > since ? now.nanoseconds - since : 0
+    }
+
     mutating func hungTransition(_ i: Int, at now: MonotonicInstant, configuration: HangDetection,
                                  allowExclusion: Bool) -> HealthTransition? {
         guard configuration.factor > 0 else { return nil }

@@ -55,12 +55,12 @@ extension Duration {
         let atto = attoseconds
         let small = Int64(truncatingIfNeeded: atto)
         if Int128(small) == atto { return small / 1_000_000_000 }
-        let (seconds, attoseconds) = components
-        let (ns, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        if overflow { return seconds < 0 ? .min : .max }
-        let (sum, overflow2) = ns.addingReportingOverflow(attoseconds / 1_000_000_000)
-        if overflow2 { return seconds < 0 ? .min : .max }
-        return sum
+        // Not `components`: it traps when the seconds do not fit an Int64 (a duration built
+        // from an extreme setting, e.g. `.seconds(Int64.max) * 10`).
+        let ns = atto / 1_000_000_000
+        if ns > Int128(Int64.max) { return .max }
+        if ns < Int128(Int64.min) { return .min }
+        return Int64(ns)
     }
 
     /// The duration in milliseconds as a `Double` (for logs, stats and JSON).
