@@ -255,7 +255,8 @@ enum HTTP1Scan {
 
     /// Parses the field lines from `pos` up to the empty line that ends the head (at or before
     /// `headEnd`), appending the fields to the empty list `fields` and collecting framing facts.
-    /// Returns the head length.
+    /// Returns the head length, or nil when no empty line ends the head by `headEnd` (a bound
+    /// then, not the end: the caller parses a head that may not be complete yet in one pass).
     ///
     /// Lines already in wire form (`name ": " value CRLF`, as nearly every client and server
     /// writes them) are indexed where they are and their bytes go into the list with one copy at
@@ -264,15 +265,13 @@ enum HTTP1Scan {
     static func parseFields(
         _ p: UnsafeRawBufferPointer, from pos: Int, headEnd: Int, limits: HTTPParserLimits,
         fields: inout HeaderFields, summary: inout HTTP1FieldSummary
-    ) throws(HTTPParseError) -> Int {
+    ) throws(HTTPParseError) -> Int? {
         assert(fields.count == 0 && fields.storedByteCount == 0)
         var pos = pos
         let block = pos
         var inWireForm = true
         while true {
-            guard let at = findLF(p, from: pos, to: headEnd) else {
-                throw .malformed("unterminated header section")  // unreachable: headEnd ends with CRLFCRLF
-            }
+            guard let at = findLF(p, from: pos, to: headEnd) else { return nil }
             guard at > pos, p[at - 1] == cr else { throw .malformed("bare LF") }
             let lineEnd = at - 1
             if lineEnd == pos {

@@ -117,12 +117,36 @@ package enum HTTPRequestHeadParser {
             return nil
         }
 
+        // On the first look at these bytes (`scanFrom` 0) the head is parsed line by line as its
+        // lines are found, with no separate search for its end: a head nearly always arrives
+        // whole, and one pass over it is cheaper than two. When that finds no end, the caller
+        // waits for more and later looks use `findHeadEnd` from where it stopped (so a head
+        // trickling in is not parsed again and again). When it finds an error, the verdict is
+        // the one the two-pass parse gives, whatever the split of the bytes into reads.
+        if scanFrom == 0 {
+            do throws(HTTPParseError) {
+                if let parsed = try parseHead(p, start: start, bound: visible, limits: limits) { return parsed }
+                if count > limits.maxHeadBytes { throw .headTooLarge }
+                return nil
+            } catch {
+                guard let headEnd = try HTTP1Scan.findHeadEnd(p, start: start, scanFrom: 0, limits: limits) else { return nil }
+                return try parseHead(p, start: start, bound: headEnd, limits: limits)
+            }
+        }
         guard let headEnd = try HTTP1Scan.findHeadEnd(p, start: start, scanFrom: scanFrom, limits: limits) else {
             return nil
         }
+        return try parseHead(p, start: start, bound: headEnd, limits: limits)
+    }
 
+    /// Parses the head starting at `start` (past leading empty lines) whose end lies at or before
+    /// `bound`: nil when no end is found by then.
+    @inline(__always)
+    private static func parseHead(
+        _ p: UnsafeRawBufferPointer, start: Int, bound headEnd: Int, limits: HTTPParserLimits
+    ) throws(HTTPParseError) -> ParsedRequestHead? {
         // Request line: method SP request-target SP HTTP-version CRLF.
-        let lineLF = HTTP1Scan.findLF(p, from: start, to: headEnd)!  // exists: headEnd ends in LF
+        guard let lineLF = HTTP1Scan.findLF(p, from: start, to: headEnd) else { return nil }
         guard p[lineLF - 1] == HTTP1Scan.cr else { throw .malformed("bare LF") }
         let lineEnd = lineLF - 1
 
@@ -143,8 +167,8 @@ package enum HTTPRequestHeadParser {
         // Header fields.
         var summary = HTTP1FieldSummary()
         var fields = HeaderFields(reservingCapacity: HTTP1Scan.initialFieldCapacity, bytes: headEnd - lineLF + 16)
-        let headLength = try HTTP1Scan.parseFields(
-            p, from: lineLF + 1, headEnd: headEnd, limits: limits, fields: &fields, summary: &summary)
+        guard let headLength = try HTTP1Scan.parseFields(
+            p, from: lineLF + 1, headEnd: headEnd, limits: limits, fields: &fields, summary: &summary) else { return nil }
 
         if summary.hostCount == 0 && version.minor == 1 { throw .malformed("missing Host") }
         if summary.hostCount > 1 { throw .malformed("multiple Host") }

@@ -76,13 +76,33 @@ package enum HTTPResponseHeadParser {
             throw p[1] == HTTP1Scan.lf ? .malformed("empty line before status line") : .malformed("bare CR")
         }
 
+        // One pass on the first look, the two-pass verdict on errors: as in
+        // `HTTPRequestHeadParser.parse`.
+        if scanFrom == 0 {
+            do throws(HTTPParseError) {
+                let bound = min(count, limits.maxHeadBytes)
+                if let parsed = try parseHead(p, bound: bound, requestMethod: requestMethod, limits: limits) { return parsed }
+                if count > limits.maxHeadBytes { throw .headTooLarge }
+                return nil
+            } catch {
+                guard let headEnd = try HTTP1Scan.findHeadEnd(p, start: 0, scanFrom: 0, limits: limits) else { return nil }
+                return try parseHead(p, bound: headEnd, requestMethod: requestMethod, limits: limits)
+            }
+        }
         guard let headEnd = try HTTP1Scan.findHeadEnd(p, start: 0, scanFrom: scanFrom, limits: limits) else {
             return nil
         }
+        return try parseHead(p, bound: headEnd, requestMethod: requestMethod, limits: limits)
+    }
 
+    /// Parses the head whose end lies at or before `bound`: nil when no end is found by then.
+    @inline(__always)
+    private static func parseHead(
+        _ p: UnsafeRawBufferPointer, bound headEnd: Int, requestMethod: String, limits: HTTPParserLimits
+    ) throws(HTTPParseError) -> ParsedResponseHead? {
         // Status line: HTTP-version SP 3DIGIT [SP reason-phrase] CRLF.
-        let lineLF = HTTP1Scan.findLF(p, from: 0, to: headEnd)!  // exists: headEnd ends in LF
-        guard p[lineLF - 1] == HTTP1Scan.cr else { throw .malformed("bare LF") }
+        guard let lineLF = HTTP1Scan.findLF(p, from: 0, to: headEnd) else { return nil }
+        guard lineLF > 0, p[lineLF - 1] == HTTP1Scan.cr else { throw .malformed("bare LF") }
         let lineEnd = lineLF - 1
         guard lineEnd >= 8 else { throw .malformed("invalid status line") }
         let version = try HTTP1Scan.parseVersion(p, 0, 8)
@@ -101,8 +121,8 @@ package enum HTTPResponseHeadParser {
         var summary = HTTP1FieldSummary()
         // Room for the fields a proxy adds after editing the list in place (its backend header).
         var fields = HeaderFields(reservingCapacity: HTTP1Scan.initialFieldCapacity, bytes: headEnd - lineLF + 64)
-        let headLength = try HTTP1Scan.parseFields(
-            p, from: lineLF + 1, headEnd: headEnd, limits: limits, fields: &fields, summary: &summary)
+        guard let headLength = try HTTP1Scan.parseFields(
+            p, from: lineLF + 1, headEnd: headEnd, limits: limits, fields: &fields, summary: &summary) else { return nil }
 
         var keepAlive = version.minor == 1
             ? !summary.connectionClose

@@ -50,7 +50,7 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
     @exclusivity(unchecked) private var eventBuffer = [UInt32](repeating: 0, count: 256)
     @exclusivity(unchecked) private var dataBuffer = [UInt64](repeating: 0, count: 256)
     @exclusivity(unchecked) private var jobScratch: [QueuedJob] = []
-    @exclusivity(unchecked) private var dispatchScratch: [(Socket, UInt32)] = []
+    @exclusivity(unchecked) private var dispatchScratch: [ReadyEvent] = []
     @exclusivity(unchecked) private var resumedScratch: [(Socket, ParkedSocket)] = []
     @exclusivity(unchecked) private var expiredScratch: [TimerEntry] = []
     @exclusivity(unchecked) private var expiredSockets: [Socket] = []
@@ -343,13 +343,13 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
                 let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: data))
                 let generation = UInt32(truncatingIfNeeded: data >> 32)
                 if let socket = reg.lookup(fd: fd, generation: generation) {
-                    dispatchScratch.append((socket, eventBuffer[i]))
+                    dispatchScratch.append(ReadyEvent(socket: socket, events: eventBuffer[i]))
                 } else if reg.isParked(fd: fd, generation: generation) {
                     // A parked connection woke up: a new socket object takes over its registration.
                     let socket = Socket(fd: fd, loop: self)
                     socket.setGeneration(generation)
                     if let entry = reg.unpark(fd: fd, generation: generation, as: socket) {
-                        dispatchScratch.append((socket, eventBuffer[i]))
+                        dispatchScratch.append(ReadyEvent(socket: socket, events: eventBuffer[i]))
                         resumedScratch.append((socket, entry))
                     }
                 }
@@ -359,7 +359,7 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
             _ = lbk_eventfd_drain(wakeFD)
             break
         }
-        for (socket, events) in dispatchScratch { socket.handleEvents(events) }
+        for ready in dispatchScratch { ready.socket.handleEvents(ready.events) }
         dispatchScratch.removeAll(keepingCapacity: true)
         if !resumedScratch.isEmpty {
             for (socket, entry) in resumedScratch {
@@ -568,6 +568,14 @@ struct ParkedSocket {
     var deadline: UInt64
     var owner: any ParkedSocketOwner
     var token: UInt64
+}
+
+/// A socket and the readiness events epoll reported for it, kept while the round's events are
+/// delivered. A struct, not a tuple: emptying an array of tuples destroys each element through
+/// the runtime's generic tuple witness (about 60 instructions per round).
+struct ReadyEvent {
+    let socket: Socket
+    let events: UInt32
 }
 
 /// A deadline of a registered socket, named by its registration (fd and generation) so that the
