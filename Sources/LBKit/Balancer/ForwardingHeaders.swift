@@ -100,6 +100,15 @@ enum ForwardingHeaders {
     /// peer is a trusted proxy that may have terminated TLS, so a plain-HTTP client cannot claim
     /// TLS to the backends.
     static func upstreamHead(for head: RequestHead, client: ClientAddress?, peerIsTrustedProxy: Bool) -> RequestHead {
+        var asksUpgrade = false
+        return upstreamHead(for: head, client: client, peerIsTrustedProxy: peerIsTrustedProxy, asksUpgrade: &asksUpgrade)
+    }
+
+    /// ``upstreamHead(for:client:peerIsTrustedProxy:)``, also telling whether the head asks to
+    /// upgrade (`Connection: upgrade` with an `Upgrade` offer, kept for the backend): found on
+    /// the way, so the balancer need not scan the new head again.
+    static func upstreamHead(for head: RequestHead, client: ClientAddress?, peerIsTrustedProxy: Bool,
+                             asksUpgrade: inout Bool) -> RequestHead {
         let h = head.headers
         // One pass for what decides the rewrite.
         var upgrade: Int? = nil
@@ -116,8 +125,11 @@ enum ForwardingHeaders {
         let named = namedByConnection(h)
         // A `Connection` field naming X-Forwarded-* (hostile or odd) takes the general path.
         if !named.isEmpty && (hasForwardedFor || hasForwardedProto) {
-            return upstreamHeadGeneral(for: head, client: client, peerIsTrustedProxy: peerIsTrustedProxy)
+            let general = upstreamHeadGeneral(for: head, client: client, peerIsTrustedProxy: peerIsTrustedProxy)
+            asksUpgrade = UpstreamRequest(head: general).asksUpgrade
+            return general
         }
+        asksUpgrade = connectionUpgrade && upgrade != nil
         let keepProto = peerIsTrustedProxy && hasForwardedProto
         let priorForwardedFor = client != nil && hasForwardedFor ? h["X-Forwarded-For"] : []
         // Room for what is added below (Connection, Upgrade, X-Forwarded-For, -Proto) and for

@@ -14,18 +14,20 @@ extension LoadBalancer {
         let loop = context.eventLoop ?? group.currentLoop ?? group.next()
         let trustedPeer = context.clientAddress.map { identity.isTrusted($0) } ?? false
         let uncancellable = context.runsInUncancellableTask
-        let head = ForwardingHeaders.upstreamHead(for: request.head, client: context.clientAddress, peerIsTrustedProxy: trustedPeer)
-        var upstream: UpstreamRequest
+        var asksUpgrade = false
+        let head = ForwardingHeaders.upstreamHead(for: request.head, client: context.clientAddress, peerIsTrustedProxy: trustedPeer,
+                                                  asksUpgrade: &asksUpgrade)
+        // An upgrade (WebSocket) opens a session: never started twice, never hedged.
+        let replayable = request.bodyStream == nil && !asksUpgrade
+            && replayPolicy.mayReplay(method: request.method, hasIdempotencyKey: request.headers.contains(name: "Idempotency-Key"))
+        // A `let`, built whole: a `var` passed to the exchange was copied first.
+        let upstream: UpstreamRequest
         if let stream = request.bodyStream {
             // Beyond the buffering limit: the body is read as it is sent, so it can be sent once.
             upstream = UpstreamRequest(head: head, bodyStream: stream)
         } else {
-            upstream = UpstreamRequest(head: head, body: request.body)
+            upstream = UpstreamRequest(head: head, body: request.body, mayReplay: replayable)
         }
-        // An upgrade (WebSocket) opens a session: never started twice, never hedged.
-        let replayable = request.bodyStream == nil && !upstream.asksUpgrade
-            && replayPolicy.mayReplay(method: request.method, hasIdempotencyKey: request.headers.contains(name: "Idempotency-Key"))
-        upstream.mayReplay = replayable
         var plan = AttemptPlan(maxAttempts: configuration.maxAttempts, replayable: replayable,
                                requestDeadline: clock.now() + requestTimeout,
                                attemptTimeout: configuration.attemptTimeout)

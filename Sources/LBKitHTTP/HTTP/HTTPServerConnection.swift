@@ -172,7 +172,7 @@ struct HTTP1ServerConnection: Sendable {
             // pipelined bytes wait in it).
             input.reclaimBuffer()
             // What the answer needs from the request head, taken before the head moves into the
-            // request (so it is moved, not copied: every copy retains each stored reference).
+            // request (`consume`: moved, not copied; every copy retains each stored reference).
             let isHEAD = parsed.head.method == "HEAD"
             let version = parsed.head.version
             let requestKeepAlive = parsed.keepAlive
@@ -181,10 +181,10 @@ struct HTTP1ServerConnection: Sendable {
             var reader: ServerBodyReader?
             switch consume body {
             case .buffered(let bytes, let r):
-                request = LBRequest(head: parsed.head, body: bytes)
+                request = LBRequest(head: (consume parsed).head, body: bytes)
                 reserved = r
             case .streamed(let r):
-                request = LBRequest(head: parsed.head, bodyStream: LBBodyStream(source: r, length: r.declaredLength))
+                request = LBRequest(head: (consume parsed).head, bodyStream: LBBodyStream(source: r, length: r.declaredLength))
                 reader = r
             }
             // The request (and its body) ends with the handler's call, before the answer is written.
