@@ -14,6 +14,19 @@ struct ParserByteHelpersTests {
         }
     }
 
+    @Test("isRegNameByte is exactly unreserved or sub-delims without the comma (RFC 3986 2.2, 2.3) for all 256 byte values")
+    func regNameSet() {
+        let unreserved = Set(Array("-._~0123456789".utf8) + Array("abcdefghijklmnopqrstuvwxyz".utf8)
+                             + Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8))
+        let subDelims = Set(Array("!$&'()*+,;=".utf8))
+        for b in 0...255 {
+            let byte = UInt8(b)
+            let expected = (unreserved.contains(byte) || subDelims.contains(byte)) && byte != UInt8(ascii: ",")
+            #expect(HTTP1Syntax.isRegNameByte(byte) == expected, "byte \(b)")
+            #expect(HTTP1Syntax.isRegNameByte(byte) == ((HTTP1Syntax.isUnreserved(byte) || HTTP1Syntax.isSubDelim(byte)) && b != 0x2C))
+        }
+    }
+
     @Test("lettersOrDashes marks exactly the letters and dashes of a word, every byte value at every position, between any neighbours")
     func lettersOrDashesWord() {
         func plain(_ b: UInt8) -> Bool { (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x2D }

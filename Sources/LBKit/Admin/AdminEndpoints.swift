@@ -69,7 +69,10 @@ extension LoadBalancer {
     /// Whether the admin endpoints answer `request` (a `/_lb/` path from an admin client, or a
     /// drain/undrain with the right `X-Admin-Token`); false = it is proxied like any other.
     func answersAdmin(_ request: LBRequest, context: LBRequestContext) -> Bool {
-        guard request.head.target.hasPrefix("/_lb/") else { return false }
+        // The second byte first: nearly every proxied target is not an admin path, and
+        // `hasPrefix` costs a library call per request.
+        let target = request.head.target.utf8
+        guard target.count >= 5, target.dropFirst().first == UInt8(ascii: "_"), request.head.target.hasPrefix("/_lb/") else { return false }
         if isAdminClient(resolvedClient(request, context: context)) { return true }
         let path = request.head.path
         return (path == "/_lb/backends/drain" || path == "/_lb/backends/undrain" || path == "/_lb/backends") && hasAdminToken(request)

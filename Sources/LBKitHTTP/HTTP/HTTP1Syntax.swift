@@ -115,11 +115,16 @@ package enum HTTP1Syntax {
             || b == UInt8(ascii: "/") || b == UInt8(ascii: "?")
     }
 
-    /// reg-name bytes (without pct-encoded), comma excluded (see ``isValidHost(_:_:_:)``).
+    /// reg-name bytes (without pct-encoded), comma excluded (see ``isValidHost(_:_:_:)``):
+    /// `(isUnreserved(b) || isSubDelim(b)) && b != ","`, as a bit per ASCII byte (one shift
+    /// and test instead of a dozen comparisons per byte of every request's `Host`).
     @inline(__always)
     static func isRegNameByte(_ b: UInt8) -> Bool {
-        (isUnreserved(b) || isSubDelim(b)) && b != UInt8(ascii: ",")
+        b < 64 ? (regNameLow >> UInt64(b)) & 1 != 0 : b < 128 && (regNameHigh >> UInt64(b &- 64)) & 1 != 0
     }
+    /// Bits 0-63 and 64-127 of the reg-name byte set (tested against the definition in HTTP1SyntaxTests).
+    static let regNameLow: UInt64 = 0x2bff_6fd2_0000_0000
+    static let regNameHigh: UInt64 = 0x47ff_fffe_87ff_fffe
 
     private static func hex(_ b: UInt8) -> String {
         let digits = Array("0123456789ABCDEF".utf8)
