@@ -12,12 +12,12 @@ extension HTTP1ServerConnection {
     /// Reads the next request head. Waiting for its first byte is the keep-alive idle wait (until
     /// `idleDeadline`, default idle timeout from now); quiet for ``quietPeriodNs`` -> ``Failure/park(idleDeadline:)``.
     @inline(__always)  // one caller (run), and its reads are in line: no async call per request
-    nonisolated(nonsending) func readHead(_ input: ConnectionInput, idleDeadline resumed: UInt64?) async throws(Failure) -> ParsedRequestHead {
-        let now = lbk_monotonic_ns()
-        let idleDeadline = resumed ?? {
-            let (sum, overflow) = now.addingReportingOverflow(server.timeoutsNs.idle)
-            return overflow ? .max : sum
-        }()
+    /// `since`: when the wait began (the caller may have waited in line already, until the same
+    /// quiet deadline).
+    nonisolated(nonsending) func readHead(_ input: ConnectionInput, idleDeadline resumed: UInt64?,
+                                          since start: UInt64? = nil) async throws(Failure) -> ParsedRequestHead {
+        let now = start ?? lbk_monotonic_ns()
+        let idleDeadline = resumed ?? self.idleDeadline(from: now)
         let quietDeadline = min(idleDeadline, now &+ Self.quietPeriodNs)
         var headDeadline: UInt64 = .max
         var scanFrom = 0
@@ -63,6 +63,19 @@ extension HTTP1ServerConnection {
                 throw .close
             }
         }
+    }
+
+    /// The keep-alive idle deadline for a wait that begins at `now`.
+    @inline(__always)
+    func idleDeadline(from now: UInt64) -> UInt64 {
+        let (sum, overflow) = now.addingReportingOverflow(server.timeoutsNs.idle)
+        return overflow ? .max : sum
+    }
+
+    /// When a keep-alive connection waiting since `now` is parked (see ``readHead(_:idleDeadline:since:)``).
+    @inline(__always)
+    func quietDeadline(from now: UInt64) -> UInt64 {
+        min(idleDeadline(from: now), now &+ Self.quietPeriodNs)
     }
 
     // MARK: Body

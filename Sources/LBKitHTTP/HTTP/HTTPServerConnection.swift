@@ -133,10 +133,32 @@ struct HTTP1ServerConnection: Sendable {
         var resumedIdleDeadline = resuming?.idleDeadline
         var backToBack = 0
         while true {
+            // The steady keep-alive case in line, with no async call (a task allocation less per
+            // request): wait quietly for the next request, read it and parse a head that came
+            // whole. Anything else (a timeout, EOF, an error, a head in pieces) is left to
+            // `readHead`, which starts over from the same instant and decides.
+            var quickHead: ParsedRequestHead? = nil
+            let waitStart = lbk_monotonic_ns()
+            if resumedIdleDeadline == nil && input.buffer.isEmpty && !server.isDraining {
+                do throws(SocketError) {
+                    if !socket.mightBeReadable {
+                        try await socket.waitReadable(holding: &input.buffer, deadline: quietDeadline(from: waitStart), idle: true)
+                    }
+                    if let n = try socket.readNow(into: &input.buffer), n > 0 {
+                        quickHead = try? input.buffer.parseRequestHead(limits: config.limits, scanFrom: 0)
+                    }
+                } catch {
+                    // readHead meets the same state and answers it.
+                }
+            }
             let parsed: ParsedRequestHead
             let body: ReadBody
             do throws(Failure) {
-                parsed = try await readHead(input, idleDeadline: resumedIdleDeadline)
+                if let quick = quickHead.take() {  // moved out, not copied
+                    parsed = quick
+                } else {
+                    parsed = try await readHead(input, idleDeadline: resumedIdleDeadline, since: waitStart)
+                }
                 resumedIdleDeadline = nil
                 if parsed.head.method == "CONNECT" {
                     // We are an origin-facing proxy, not a forward proxy: no CONNECT tunnels
