@@ -72,11 +72,34 @@ int lbk_accept(int fd, void *addr, uint32_t *addrlen) {
 
 int lbk_socket_stream(int family) { return socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0); }
 
-uint64_t lbk_monotonic_ns(void) {
+static inline uint64_t lbk_clock_monotonic(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+/* Per-job time on loop threads (see lbk_job_clock_begin in the header). `lbk_job_uses` counts
+ * the reads served from `lbk_job_now`; 0 means the next read takes a fresh one. */
+static __thread int lbk_job_caching = 0;
+static __thread uint64_t lbk_job_now = 0;
+static __thread unsigned lbk_job_uses = 0;
+#define LBK_JOB_CLOCK_MAX_USES 8u
+
+uint64_t lbk_monotonic_ns(void) {
+    if (!lbk_job_caching) return lbk_clock_monotonic();
+    if (lbk_job_uses == 0 || lbk_job_uses >= LBK_JOB_CLOCK_MAX_USES) {
+        lbk_job_now = lbk_clock_monotonic();
+        lbk_job_uses = 0;
+    }
+    lbk_job_uses++;
+    return lbk_job_now;
+}
+
+uint64_t lbk_monotonic_ns_fresh(void) { return lbk_clock_monotonic(); }
+
+void lbk_job_clock_begin(void) { lbk_job_caching = 1; lbk_job_uses = 0; }
+void lbk_job_clock_next(void) { lbk_job_uses = 0; }
+void lbk_job_clock_end(void) { lbk_job_caching = 0; }
 
 uint64_t lbk_wall_ns(void) {
     struct timespec ts;

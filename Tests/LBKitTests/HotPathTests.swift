@@ -1,3 +1,5 @@
+import CLBKitShim
+import Glibc
 import Synchronization
 import Testing
 @testable import LBKit
@@ -98,6 +100,30 @@ struct HotPathTests {
         #expect(fields.map(\.name) == ["Host", "content-type", "Connection", "Content-Length"])
         #expect(fields.map(\.value) == ["a", "application/json", "Keep-Alive", "0"])
         #expect(parsed?.head.method == "POST")
+    }
+
+    @Test("inside a loop's job, up to 8 clock reads share one reading, and the time still advances; the next job reads afresh")
+    func jobClock() async {
+        let loop = TestLoops.group.loops[0]
+        let (first, second) = await withCheckedContinuation { (done: CheckedContinuation<([UInt64], [UInt64]), Never>) in
+            Task(executorPreference: loop) {
+                var first: [UInt64] = []
+                for _ in 0..<200 { first.append(lbk_monotonic_ns()) }
+                await Task.yield()   // another job
+                var second: [UInt64] = []
+                for _ in 0..<8 { second.append(lbk_monotonic_ns()) }
+                done.resume(returning: (first, second))
+            }
+        }
+        #expect(Set(first.prefix(8)).count == 1, "the first 8 reads of a job share a reading: \(first.prefix(8))")
+        #expect(first.last! > first.first!, "a job polling the clock sees it advance")
+        #expect(zip(first, first.dropFirst()).allSatisfy { $0 <= $1 }, "never backwards")
+        #expect(second.first! > first.first!, "the next job reads the clock again")
+        #expect(second.first! >= first.last!)
+        // Off the loops, every read is a fresh one.
+        let a = lbk_monotonic_ns()
+        usleep(1000)
+        #expect(lbk_monotonic_ns() >= a + 1_000_000)
     }
 
     @Test("Duration.nanosecondsClamped below and above the 64-bit attosecond range")

@@ -38,8 +38,22 @@ int lbk_accept(int fd, void *addr, uint32_t *addrlen);
 /// socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0).
 int lbk_socket_stream(int family);
 
-/// CLOCK_MONOTONIC in nanoseconds.
+/// CLOCK_MONOTONIC in nanoseconds. Inside a job run by an event loop (between
+/// lbk_job_clock_begin and lbk_job_clock_end), up to 8 reads share one clock reading taken at the
+/// first of them, the way nginx reads the time once per loop iteration: a request's work between
+/// two waits reads the time a dozen times (deadlines, latency, health), and each clock_gettime
+/// costs more than the rest of such a read. Each job starts with a fresh reading, so a duration
+/// measured from one job to a later one (an attempt's latency) is exact to within the time a job
+/// runs before its first read; a loop polling the time inside one job still sees it advance.
 uint64_t lbk_monotonic_ns(void);
+/// CLOCK_MONOTONIC in nanoseconds, always read now (for the loop itself, outside jobs).
+uint64_t lbk_monotonic_ns_fresh(void);
+/// The calling (loop) thread starts running jobs: lbk_monotonic_ns shares readings from now on.
+void lbk_job_clock_begin(void);
+/// The next job starts: its first lbk_monotonic_ns takes a fresh reading.
+void lbk_job_clock_next(void);
+/// The calling thread stops running jobs: every lbk_monotonic_ns reads the clock again.
+void lbk_job_clock_end(void);
 /// CLOCK_REALTIME in nanoseconds since the Unix epoch.
 uint64_t lbk_wall_ns(void);
 

@@ -291,7 +291,11 @@ public final class LBEventLoop: TaskExecutor, @unchecked Sendable, CustomStringC
             jobs.withLock { queue in swap(&queue, &jobScratch) }
             if jobScratch.isEmpty { return }
             let executor = asUnownedTaskExecutor()
+            // Each job reads the clock once for its first several reads (see lbk_monotonic_ns).
+            lbk_job_clock_begin()
+            defer { lbk_job_clock_end() }
             for queued in jobScratch {
+                lbk_job_clock_next()
                 switch queued.executor {
                 case .loop: queued.job.runSynchronously(on: executor)
                 case .taskExecutor(let other): queued.job.runSynchronously(on: other)
