@@ -42,6 +42,8 @@ enum ForwardingHeaders {
         // The length first, inline: most fields are not 10 bytes long (a call per field cost
         // ~30 instructions).
         for i in 0..<headers.count where headers.nameLength(at: i) == 10 && headers.name(at: i, is: "Connection") {
+            // The usual values name no field: no list walk for them.
+            if headers.value(at: i, equalsFoldingCase: "keep-alive") || headers.value(at: i, equalsFoldingCase: "close") { continue }
             headers.forEachToken(inValueAt: i) { token in
                 if !isStrippedByDefault(token) { named.append(String(decoding: token, as: UTF8.self)) }
             }

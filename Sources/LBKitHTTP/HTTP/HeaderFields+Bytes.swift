@@ -81,6 +81,17 @@ extension HeaderFields {
         return found
     }
 
+    /// Whether field `i`'s whole value is `literal`, ASCII case-insensitively (e.g. a
+    /// `Connection: keep-alive`, without walking it as a list).
+    @inlinable
+    package func value(at i: Int, equalsFoldingCase literal: StaticString) -> Bool {
+        let c = contents
+        let line = c.line(i)
+        guard line.valueLength == literal.utf8CodeUnitCount else { return false }
+        return Self.bytesEqualFoldingCase(
+            c.bytes, line.valueStart, UnsafeRawBufferPointer(start: literal.utf8Start, count: line.valueLength), 0, line.valueLength)
+    }
+
     /// Whether two byte strings are equal, ASCII case-insensitively (field names, tokens).
     @inlinable
     package static func bytes(_ a: UnsafeRawBufferPointer, equalFoldingCase b: UnsafeRawBufferPointer) -> Bool {
