@@ -101,6 +101,32 @@ struct HangDetectionTests {
         _ = cluster.choose()
         #expect(cluster.snapshot()[0].state == .healthy)
         #expect(cluster.hangThreshold(0) == nil)
+        #expect(cluster.hangThresholdNanoseconds(0) == nil)
+    }
+
+    @Test("the threshold in nanoseconds is the Duration threshold: the floor, or factor x the latency EWMA, as it decays")
+    func thresholdInNanoseconds() {
+        let (cluster, clock, _) = makeCluster(count: 2) { $0.hangDetection = HangDetection(floor: .milliseconds(50), factor: 10) }
+        func agree(_ label: String) {
+            let duration = cluster.hangThreshold(0).map { UInt64($0.nanosecondsClamped) }
+            let ns = cluster.hangThresholdNanoseconds(0)
+            #expect(duration != nil && ns != nil, "\(label)")
+            // The Duration form truncates the EWMA before multiplying: at most `factor` ns apart.
+            if let duration, let ns { #expect(max(duration, ns) - min(duration, ns) <= 10, "\(label): \(duration) vs \(ns)") }
+        }
+        agree("no samples: the floor")
+        #expect(cluster.hangThresholdNanoseconds(0) == 50_000_000)
+        for _ in 0..<20 {
+            cluster.attemptStarted(0)
+            cluster.attemptFinished(0, outcome: .success, latency: .milliseconds(40))
+        }
+        agree("slow backend: factor x EWMA")
+        #expect((cluster.hangThresholdNanoseconds(0) ?? 0) > 300_000_000)
+        clock.advance(by: .seconds(3))
+        agree("decayed")
+        clock.advance(by: .seconds(600))
+        agree("long decayed: the floor again")
+        #expect(cluster.hangThresholdNanoseconds(0) == 50_000_000)
     }
 
     @Test("a trial chosen but never sent is released at once (no lock-out for the maximum ejection)")

@@ -44,7 +44,9 @@ int lbk_socket_stream(int family);
 /// two waits reads the time a dozen times (deadlines, latency, health), and each clock_gettime
 /// costs more than the rest of such a read. Each job starts with a fresh reading, so a duration
 /// measured from one job to a later one (an attempt's latency) is exact to within the time a job
-/// runs before its first read; a loop polling the time inside one job still sees it advance.
+/// runs before its first read; a loop polling the time inside one job still sees it advance. A
+/// job that blocks its thread (it should not: the whole loop waits) reads a time from before it
+/// blocked for at most 7 more reads.
 uint64_t lbk_monotonic_ns(void);
 /// CLOCK_MONOTONIC in nanoseconds, always read now (for the loop itself, outside jobs).
 uint64_t lbk_monotonic_ns_fresh(void);

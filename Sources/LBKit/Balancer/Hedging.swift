@@ -5,22 +5,23 @@ extension LoadBalancer {
     /// for none (see ``LoadBalancerConfiguration/hedgeAfter``). Reads the p99 from `cluster`, the
     /// request's own snapshot of the backends.
     func hedgePoint(for index: Int, in cluster: BackendCluster, from now: MonotonicInstant) -> MonotonicInstant? {
-        let delay: Duration
+        hedgeDelayNanoseconds(for: index, in: cluster).map { now + .nanoseconds(Int64(clamping: $0)) }
+    }
+
+    /// How long after it was sent an unanswered replayable attempt on `index` gets a hedge, in
+    /// nanoseconds (the forwarding loop turns it into the exchange's soft deadline directly).
+    func hedgeDelayNanoseconds(for index: Int, in cluster: BackendCluster) -> UInt64? {
         if let fixed = configuration.hedgeAfter {
             guard fixed > .zero else { return nil }
-            delay = fixed
-        } else {
-            if let maxDelay = configuration.maxDelay {
-                let p99 = cluster.recentP99(index) ?? maxDelay
-                delay = min(maxDelay, max(.milliseconds(2), p99 * 2))
-            } else {
-                // Without a latency bound, hedge where the backend would count as hung: a stalled
-                // backend's replayable requests move on as soon as it is caught.
-                guard let threshold = cluster.hangThreshold(index) else { return nil }
-                delay = threshold
-            }
+            return UInt64(fixed.nanosecondsClamped)
         }
-        return now + delay
+        if let maxDelay = configuration.maxDelay {
+            let p99 = cluster.recentP99(index) ?? maxDelay
+            return UInt64(max(0, min(maxDelay, max(.milliseconds(2), p99 * 2)).nanosecondsClamped))
+        }
+        // Without a latency bound, hedge where the backend would count as hung: a stalled
+        // backend's replayable requests move on as soon as it is caught.
+        return cluster.hangThresholdNanoseconds(index)
     }
 
     /// Races the pending first attempt against a second attempt on another backend. Returns as soon

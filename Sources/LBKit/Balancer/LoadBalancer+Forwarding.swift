@@ -63,12 +63,12 @@ extension LoadBalancer {
             case .admitted(let attemptDeadline):
                 plan.started(index)
                 attemptStarted(index, in: up)
-                var hedgeAt = plan.mayHedge ? hedgePoint(for: index, in: cluster, from: now) : nil
-                if trial, let point = hedgeAt {
+                var hedgeDelayNs = plan.mayHedge ? hedgeDelayNanoseconds(for: index, in: cluster) : nil
+                if trial, let delay = hedgeDelayNs {
                     // A replayable trial of a half-open backend (ejected, slow or hung before) is
                     // raced against another backend almost at once: it costs the client nothing,
                     // and its own outcome still decides whether the backend comes back.
-                    hedgeAt = min(point, now + Self.trialRaceDelay)
+                    hedgeDelayNs = min(delay, Self.trialRaceDelayNanoseconds)
                 }
                 // The attempt's backend, start and result as three locals, not an AttemptRecord:
                 // taking the result back out of a record copied the whole response (and
@@ -78,7 +78,7 @@ extension LoadBalancer {
                 let result: Result<UpstreamResponse, UpstreamError>
                 do {
                     let deadlineNs = UpstreamClient.deadline(after: attemptDeadline - now)
-                    let answerByNs = hedgeAt.map { UpstreamClient.deadline(after: $0 - now) } ?? .max
+                    let answerByNs = hedgeDelayNs.map { UpstreamClient.deadline(afterNanoseconds: $0) } ?? .max
                     // A task nothing can cancel skips send's cancellation wrapper (one async call less).
                     let progress = uncancellable
                         ? try await client.sendUncancellable(upstream, to: up.endpoints[index], on: loop, deadline: deadlineNs, answerBy: answerByNs)
@@ -130,6 +130,7 @@ extension LoadBalancer {
     /// had closed shows its EOF and is replaced by a fresh one (RFC 9112 9.3.1) before the
     /// race, instead of failing the trial.
     static let trialRaceDelay = Duration.milliseconds(2)
+    static let trialRaceDelayNanoseconds: UInt64 = 2_000_000
 
     /// Time to last byte: when the body is whole it is already here; a streamed body is
     /// observed until its end (or until it breaks off or is abandoned).

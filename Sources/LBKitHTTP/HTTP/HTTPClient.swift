@@ -75,7 +75,13 @@ public final class UpstreamClient: Sendable {
 
     /// Monotonic ns `timeout` from now (saturating).
     package static func deadline(after timeout: Duration) -> UInt64 {
-        let (sum, overflow) = lbk_monotonic_ns().addingReportingOverflow(UInt64(max(0, timeout.nanosecondsClamped)))
+        deadline(afterNanoseconds: UInt64(max(0, timeout.nanosecondsClamped)))
+    }
+
+    /// ``deadline(after:)`` for a timeout already in nanoseconds.
+    @inline(__always)
+    package static func deadline(afterNanoseconds ns: UInt64) -> UInt64 {
+        let (sum, overflow) = lbk_monotonic_ns().addingReportingOverflow(ns)
         return overflow ? .max : sum
     }
 
@@ -121,9 +127,9 @@ public final class UpstreamClient: Sendable {
     nonisolated(nonsending) package func sendUncancellable(_ request: UpstreamRequest, to endpoint: UpstreamEndpoint, on loop: LBEventLoop,
                                    deadline: UInt64, answerBy: UInt64,
                                    abortHandle: ExchangeAbortHandle? = nil) async throws(UpstreamError) -> ExchangeProgress {
-        // Nobody can abort an exchange that was given no handle and cannot end up pending (no
-        // soft deadline): it goes without one (an allocation less per request).
-        let handle: ExchangeAbortHandle? = abortHandle ?? (answerBy < deadline ? ExchangeAbortHandle() : nil)
+        // Nobody else can abort an exchange that was given no handle until it becomes pending:
+        // it runs without one, and gets one then (`attachedHandle`).
+        let handle: ExchangeAbortHandle? = abortHandle
         var wire: [UInt8] = []
         wire.reserveCapacity(512 + request.body.count)
         // The caller's head, written straight into the wire buffer with the framing fields this
@@ -210,7 +216,7 @@ public final class UpstreamClient: Sendable {
                 guard let parsed else {
                     let pending = PendingExchange(connection: connection, endpoint: endpoint, loop: loop,
                                                   method: head.method, reused: reused,
-                                                  abortHandle: handle ?? ExchangeAbortHandle(),  // set: only a soft deadline ends here
+                                                  abortHandle: handle ?? Self.attachedHandle(connection),
                                                   upgrade: upgrade)
                     return .pending(pending)
                 }
@@ -237,6 +243,15 @@ public final class UpstreamClient: Sendable {
                 throw failure
             }
         }
+    }
+
+    /// A new abort handle attached to `connection`: an exchange given none gets one only when it
+    /// becomes pending, the first moment anyone else could abort it (an allocation and a lock
+    /// less for every replayable request answered before its hedge point).
+    private static func attachedHandle(_ connection: PooledConnection) -> ExchangeAbortHandle {
+        let handle = ExchangeAbortHandle()
+        _ = handle.attach(connection.socket)   // a new handle is not aborted: attaching succeeds
+        return handle
     }
 
     /// Continues a ``ExchangeProgress/pending(_:)`` exchange until its response is complete.

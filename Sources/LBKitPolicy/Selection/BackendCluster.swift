@@ -170,6 +170,23 @@ public final class BackendCluster: Sendable {
         return max(rule.floor, Duration.nanoseconds(Int64(min(ewma, 9e18))) * rule.factor)
     }
 
+    /// ``hangThreshold(_:)`` in nanoseconds, the same rule without `Duration` arithmetic (a
+    /// 128-bit multiplication and conversions): the balancer asks for it on every replayable
+    /// request, as its default hedge point.
+    ///
+    /// ```swift
+    /// let hedgeAfterNs = cluster.hangThresholdNanoseconds(0)   // nil: hang detection is off
+    /// ```
+    public func hangThresholdNanoseconds(_ index: Int) -> UInt64? {
+        let factor = hangConfiguration.factor
+        guard factor > 0 else { return nil }
+        let now = clock.now()
+        let ewma = state.withLock { s -> Double in s.latency.indices.contains(index) ? s.latency[index].ewma(at: now) : 0 }
+        let scaled = ewma * Double(factor)
+        let typical: UInt64 = scaled >= 9e18 ? 9_000_000_000_000_000_000 : (scaled > 0 ? UInt64(scaled) : 0)
+        return max(hangFloorNanoseconds, typical)
+    }
+
     /// Reports that a proxied response body reached its end (or broke off) `latency` after the
     /// attempt started: recorded for time-to-last-byte statistics only (health and slowness are
     /// judged on time to the response head).
