@@ -87,9 +87,14 @@ extension HeaderFields {
     package func value(at i: Int, equalsFoldingCase literal: StaticString) -> Bool {
         let c = contents
         let line = c.line(i)
-        guard line.valueLength == literal.utf8CodeUnitCount else { return false }
-        return Self.bytesEqualFoldingCase(
-            c.bytes, line.valueStart, UnsafeRawBufferPointer(start: literal.utf8Start, count: line.valueLength), 0, line.valueLength)
+        return Self.bytes(c.bytes, at: line.valueStart, count: line.valueLength, equalFoldingCase: literal)
+    }
+
+    /// Whether `count` bytes of `s` from `start` spell `literal`, ASCII case-insensitively.
+    @inlinable @inline(__always)
+    package static func bytes(_ s: UnsafeRawBufferPointer, at start: Int, count: Int, equalFoldingCase literal: StaticString) -> Bool {
+        count == literal.utf8CodeUnitCount
+            && bytesEqualFoldingCase(s, start, UnsafeRawBufferPointer(start: literal.utf8Start, count: count), 0, count)
     }
 
     /// Whether two byte strings are equal, ASCII case-insensitively (field names, tokens).
@@ -101,8 +106,7 @@ extension HeaderFields {
     /// Whether `bytes` spell `literal`, ASCII case-insensitively.
     @inlinable @inline(__always)
     package static func bytes(_ bytes: UnsafeRawBufferPointer, equalFoldingCase literal: StaticString) -> Bool {
-        bytes.count == literal.utf8CodeUnitCount
-            && bytesEqualFoldingCase(bytes, 0, UnsafeRawBufferPointer(start: literal.utf8Start, count: bytes.count), 0, bytes.count)
+        Self.bytes(bytes, at: 0, count: bytes.count, equalFoldingCase: literal)
     }
 
     /// The byte length of field `i`'s name (to classify names before comparing bytes).
@@ -114,9 +118,7 @@ extension HeaderFields {
     package func name(at i: Int, is name: StaticString) -> Bool {
         let c = contents
         let line = c.line(i)
-        guard line.nameLength == name.utf8CodeUnitCount else { return false }
-        return Self.bytesEqualFoldingCase(
-            c.bytes, line.start, UnsafeRawBufferPointer(start: name.utf8Start, count: line.nameLength), 0, line.nameLength)
+        return Self.bytes(c.bytes, at: line.start, count: line.nameLength, equalFoldingCase: name)
     }
 
     /// Whether field `i`'s name is `name`, ASCII case-insensitively.

@@ -261,11 +261,10 @@ public struct HeaderFields: @unchecked Sendable, Sequence, ExpressibleByDictiona
         }
     }
 
-    /// Whether `line`'s name in `s` is `name` (same length checked by the caller or here).
+    /// Whether `line`'s name in `s` is `name`.
     @inline(__always)
     static func isName(_ s: UnsafeRawBufferPointer, _ line: Line, _ name: StaticString) -> Bool {
-        line.nameLength == name.utf8CodeUnitCount
-            && bytesEqualFoldingCase(s, line.start, UnsafeRawBufferPointer(start: name.utf8Start, count: line.nameLength), 0, line.nameLength)
+        bytes(s, at: line.start, count: line.nameLength, equalFoldingCase: name)
     }
 
     /// Drops the fields for which `drop` returns true (called once per field, in order, with the
