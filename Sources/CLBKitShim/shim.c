@@ -95,8 +95,6 @@ uint64_t lbk_monotonic_ns(void) {
     return lbk_job_now;
 }
 
-uint64_t lbk_monotonic_ns_fresh(void) { return lbk_clock_monotonic(); }
-
 void lbk_job_clock_begin(void) { lbk_job_caching = 1; lbk_job_uses = 0; }
 void lbk_job_clock_next(void) { lbk_job_uses = 0; }
 void lbk_job_clock_end(void) { lbk_job_caching = 0; }

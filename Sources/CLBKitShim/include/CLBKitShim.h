@@ -48,8 +48,6 @@ int lbk_socket_stream(int family);
 /// job that blocks its thread (it should not: the whole loop waits) reads a time from before it
 /// blocked for at most 7 more reads.
 uint64_t lbk_monotonic_ns(void);
-/// CLOCK_MONOTONIC in nanoseconds, always read now (for the loop itself, outside jobs).
-uint64_t lbk_monotonic_ns_fresh(void);
 /// The calling (loop) thread starts running jobs: lbk_monotonic_ns shares readings from now on.
 void lbk_job_clock_begin(void);
 /// The next job starts: its first lbk_monotonic_ns takes a fresh reading.
