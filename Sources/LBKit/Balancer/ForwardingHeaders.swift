@@ -65,34 +65,13 @@ enum ForwardingHeaders {
 
     /// Whether the bytes `name` spell one of ``hopByHop`` or `Content-Length`.
     static func isStrippedByDefault(_ name: UnsafeRawBufferPointer) -> Bool {
-        switch name.count {
-        case 2: HeaderFields.bytes(name, equalFoldingCase: "TE")
-        case 7: HeaderFields.bytes(name, equalFoldingCase: "Trailer") || HeaderFields.bytes(name, equalFoldingCase: "Upgrade")
-        case 10: HeaderFields.bytes(name, equalFoldingCase: "Connection") || HeaderFields.bytes(name, equalFoldingCase: "Keep-Alive")
-        case 14: HeaderFields.bytes(name, equalFoldingCase: "Content-Length")
-        case 16: HeaderFields.bytes(name, equalFoldingCase: "Proxy-Connection")
-        case 17: HeaderFields.bytes(name, equalFoldingCase: "Transfer-Encoding")
-        case 18: HeaderFields.bytes(name, equalFoldingCase: "Proxy-Authenticate")
-        case 19: HeaderFields.bytes(name, equalFoldingCase: "Proxy-Authorization")
-        default: false
-        }
+        HeaderFields.isHopByHopByDefault(name, at: 0, count: name.count)
     }
 
-    /// Whether field `i` of `headers` is one of ``hopByHop`` or `Content-Length` (its name's
-    /// length picks the candidates before any byte is compared).
+    /// Whether field `i` of `headers` is one of ``hopByHop`` or `Content-Length`.
     @inline(__always)
     static func isStrippedByDefault(_ headers: HeaderFields, at i: Int) -> Bool {
-        switch headers.nameLength(at: i) {
-        case 2: headers.name(at: i, is: "TE")
-        case 7: headers.name(at: i, is: "Trailer") || headers.name(at: i, is: "Upgrade")
-        case 10: headers.name(at: i, is: "Connection") || headers.name(at: i, is: "Keep-Alive")
-        case 14: headers.name(at: i, is: "Content-Length")
-        case 16: headers.name(at: i, is: "Proxy-Connection")
-        case 17: headers.name(at: i, is: "Transfer-Encoding")
-        case 18: headers.name(at: i, is: "Proxy-Authenticate")
-        case 19: headers.name(at: i, is: "Proxy-Authorization")
-        default: false
-        }
+        headers.isHopByHopByDefault(at: i)
     }
 
     /// The head to send upstream for a client request from `client`.

@@ -245,19 +245,38 @@ public struct HeaderFields: @unchecked Sendable, Sequence, ExpressibleByDictiona
     }
 
     /// Whether `line`'s name is one of the fields a proxy always drops (see
-    /// ``removeHopByHop(keepingFirstContentLength:named:)``), by length first.
+    /// ``removeHopByHop(keepingFirstContentLength:named:)``).
     @inline(__always)
     static func isHopByHopByDefault(_ s: UnsafeRawBufferPointer, _ line: Line) -> Bool {
-        switch line.nameLength {
-        case 2: isName(s, line, "TE")
-        case 7: isName(s, line, "Trailer") || isName(s, line, "Upgrade")
-        case 10: isName(s, line, "Connection") || isName(s, line, "Keep-Alive")
-        case 14: isName(s, line, "Content-Length")
-        case 16: isName(s, line, "Proxy-Connection")
-        case 17: isName(s, line, "Transfer-Encoding")
-        case 18: isName(s, line, "Proxy-Authenticate")
-        case 19: isName(s, line, "Proxy-Authorization")
-        default: false
+        isHopByHopByDefault(s, at: line.start, count: line.nameLength)
+    }
+
+    /// Whether field `i`'s name is one of the fields a proxy always drops.
+    @inlinable
+    package func isHopByHopByDefault(at i: Int) -> Bool {
+        let c = contents
+        let line = c.line(i)
+        return Self.isHopByHopByDefault(c.bytes, at: line.start, count: line.nameLength)
+    }
+
+    /// Whether the `count` bytes of `s` from `start` name one of the fields a proxy always
+    /// drops: `Connection`, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`,
+    /// `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization` (RFC 9110
+    /// 7.6.1) and `Content-Length` (the sender frames the message itself). The length picks the
+    /// candidates before any byte is compared. The one list of these names.
+    @inlinable @inline(__always)
+    package static func isHopByHopByDefault(_ s: UnsafeRawBufferPointer, at start: Int, count: Int) -> Bool {
+        func named(_ name: StaticString) -> Bool { bytes(s, at: start, count: count, equalFoldingCase: name) }
+        switch count {
+        case 2: return named("TE")
+        case 7: return named("Trailer") || named("Upgrade")
+        case 10: return named("Connection") || named("Keep-Alive")
+        case 14: return named("Content-Length")
+        case 16: return named("Proxy-Connection")
+        case 17: return named("Transfer-Encoding")
+        case 18: return named("Proxy-Authenticate")
+        case 19: return named("Proxy-Authorization")
+        default: return false
         }
     }
 

@@ -163,16 +163,12 @@ public final class BackendCluster: Sendable {
     /// (see ``HangDetection``); nil when hang detection is off. The balancer hedges replayable
     /// requests at this point by default.
     public func hangThreshold(_ index: Int) -> Duration? {
-        let rule = hangConfiguration
-        guard rule.factor > 0 else { return nil }
-        let now = clock.now()
-        let ewma = state.withLock { s -> Double in s.latency.indices.contains(index) ? s.latency[index].ewma(at: now) : 0 }
-        return max(rule.floor, Duration.nanoseconds(Int64(min(ewma, 9e18))) * rule.factor)
+        hangThresholdNanoseconds(index).map { .nanoseconds(Int64(clamping: $0)) }
     }
 
-    /// ``hangThreshold(_:)`` in nanoseconds, the same rule without `Duration` arithmetic (a
-    /// 128-bit multiplication and conversions): the balancer asks for it on every replayable
-    /// request, as its default hedge point.
+    /// ``hangThreshold(_:)`` in nanoseconds, the rule itself (no `Duration` arithmetic: a 128-bit
+    /// multiplication and conversions): the balancer asks for it on every replayable request, as
+    /// its default hedge point.
     ///
     /// ```swift
     /// let hedgeAfterNs = cluster.hangThresholdNanoseconds(0)   // nil: hang detection is off
