@@ -164,6 +164,49 @@ struct RetryBudgetTests {
         #expect(stats.totalGranted == 2 && stats.totalDenied == 2)
         #expect(RetryReason(FailureKind.reset) == .reset)
     }
+
+    @Test("startAttempt does what requestStarted, choose, attemptStarted and hangThresholdNanoseconds do, in one call")
+    func fusedAttemptStart() {
+        let (cluster, clock, _) = makeCluster(count: 3) {
+            $0.minRetriesPerSecond = 0
+            $0.retryBudgetPercent = 50
+            $0.hangDetection = HangDetection(floor: .milliseconds(10), factor: 4)
+        }
+        // Latency history for backend 1: its hang threshold is 4 x its EWMA, above the floor.
+        cluster.attemptStarted(1)
+        cluster.attemptFinished(1, outcome: .success, latency: .milliseconds(20))
+        var chosen: [Int] = []
+        for round in 0..<4 {
+            var trial = true
+            var threshold: UInt64? = nil
+            guard case .backend(let index) = cluster.startAttempt(firstOfRequest: true, withHangThreshold: true, trial: &trial,
+                                                                  hangThresholdNanoseconds: &threshold) else {
+                Issue.record("no backend chosen in round \(round)")
+                return
+            }
+            chosen.append(index)
+            #expect(!trial)
+            #expect(threshold == cluster.hangThresholdNanoseconds(index))
+            let snapshot = cluster.snapshot()[index]
+            #expect(snapshot.inFlight == 1)
+            cluster.attemptFinished(index, outcome: .success, latency: .milliseconds(1))
+            clock.advance(by: .milliseconds(1))
+        }
+        // Strict rotation, as choose gives.
+        #expect(chosen == [chosen[0], (chosen[0] + 1) % 3, (chosen[0] + 2) % 3, chosen[0]])
+        #expect(cluster.hangThresholdNanoseconds(1).map { $0 > 10_000_000 } == true)
+        // Four requests deposited 50 % of a token each: two retries, not three.
+        #expect(cluster.tryRetry(reason: .connect))
+        #expect(cluster.tryRetry(reason: .connect))
+        #expect(!cluster.tryRetry(reason: .connect))
+        // A retry's start deposits nothing, and leaves the threshold alone when not asked.
+        var trial = false
+        var threshold: UInt64? = 7
+        _ = cluster.startAttempt(excluding: BackendIndexSet([0]), firstOfRequest: false, withHangThreshold: false, trial: &trial,
+                                 hangThresholdNanoseconds: &threshold)
+        #expect(threshold == nil)
+        #expect(!cluster.tryRetry(reason: .connect))
+    }
 }
 
 @Suite("Concurrency")

@@ -155,7 +155,7 @@ struct DynamicBackendsTests {
         let port = lb.port, body = self.body
         let requests = (0..<3).map { _ in Task { try await rawRequest(port: port, method: "POST", body: body) } }
         let slowIndex = try #require(lb.balancer.upstreams.names.firstIndex(of: fleet.url(2)))
-        #expect(await eventually { lb.balancer.upstreams.activity[slowIndex].value.load(ordering: .relaxed) == 1 })
+        #expect(await eventually { lb.balancer.upstreams.activity[slowIndex].total == 1 })
 
         resolver.answer("svc.test", Array(fleet.ips.prefix(2)))
         await lb.balancer.refreshBackends()

@@ -9,6 +9,16 @@ import Testing
 /// The per-request fast paths of Docs/Performance.md keep the behaviour of what they replaced.
 @Suite("Per-request fast paths")
 struct HotPathTests {
+    @Test("isMethod agrees with == for every pair of ASCII method names, and is byte equality beyond ASCII")
+    func isMethodMatchesEquality() {
+        let methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "head", "GETX", "",
+                       "PROPFIND", "É", "HEAD\u{301}", "A-VERY-LONG-EXTENSION-METHOD-NAME"]
+        for a in methods {
+            for b in methods { #expect(a.isMethod(b) == (a == b), "\(a) vs \(b)") }
+        }
+        #expect("\u{212A}" == "K" && !"\u{212A}".isMethod("K"))
+    }
+
     @Test("namesEqual on names longer than 8 bytes: word skip, then case folding only for ASCII letters")
     func longNames() {
         #expect(HeaderFields.namesEqual("Transfer-Encoding", "transfer-encoding"))

@@ -219,8 +219,8 @@ extension LoadBalancer {
         return """
             {"uptime_s":\(String(format3: uptime)),"strategy":"\(configuration.strategy.rawValue)",\
             \(throttleStoreJSON)\
-            "totals":{"requests":\(c.requests.load(ordering: .relaxed)),\
-            "by_status":{"1xx":\(c.status1xx.load(ordering: .relaxed)),"2xx":\(c.status2xx.load(ordering: .relaxed)),"3xx":\(c.status3xx.load(ordering: .relaxed)),"4xx":\(c.status4xx.load(ordering: .relaxed)),"5xx":\(c.status5xx.load(ordering: .relaxed))},\
+            "totals":{"requests":\(c.requests),\
+            "by_status":{"1xx":\(c.responses(ofClass: 1)),"2xx":\(c.responses(ofClass: 2)),"3xx":\(c.responses(ofClass: 3)),"4xx":\(c.responses(ofClass: 4)),"5xx":\(c.responses(ofClass: 5))},\
             "throttled":\(throttleMiddleware?.throttledRequests ?? 0),"penalties":\(throttle?.penaltiesStarted ?? 0),\
             "no_backend":\(c.noBackend.load(ordering: .relaxed)),\
             "reloads":{"success":\(c.reloadsSucceeded.load(ordering: .relaxed)),"failure":\(c.reloadsFailed.load(ordering: .relaxed))},\

@@ -18,7 +18,7 @@ extension LoadBalancer {
     func backendViews() -> [BackendView] {
         let up = upstreams
         return up.cluster.snapshot().enumerated().map { i, snapshot in
-            let inFlight = max(snapshot.inFlight, up.activity[i].value.load(ordering: .relaxed))
+            let inFlight = max(snapshot.inFlight, up.activity[i].total)
             return BackendView(snapshot: snapshot, pool: up.endpoints[i], member: up.members[i], retiring: up.retiring[i],
                                inFlight: inFlight)
         }

@@ -275,7 +275,7 @@ struct BackendsView {
     func memberJSON(_ b: BackendMember) -> String {
         let i = up.names.firstIndex(of: b.url)
         let address = i.map { up.endpoints[$0].address.description } ?? ""
-        let inFlight = i.map { up.activity[$0].value.load(ordering: .relaxed) } ?? 0
+        let inFlight = i.map { up.activity[$0].total } ?? 0
         return "{\"url\":\(JSON.quote(b.url)),\"address\":\(JSON.quote(address)),\"state\":\"\(states[b.url] ?? "draining")\","
             + "\"weight\":\(b.weight),\"retiring\":\(b.retiring),\"in_flight\":\(inFlight)}"
     }

@@ -28,15 +28,12 @@ extension LoadBalancer {
         family("lb_build_info", "gauge", "Always 1; the LBKit version as a label.")
         out += "lb_build_info{version=\"\(LBKitVersion.string)\"} 1\n"
         family("lb_requests_total", "counter", "Client requests answered, by status class.")
-        let classes = [("1xx", c.status1xx.load(ordering: .relaxed)), ("2xx", c.status2xx.load(ordering: .relaxed)),
-                       ("3xx", c.status3xx.load(ordering: .relaxed)), ("4xx", c.status4xx.load(ordering: .relaxed)),
-                       ("5xx", c.status5xx.load(ordering: .relaxed))]
-        for (cls, v) in classes {
-            out += "lb_requests_total{code=\"\(cls)\"} \(v)\n"
+        for digit in 1...5 {
+            out += "lb_requests_total{code=\"\(digit)xx\"} \(c.responses(ofClass: digit))\n"
         }
         family("lb_request_duration_seconds", "histogram",
                "Client request duration inside the balancer (until the response head is ready), whoever answered.")
-        let durations = c.requestDurations.cumulative
+        let durations = c.requestDurations
         histogram("lb_request_duration_seconds", bounds: RequestDurationHistogram.bounds, cumulative: durations.counts, sum: durations.sum)
         family("lb_throttled_total", "counter", "Requests answered 429 by per-client throttling.")
         out += "lb_throttled_total \(throttleMiddleware?.throttledRequests ?? 0)\n"

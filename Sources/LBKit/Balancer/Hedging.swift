@@ -19,10 +19,14 @@ extension LoadBalancer {
             let p99 = cluster.recentP99(index) ?? maxDelay
             return UInt64(max(0, min(maxDelay, max(.milliseconds(2), p99 * 2)).nanosecondsClamped))
         }
-        // Without a latency bound, hedge where the backend would count as hung: a stalled
-        // backend's replayable requests move on as soon as it is caught.
         return cluster.hangThresholdNanoseconds(index)
     }
+
+    /// Whether a replayable request is hedged at its backend's hang threshold: when neither a
+    /// fixed hedge delay nor a latency bound (`maxDelay`) is configured. Without a latency
+    /// bound, hedge where the backend would count as hung: a stalled backend's replayable
+    /// requests move on as soon as it is caught.
+    var hedgesAtHangThreshold: Bool { configuration.hedgeAfter == nil && configuration.maxDelay == nil }
 
     /// Races the pending first attempt against a second attempt on another backend. Returns as soon
     /// as either gives a good answer (status below 500), or both have failed (then the later one).

@@ -4,14 +4,21 @@ extension LoadBalancer {
     /// Tries up to `maxAttempts` distinct backends within the request deadline.
     /// Returns the response, the backend that produced it (if any) and the attempts made.
     @inline(__always)  // one caller (handleInline): one async frame less per request
-    nonisolated(nonsending) func forward(_ request: LBRequest, context: LBRequestContext) async -> (LBResponse, String?, Int) {
+    /// `loopIndex`: the index of the balancer's loop the caller runs on (`group.currentLoopIndex`).
+    nonisolated(nonsending) func forward(_ request: LBRequest, context: LBRequestContext, loopIndex: Int?) async -> (LBResponse, String?, Int) {
         // One snapshot of the backends for the whole request: a reload mid-request does not mix sets.
-        let up = upstreams
+        let up = upstreamSet.read(onLoop: loopIndex)
         let cluster = up.cluster
-        cluster.requestStarted()
         // The caller's own loop when it runs on one of ours (a server running its handlers on
         // `eventLoopGroup`): the upstream exchange then stays on the caller's thread.
-        let loop = context.eventLoop ?? group.currentLoop ?? group.next()
+        let loop: LBEventLoop
+        if let own = context.eventLoop {
+            loop = own
+        } else if let loopIndex {
+            loop = group.loops[loopIndex]
+        } else {
+            loop = group.next()
+        }
         let trustedPeer = context.clientAddress.map { identity.isTrusted($0) } ?? false
         let uncancellable = context.runsInUncancellableTask
         var asksUpgrade = false
@@ -34,36 +41,63 @@ extension LoadBalancer {
         var lastFailure: (status: Int, message: String)? = nil
         var lastResponse: (LBResponse, String)? = nil
 
+        // The hedge point of a replayable request is the chosen backend's hang threshold unless
+        // configured otherwise; the cluster then reads it with the choice.
+        let thresholdIsHedgePoint = plan.mayHedge && hedgesAtHangThreshold
         while plan.mayStartAttempt {
             let index: Int
             var trial = false
-            switch cluster.choose(excluding: plan.tried, trial: &trial) {
-            case .backend(let i):
-                index = i
-            case .noneEligible(let retryAfter):
-                if plan.attempts == 0 {
+            let now: MonotonicInstant
+            let attemptDeadline: MonotonicInstant
+            var hangThresholdNs: UInt64? = nil
+            if plan.attempts == 0 {
+                // The first attempt draws on no retry budget, so only the request deadline can
+                // refuse it: admitted before the choice, it is chosen and started (with the
+                // request's budget deposit and its hang threshold) in one lock round trip.
+                now = clock.now()
+                guard case .admitted(let deadline) = plan.admit(now: now, budget: { _ in true }) else {
+                    cluster.requestStarted()
+                    return finish(nil, (504, "request deadline exceeded"), 0)
+                }
+                attemptDeadline = deadline
+                switch cluster.startAttempt(firstOfRequest: true, withHangThreshold: thresholdIsHedgePoint, trial: &trial,
+                                            hangThresholdNanoseconds: &hangThresholdNs) {
+                case .backend(let i):
+                    index = i
+                case .noneEligible(let retryAfter):
                     counters.noBackend.add(1, ordering: .relaxed)
                     let seconds = max(1, Int((retryAfter.milliseconds / 1000).rounded(.up)))
                     return (.jsonError(status: 503, message: "no healthy backend available",
                                        headers: ["Retry-After": String(seconds)]), nil, 0)
                 }
-                return finish(lastResponse, lastFailure, plan.attempts)
+            } else {
+                switch cluster.choose(excluding: plan.tried, trial: &trial) {
+                case .backend(let i):
+                    index = i
+                case .noneEligible:
+                    return finish(lastResponse, lastFailure, plan.attempts)
+                }
+                now = clock.now()
+                switch plan.admit(now: now, budget: { reason in
+                    reason == .connect ? { cluster.recordUnbudgetedRetry(reason: reason); return true }() : cluster.tryRetry(reason: reason)
+                }) {
+                case .refusedByBudget:
+                    cluster.choiceAbandoned(index)
+                    counters.budgetExhausted.add(1, ordering: .relaxed)
+                    return finish(lastResponse, lastFailure, plan.attempts)
+                case .refusedByDeadline:
+                    cluster.choiceAbandoned(index)
+                    return finish(lastResponse, lastFailure ?? (504, "request deadline exceeded"), plan.attempts)
+                case .admitted(let deadline):
+                    attemptDeadline = deadline
+                }
+                cluster.attemptStarted(index)
+                if thresholdIsHedgePoint { hangThresholdNs = cluster.hangThresholdNanoseconds(index) }
             }
-            let now = clock.now()
-            switch plan.admit(now: now, budget: { reason in
-                reason == .connect ? { cluster.recordUnbudgetedRetry(reason: reason); return true }() : cluster.tryRetry(reason: reason)
-            }) {
-            case .refusedByBudget:
-                cluster.choiceAbandoned(index)
-                counters.budgetExhausted.add(1, ordering: .relaxed)
-                return finish(lastResponse, lastFailure, plan.attempts)
-            case .refusedByDeadline:
-                cluster.choiceAbandoned(index)
-                return finish(lastResponse, lastFailure ?? (504, "request deadline exceeded"), plan.attempts)
-            case .admitted(let attemptDeadline):
+            do {
                 plan.started(index)
-                attemptStarted(index, in: up)
-                var hedgeDelayNs = plan.mayHedge ? hedgeDelayNanoseconds(for: index, in: cluster) : nil
+                attemptActivityStarted(index, in: up)
+                var hedgeDelayNs = !plan.mayHedge ? nil : thresholdIsHedgePoint ? hangThresholdNs : hedgeDelayNanoseconds(for: index, in: cluster)
                 if trial, let delay = hedgeDelayNs {
                     // A replayable trial of a half-open backend (ejected, slow or hung before) is
                     // raced against another backend almost at once: it costs the client nothing,
@@ -227,7 +261,7 @@ extension LoadBalancer {
         var head = response.head
         response.head.headers = HeaderFields()
         let upgradeOffer = response.tunnel == nil ? nil : head.headers.first(name: "Upgrade")
-        ForwardingHeaders.removeHopByHop(&head.headers, keepingFirstContentLength: request.method == "HEAD" || head.status == 304)
+        ForwardingHeaders.removeHopByHop(&head.headers, keepingFirstContentLength: head.status == 304 || request.method.isMethod("HEAD"))
         if let header = configuration.backendHeader { head.headers.add(name: header, value: name) }
         var out: LBResponse
         if let stream = response.bodyStream {

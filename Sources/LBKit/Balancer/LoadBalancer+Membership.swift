@@ -72,7 +72,7 @@ extension LoadBalancer {
                     members: m.members, defaultHealthPath: configuration.healthPath,
                     defaultPathIsExplicit: configuration.healthPathIsExplicit, expectedStatuses: configuration.healthExpectStatus,
                     previous: current, group: group, clusterConfiguration: clusterConfiguration, clock: clock, log: log)
-                upstreamSet.withLock { $0 = next }
+                upstreamSet.publish(next)
                 retiringCount.store(next.retiringCount, ordering: .relaxed)
                 return (current, next, events)
             } catch {
@@ -163,13 +163,20 @@ extension LoadBalancer {
     /// Notes the start of an attempt on backend `index` of `up` (for retiring backends' drain).
     func attemptStarted(_ index: Int, in up: UpstreamSet) {
         up.cluster.attemptStarted(index)
-        up.activity[index].value.add(1, ordering: .relaxed)
+        attemptActivityStarted(index, in: up)
+    }
+
+    /// ``attemptStarted(_:in:)`` without the cluster's part, for an attempt the cluster already
+    /// counts (``BackendCluster/startAttempt(excluding:firstOfRequest:withHangThreshold:trial:hangThresholdNanoseconds:)``).
+    @inline(__always)
+    func attemptActivityStarted(_ index: Int, in up: UpstreamSet) {
+        up.activity[index].started(onLoop: group.currentLoopIndex)
     }
 
     /// Notes the end of an attempt; the last attempt of a retiring backend removes it.
     func attemptEnded(_ index: Int, in up: UpstreamSet) {
-        let left = up.activity[index].value.subtract(1, ordering: .relaxed).newValue
-        guard left <= 0 && retiringCount.load(ordering: .relaxed) > 0 else { return }
+        up.activity[index].ended(onLoop: group.currentLoopIndex)
+        guard retiringCount.load(ordering: .relaxed) > 0 && up.activity[index].total <= 0 else { return }
         // The request's set may predate the retirement: ask the set in effect now.
         let current = upstreams
         if let i = current.names.firstIndex(of: up.names[index]), current.retiring[i] { sweepRetired() }

@@ -61,10 +61,10 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
     let client: UpstreamClient
     let identity: ClientIdentityResolver
     let replayPolicy: ReplayPolicy
-    let counters = ProxyCounters()
+    let counters: ProxyCounters
     let startedAt: MonotonicInstant
     let clusterConfiguration: ClusterConfiguration
-    let upstreamSet: Mutex<UpstreamSet>
+    let upstreamSet: PublishedUpstreamSet
     /// The declared backends and what their names resolve to. Its lock also serialises every
     /// change of the backend set (reload, resolution, admin API): each builds on the set the
     /// previous one installed.
@@ -128,6 +128,7 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
             }
             ownsGroup = true
         }
+        counters = ProxyCounters(loopCount: self.group.loops.count)
         // Exclusions are counted for the metrics sink as they are logged (the cluster reports
         // every transition exactly once, through this closure).
         self.log = Self.countingExclusions(log, metrics: metrics)
@@ -178,7 +179,7 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
             if ownsGroup { self.group.shutdown() }
             throw error
         }
-        upstreamSet = Mutex(initial)
+        upstreamSet = PublishedUpstreamSet(initial, loopCount: self.group.loops.count)
         membership = Mutex(members)
 
         identity = ClientIdentityResolver(trustedProxies: configuration.trustedProxies)
@@ -200,7 +201,7 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
     }
 
     /// The backends in effect (replaced as a whole by ``reload(backends:weights:healthPaths:)``).
-    var upstreams: UpstreamSet { upstreamSet.withLock { $0 } }
+    var upstreams: UpstreamSet { upstreamSet.value }
 
     /// Health, latency and selection state of the backends currently in effect.
     public var cluster: BackendCluster { upstreams.cluster }
@@ -251,9 +252,11 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
         if ownsGroup && refusesWork.load(ordering: .acquiring) {
             return .jsonError(status: 503, message: "the load balancer has shut down", headers: ["Retry-After": "1"])
         }
-        counters.inFlight.add(1, ordering: .relaxed)
-        var (response, backend, attempts) = await forward(request, context: context)
-        counters.inFlight.subtract(1, ordering: .relaxed)
+        // Counted on the shard of the loop the request starts on, wherever the task resumes.
+        let loopIndex = group.currentLoopIndex
+        counters.requestEntered(loopIndex: loopIndex)
+        var (response, backend, attempts) = await forward(request, context: context, loopIndex: loopIndex)
+        counters.requestLeft(loopIndex: loopIndex)
         response.upstream = (backend, attempts)
         return response
     }
@@ -406,7 +409,7 @@ public final class LoadBalancer: HTTPHandler, InlineHTTPHandler, Sendable {
         // is read here: the balancer's only time source stays its injected clock).
         let step = Duration.milliseconds(5)
         var budget = Int(min(configuration.effectiveRequestTimeout / step, 1_000_000))
-        while counters.inFlight.load(ordering: .relaxed) > 0 && budget > 0 {
+        while counters.inFlight > 0 && budget > 0 {
             try? await Task.sleep(for: step)
             budget -= 1
         }

@@ -40,7 +40,7 @@ final class UpstreamSet: Sendable {
     /// Attempts in flight on the backend whose URL is `url` (0 when it is not in the set).
     func inFlight(_ url: String) -> Int {
         guard let i = names.firstIndex(of: url) else { return 0 }
-        return activity[i].value.load(ordering: .relaxed)
+        return activity[i].total
     }
 
     /// Builds a set from `members` (each URL an IP literal). Endpoints (and so their pooled
@@ -84,7 +84,7 @@ final class UpstreamSet: Sendable {
                 throw LoadBalancerError("backend \(url): not an IP address (names are resolved before a set is built)")
             }
             endpoints.append(UpstreamEndpoint(address: address, authority: authority, group: group))
-            activity.append(previous.flatMap { p in p.urls.firstIndex(of: url).map { p.activity[$0] } } ?? AttemptCounter())
+            activity.append(previous.flatMap { p in p.urls.firstIndex(of: url).map { p.activity[$0] } } ?? AttemptCounter(loopCount: group.loops.count))
         }
         let descriptors = members.map { BackendDescriptor(url: $0.url, weight: max(1, $0.weight)) }
         let cluster = BackendCluster(backends: descriptors, configuration: clusterConfiguration, clock: clock, log: log)
@@ -107,6 +107,107 @@ final class UpstreamSet: Sendable {
 }
 
 /// Attempts in flight on one backend, shared by every ``UpstreamSet`` the backend is in.
+///
+/// Counted per event loop, each loop's count on cache lines of its own, and summed when read:
+/// every attempt adds and subtracts, and one atomic written by both loops of a two-loop
+/// balancer moved its cache line between the cores twice per request. A loop's count may go
+/// below zero (an attempt that ended on another loop than it started on); the sum is exact.
 final class AttemptCounter: Sendable {
-    let value = Atomic<Int>(0)
+    /// One per loop, then one for callers on no loop of the balancer's group.
+    private let slots: [PaddedCount]
+
+    init(loopCount: Int) {
+        slots = (0...max(loopCount, 0)).map { _ in PaddedCount() }
+    }
+
+    @inline(__always)
+    private func slot(_ loopIndex: Int?) -> Int {
+        let last = slots.count - 1
+        guard let loopIndex, loopIndex < last else { return last }
+        return loopIndex
+    }
+
+    /// An attempt started on loop `loopIndex` (`group.currentLoop?.index`).
+    @inline(__always)
+    func started(onLoop loopIndex: Int?) {
+        slots[slot(loopIndex)].value.add(1, ordering: .relaxed)
+    }
+
+    /// An attempt ended on loop `loopIndex`. Sequentially consistent, as ``total`` is: of two
+    /// attempts ending at once on two loops, the later one's ``total`` sees both ends, so a
+    /// retiring backend's last attempt is always noticed.
+    @inline(__always)
+    func ended(onLoop loopIndex: Int?) {
+        slots[slot(loopIndex)].value.subtract(1, ordering: .sequentiallyConsistent)
+    }
+
+    /// Attempts in flight now.
+    var total: Int { slots.reduce(0) { $0 + $1.value.load(ordering: .sequentiallyConsistent) } }
+
+    private final class PaddedCount: Sendable {
+        private let leadingPad = InlineArray<16, UInt64>(repeating: 0)
+        let value = Atomic<Int>(0)
+        private let trailingPad = InlineArray<16, UInt64>(repeating: 0)
+    }
+}
+
+/// The ``UpstreamSet`` in effect, read by every request without writing a shared cache line.
+///
+/// A `Mutex` read takes the lock, a write to the lock's cache line: with two loops that line
+/// moved between the cores on every request (`Docs/Performance.md` step 50). Each loop of the
+/// balancer's group keeps its own copy of the set here, checked against a generation number that
+/// only a swap writes; a request on a loop thread reads the number (a shared read, no write) and
+/// its loop's copy. Callers on no loop of the group read under the lock.
+///
+/// ```swift
+/// let up = balancer.upstreamSet.read(onLoop: group.currentLoop?.index)
+/// ```
+final class PublishedUpstreamSet: Sendable {
+    private let current: Mutex<UpstreamSet>
+    /// Incremented by every ``publish(_:)``, inside the lock, after the swap.
+    private let generation = Atomic<Int>(0)
+    private let copies: [LoopCopy]
+
+    init(_ initial: UpstreamSet, loopCount: Int) {
+        current = Mutex(initial)
+        copies = (0..<max(loopCount, 0)).map { _ in LoopCopy() }
+    }
+
+    /// The set in effect (under the lock).
+    var value: UpstreamSet { current.withLock { $0 } }
+
+    /// Swaps in `next`: requests that start after this call use it.
+    func publish(_ next: UpstreamSet) {
+        current.withLock { set in
+            set = next
+            generation.add(1, ordering: .releasing)
+        }
+    }
+
+    /// The set in effect, from loop `index`'s copy when it is current.
+    /// - Parameter index: the index of the loop whose thread calls this (`group.currentLoop?.index`),
+    ///   nil elsewhere. Only that loop's thread may pass it: the copy is not locked.
+    @inline(__always)
+    func read(onLoop index: Int?) -> UpstreamSet {
+        guard let index, index < copies.count else { return value }
+        let seen = generation.load(ordering: .acquiring)
+        if copies[index].generation == seen, let set = copies[index].set { return set }
+        let (set, latest) = current.withLock { ($0, generation.load(ordering: .relaxed)) }
+        copies[index].set = set
+        copies[index].generation = latest
+        return set
+    }
+
+    /// One loop's copy, padded onto cache lines of its own.
+    ///
+    /// `@unchecked Sendable`, proof: only ``read(onLoop:)`` touches `generation` and `set`, and
+    /// only with the index of `LBEventLoopGroup.currentLoop`, which is that loop on that loop's
+    /// own thread and nil on every other thread; a loop's thread runs one job at a time, so each
+    /// copy is only ever accessed by one thread, sequentially.
+    private final class LoopCopy: @unchecked Sendable {
+        private let leadingPad = InlineArray<16, UInt64>(repeating: 0)
+        var generation = -1
+        var set: UpstreamSet?
+        private let trailingPad = InlineArray<16, UInt64>(repeating: 0)
+    }
 }

@@ -6,9 +6,8 @@ extension LoadBalancer {
     /// access-log record and metrics.
     func record(_ response: LBResponse, request: LBRequest, context: LBRequestContext, start: MonotonicInstant) {
         let (backend, attempts) = response.upstream
-        counters.count(status: response.status)
         let elapsed = clock.now() - start
-        counters.requestDurations.record(elapsed)
+        counters.count(status: response.status, elapsedNanoseconds: elapsed.nanosecondsClamped, loopIndex: group.currentLoopIndex)
         if metrics == nil && accessLog == nil { return }
         if let metrics {
             let statusClass = ProxyCounters.statusClass(response.status)

@@ -142,7 +142,7 @@ public final class UpstreamClient: Sendable {
         var contentLength: Int? = nil
         if let stream {
             if let length = stream.length { contentLength = length } else { chunkedBody = true }
-        } else if !request.body.isEmpty || head.method == "POST" || head.method == "PUT" || head.method == "PATCH" {
+        } else if !request.body.isEmpty || head.method.isMethod("POST") || head.method.isMethod("PUT") || head.method.isMethod("PATCH") {
             contentLength = request.body.count
         }
         HTTPSerializer.appendRequestLine(method: head.method, target: head.target, to: &wire)

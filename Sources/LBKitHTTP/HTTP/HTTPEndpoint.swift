@@ -74,8 +74,12 @@ extension UpstreamEndpoint {
 }
 
 /// The idle connections of one endpoint on one event loop (LIFO: the most recently used first).
+/// Padded onto cache lines of its own: the pools of one endpoint are allocated one after the
+/// other, and each loop takes and returns a connection on every request.
 final class ConnectionPool: Sendable {
+    private let leadingPad = InlineArray<16, UInt64>(repeating: 0)
     let idle = Mutex<[PooledConnection]>([])
+    private let trailingPad = InlineArray<16, UInt64>(repeating: 0)
 }
 
 /// A pooled upstream connection and its read buffer.

@@ -133,8 +133,8 @@ package enum HTTPResponseHeadParser {
         }
 
         let framing: HTTPBodyFraming
-        if requestMethod == "HEAD" || status < 200 || status == 204 || status == 304
-            || (requestMethod == "CONNECT" && status < 300) {
+        if requestMethod.isMethod("HEAD") || status < 200 || status == 204 || status == 304
+            || (status < 300 && requestMethod.isMethod("CONNECT")) {
             framing = .none
         } else if summary.hasTransferEncoding {
             if summary.teChunkedCount > 1 { throw .malformed("chunked applied more than once") }

@@ -160,7 +160,7 @@ struct HTTP1ServerConnection: Sendable {
                     parsed = try await readHead(input, idleDeadline: resumedIdleDeadline, since: waitStart)
                 }
                 resumedIdleDeadline = nil
-                if parsed.head.method == "CONNECT" {
+                if parsed.head.method.isMethod("CONNECT") {
                     // We are an origin-facing proxy, not a forward proxy: no CONNECT tunnels
                     // (RFC 9110 9.3.6). Refused before any byte could be taken as a tunnel.
                     throw Failure.respond(.jsonError(status: 501, message: "CONNECT is not supported"))
@@ -195,7 +195,7 @@ struct HTTP1ServerConnection: Sendable {
             input.reclaimBuffer()
             // What the answer needs from the request head, taken before the head moves into the
             // request (`consume`: moved, not copied; every copy retains each stored reference).
-            let isHEAD = parsed.head.method == "HEAD"
+            let isHEAD = parsed.head.method.isMethod("HEAD")
             let version = parsed.head.version
             let requestKeepAlive = parsed.keepAlive
             let request: LBRequest

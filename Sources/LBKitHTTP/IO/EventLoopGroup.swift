@@ -1,5 +1,6 @@
 import Glibc
 import Synchronization
+internal import CLBKitShim
 
 /// A fixed set of ``LBEventLoop``s, one per core by default.
 ///
@@ -10,6 +11,8 @@ import Synchronization
 public final class LBEventLoopGroup: TaskExecutor, Sendable {
     /// The loops, in index order.
     public let loops: [LBEventLoop]
+    /// The loops' addresses, parallel to `loops` (for ``currentLoopIndex``).
+    private let loopAddresses: [UInt]
     private let cursor = Atomic<Int>(0)
 
     /// Starts `loopCount` loops (default: the number of online cores).
@@ -19,6 +22,7 @@ public final class LBEventLoopGroup: TaskExecutor, Sendable {
             loops.append(try LBEventLoop(name: "\(namePrefix)-\(i)", index: i))
         }
         self.loops = loops
+        loopAddresses = loops.map { UInt(bitPattern: Unmanaged.passUnretained($0).toOpaque()) }
     }
 
     /// The number of online cores.
@@ -38,6 +42,17 @@ public final class LBEventLoopGroup: TaskExecutor, Sendable {
     public var currentLoop: LBEventLoop? {
         guard let loop = LBEventLoop.current, loop.index < loops.count, loops[loop.index] === loop else { return nil }
         return loop
+    }
+
+    /// ``currentLoop``'s index in ``loops``, found without retaining or releasing the loop: the
+    /// balancer asks on every request, for its per-loop counters, and a reference count written
+    /// by every loop is a cache line moved between the cores each time.
+    @inline(__always)
+    package var currentLoopIndex: Int? {
+        guard let pointer = lbk_current_loop() else { return nil }
+        let index = Unmanaged<LBEventLoop>.fromOpaque(pointer)._withUnsafeGuaranteedRef { $0.index }
+        guard index < loopAddresses.count, loopAddresses[index] == UInt(bitPattern: pointer) else { return nil }
+        return index
     }
 
     /// Runs a job of a task that prefers this group: on the caller's loop when the caller runs on

@@ -7,15 +7,15 @@ extension BackendCluster {
 
     /// Records a new client request: deposits `retryBudgetPercent`% of a token into the budget.
     public func requestStarted() {
-        retries.withLock { $0.budget.deposit() }
+        state.withLock { $0.retry.budget.deposit() }
     }
 
     /// Asks whether a failed attempt may be retried: withdraws one token from the retry budget
     /// if available. Counts granted and denied retries per reason.
     public func tryRetry(reason: RetryReason) -> Bool {
-        retries.withLock { r in
-            let granted = r.budget.tryWithdraw()
-            if granted { r.granted[reason.slot] += 1 } else { r.denied[reason.slot] += 1 }
+        state.withLock { s in
+            let granted = s.retry.budget.tryWithdraw()
+            if granted { s.retry.granted[reason.slot] += 1 } else { s.retry.denied[reason.slot] += 1 }
             return granted
         }
     }
@@ -31,12 +31,13 @@ extension BackendCluster {
     /// Counts a retry that does not draw on the budget: a request that provably never reached a
     /// backend (connect refused / timed out) always moves on, since it adds no load to any backend.
     public func recordUnbudgetedRetry(reason: RetryReason) {
-        retries.withLock { $0.granted[reason.slot] += 1 }
+        state.withLock { $0.retry.granted[reason.slot] += 1 }
     }
 
     /// Retry counters since the cluster was created.
     public func retryStatistics() -> RetryStatistics {
-        retries.withLock { r in
+        state.withLock { s in
+            let r = s.retry
             var stats = RetryStatistics()
             for reason in RetryReason.allCases {
                 stats.granted[reason] = r.granted[reason.slot]

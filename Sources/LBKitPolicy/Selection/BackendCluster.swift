@@ -2,13 +2,16 @@ import Synchronization
 
 /// The transport-independent balancing and health policy of one group of backends.
 ///
-/// Thread-safe: all per-backend state sits behind one `Mutex` (the retry budget behind a second
-/// one); every call holds it for a few hundred nanoseconds, allocates nothing on the common path
-/// and calls the log closure only after releasing it.
+/// Thread-safe: all state, the retry budget included, sits behind one `Mutex`; every call holds
+/// it for a few hundred nanoseconds, allocates nothing on the common path and calls the log
+/// closure only after releasing it.
 ///
 /// Per client request the proxy calls ``requestStarted()`` once, then for each attempt
 /// ``choose(excluding:)``, ``attemptStarted(_:)`` and ``attemptFinished(_:outcome:latency:)``;
 /// before a retry (at most 3 attempts, each on a different backend) it asks ``tryRetry(reason:)``.
+/// ``startAttempt(excluding:firstOfRequest:withHangThreshold:trial:hangThresholdNanoseconds:)``
+/// does the first three (and reads the hang threshold) in one lock round trip, for an attempt
+/// that is sent as soon as it is chosen.
 /// A health-check task calls ``probeFinished(_:success:latency:)`` after every probe, using
 /// ``probeTimeout(for:)``.
 ///
@@ -48,7 +51,6 @@ public final class BackendCluster: Sendable {
     /// makes on every backend with requests in flight (Duration arithmetic is a library call).
     private let hangFloorNanoseconds: UInt64
     let state: Mutex<ClusterState>
-    let retries: Mutex<RetryState>
 
     /// Creates a cluster with every backend healthy.
     /// - Parameters:
@@ -89,10 +91,10 @@ public final class BackendCluster: Sendable {
             load: Array(repeating: BackendLoadGate(policy: configuration.backendLoad, now: now), count: count),
             selector: selector ?? configuration.strategy.makeSelector(backendCount: count),
             random: random,
-            scratch: scratch))
-        retries = Mutex(RetryState(budget: RetryBudget(
-            percent: configuration.retryBudgetPercent, minRetriesPerSecond: configuration.minRetriesPerSecond,
-            ttl: configuration.retryBudgetTTL, clock: clock)))
+            scratch: scratch,
+            retry: RetryState(budget: RetryBudget(
+                percent: configuration.retryBudgetPercent, minRetriesPerSecond: configuration.minRetriesPerSecond,
+                ttl: configuration.retryBudgetTTL, clock: clock))))
     }
 
     // MARK: Request path
@@ -114,49 +116,88 @@ public final class BackendCluster: Sendable {
     /// after it was sent), so a trial of a still-slow backend costs the client nothing.
     public func choose(excluding: BackendIndexSet = BackendIndexSet(), trial: inout Bool) -> ChooseResult {
         let now = clock.now()
-        var isTrial = false
-        defer { trial = isTrial }
         var transitions: [(Int, HealthTransition)] = []
-        let result = state.withLock { s -> ChooseResult in
-            if now >= s.nextDeadline { s.refresh(at: now, into: &transitions) }
-            s.scratch.removeAll(keepingCapacity: true)
-            let usesLatency = s.selector.usesLatency
-            for i in 0..<s.health.count where !excluding.contains(i) && !s.draining[i] && s.load[i].admits && s.health[i].isEligible(at: now) {
-                if s.stats[i].inFlight > 0,
-                   s.stalledNanoseconds(i, at: now) > hangFloorNanoseconds,
-                   let hung = s.hungTransition(i, at: now, configuration: hangConfiguration,
-                                                                         allowExclusion: s.passivelyExcluded < maxPassivelyExcluded) {
-                    s.apply(hung, to: i)
-                    transitions.append((i, hung))
-                    continue
-                }
-                // Field by field: a method called on the array element made the compiler copy
-                // the whole machine out of the array on every choice.
-                let slowStart = HealthStateMachine.slowStartFactor(
-                    state: s.health[i].state, recoveredAt: s.health[i].recoveredAt, slowStart: s.health[i].policy.slowStart, at: now)
-                let factor = slowStart * s.load[i].shareFactor
-                let latencyEWMA = usesLatency ? s.latency[i].ewma(at: now) / 1_000_000 : 0
-                let context = BackendContext(index: i, inFlight: s.stats[i].inFlight, latencyEWMA: latencyEWMA,
-                                             weight: s.weights[i], slowStartFactor: factor)
-                s.scratch.append(context)
-            }
-            guard let first = s.scratch.first?.index else {
-                return .noneEligible(retryAfter: s.retryAfter(at: now, excluding: excluding))
-            }
-            var chosen = s.selector.choose(from: s.scratch, using: &s.random) ?? first
-            if chosen < 0 || chosen >= s.health.count || excluding.contains(chosen) || !s.health[chosen].isEligible(at: now) {
-                chosen = first  // a custom selector returned something it was not offered
-            }
-            if s.health[chosen].state == .probing {
-                isTrial = true
-                s.health[chosen].trialStarted(at: now)
-                if let deadline = s.health[chosen].nextDeadline, deadline < s.nextDeadline { s.nextDeadline = deadline }
-            }
-            if !excluding.isEmpty { s.stats[chosen].retries += 1 }
-            return .backend(chosen)
-        }
+        let result = state.withLock { s in choose(&s, excluding: excluding, at: now, trial: &trial, transitions: &transitions) }
         emit(transitions)
         return result
+    }
+
+    /// The start of an attempt that is sent as soon as its backend is chosen, in one lock round
+    /// trip: ``requestStarted()`` when `firstOfRequest`, ``choose(excluding:trial:)``, then for
+    /// the backend chosen ``attemptStarted(_:)`` and, with `withHangThreshold`,
+    /// ``hangThresholdNanoseconds(_:)`` into `hangThresholdNanoseconds`. The separate calls take
+    /// the lock four times, and with two event loops each take moves the lock's cache line
+    /// between the cores (`Docs/Performance.md` step 50).
+    ///
+    /// ```swift
+    /// var trial = false
+    /// var hedgeAfterNs: UInt64? = nil
+    /// if case .backend(let index) = cluster.startAttempt(firstOfRequest: true, withHangThreshold: true,
+    ///                                                      trial: &trial, hangThresholdNanoseconds: &hedgeAfterNs) {
+    ///     cluster.attemptFinished(index, outcome: .success, latency: .milliseconds(3))
+    /// }
+    /// ```
+    public func startAttempt(excluding: BackendIndexSet = BackendIndexSet(), firstOfRequest: Bool, withHangThreshold: Bool,
+                             trial: inout Bool, hangThresholdNanoseconds: inout UInt64?) -> ChooseResult {
+        let now = clock.now()
+        var transitions: [(Int, HealthTransition)] = []
+        let wantsThreshold = withHangThreshold && hangConfiguration.factor > 0
+        var threshold: UInt64? = nil
+        let result = state.withLock { s in
+            if firstOfRequest { s.retry.budget.deposit() }
+            let result = choose(&s, excluding: excluding, at: now, trial: &trial, transitions: &transitions)
+            if case .backend(let index) = result {
+                Self.start(&s, index, at: now)
+                if wantsThreshold { threshold = hangThreshold(ewma: s.latency[index].ewma(at: now)) }
+            }
+            return result
+        }
+        hangThresholdNanoseconds = threshold
+        emit(transitions)
+        return result
+    }
+
+    /// ``choose(excluding:trial:)`` under the lock.
+    @inline(__always)
+    private func choose(_ s: inout ClusterState, excluding: BackendIndexSet, at now: MonotonicInstant, trial: inout Bool,
+                        transitions: inout [(Int, HealthTransition)]) -> ChooseResult {
+        trial = false
+        if now >= s.nextDeadline { s.refresh(at: now, into: &transitions) }
+        s.scratch.removeAll(keepingCapacity: true)
+        let usesLatency = s.selector.usesLatency
+        for i in 0..<s.health.count where !excluding.contains(i) && !s.draining[i] && s.load[i].admits && s.health[i].isEligible(at: now) {
+            if s.stats[i].inFlight > 0,
+               s.stalledNanoseconds(i, at: now) > hangFloorNanoseconds,
+               let hung = s.hungTransition(i, at: now, configuration: hangConfiguration,
+                                                                     allowExclusion: s.passivelyExcluded < maxPassivelyExcluded) {
+                s.apply(hung, to: i)
+                transitions.append((i, hung))
+                continue
+            }
+            // Field by field: a method called on the array element made the compiler copy
+            // the whole machine out of the array on every choice.
+            let slowStart = HealthStateMachine.slowStartFactor(
+                state: s.health[i].state, recoveredAt: s.health[i].recoveredAt, slowStart: s.health[i].policy.slowStart, at: now)
+            let factor = slowStart * s.load[i].shareFactor
+            let latencyEWMA = usesLatency ? s.latency[i].ewma(at: now) / 1_000_000 : 0
+            let context = BackendContext(index: i, inFlight: s.stats[i].inFlight, latencyEWMA: latencyEWMA,
+                                         weight: s.weights[i], slowStartFactor: factor)
+            s.scratch.append(context)
+        }
+        guard let first = s.scratch.first?.index else {
+            return .noneEligible(retryAfter: s.retryAfter(at: now, excluding: excluding))
+        }
+        var chosen = s.selector.choose(from: s.scratch, using: &s.random) ?? first
+        if chosen < 0 || chosen >= s.health.count || excluding.contains(chosen) || !s.health[chosen].isEligible(at: now) {
+            chosen = first  // a custom selector returned something it was not offered
+        }
+        if s.health[chosen].state == .probing {
+            trial = true
+            s.health[chosen].trialStarted(at: now)
+            if let deadline = s.health[chosen].nextDeadline, deadline < s.nextDeadline { s.nextDeadline = deadline }
+        }
+        if !excluding.isEmpty { s.stats[chosen].retries += 1 }
+        return .backend(chosen)
     }
 
     /// How long backend `index` may hold attempts without answering before it counts as hung
@@ -178,7 +219,13 @@ public final class BackendCluster: Sendable {
         guard factor > 0 else { return nil }
         let now = clock.now()
         let ewma = state.withLock { s -> Double in s.latency.indices.contains(index) ? s.latency[index].ewma(at: now) : 0 }
-        let scaled = ewma * Double(factor)
+        return hangThreshold(ewma: ewma)
+    }
+
+    /// The hang threshold of a backend whose latency EWMA (in nanoseconds) is `ewma`.
+    @inline(__always)
+    private func hangThreshold(ewma: Double) -> UInt64 {
+        let scaled = ewma * Double(hangConfiguration.factor)
         let typical: UInt64 = scaled >= 9e18 ? 9_000_000_000_000_000_000 : (scaled > 0 ? UInt64(scaled) : 0)
         return max(hangFloorNanoseconds, typical)
     }
@@ -204,12 +251,19 @@ public final class BackendCluster: Sendable {
 
     /// Notes that an attempt was sent to backend `index` (counts it as in flight).
     public func attemptStarted(_ index: Int) {
+        let now = clock.now()
         state.withLock { s in
             guard s.stats.indices.contains(index) else { return }
-            if s.stats[index].inFlight == 0 { s.stats[index].busySince = clock.now() }
-            s.stats[index].inFlight += 1
-            s.stats[index].requests += 1
+            Self.start(&s, index, at: now)
         }
+    }
+
+    /// ``attemptStarted(_:)`` under the lock.
+    @inline(__always)
+    private static func start(_ s: inout ClusterState, _ index: Int, at now: MonotonicInstant) {
+        if s.stats[index].inFlight == 0 { s.stats[index].busySince = now }
+        s.stats[index].inFlight += 1
+        s.stats[index].requests += 1
     }
 
     /// Reports how an attempt on backend `index` ended and how long it took (time to response

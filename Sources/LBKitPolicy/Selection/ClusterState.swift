@@ -39,6 +39,9 @@ struct ClusterState: Sendable {
     var nextDeadline = MonotonicInstant(nanoseconds: .max)
     /// When any backend last ended an attempt.
     var lastAnswerAny = MonotonicInstant.zero
+    /// The retry budget and the retries granted and denied. Under the same lock as the rest: a
+    /// request's deposit is made with its first choice, in one lock round trip.
+    var retry: RetryState
 
     /// The hung-backend rule: backend `i` has had attempts outstanding and ended none for longer
     /// than `max(floor, factor x its latency EWMA)`, while another backend did end one after that
