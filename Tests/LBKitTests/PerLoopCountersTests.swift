@@ -27,6 +27,19 @@ struct PerLoopCountersTests {
         #expect(foreign == nil)
     }
 
+    @Test("a loop's slot is its own; no loop, or an index beyond the loops, gets the shared last slot")
+    func slotIndices() {
+        #expect(LoopSlots.count(forLoops: 2) == 3)
+        #expect(LoopSlots.count(forLoops: 0) == 1)
+        #expect(LoopSlots.index(of: 0, among: 3) == 0)
+        #expect(LoopSlots.index(of: 1, among: 3) == 1)
+        #expect(LoopSlots.index(of: 2, among: 3) == 2)
+        #expect(LoopSlots.index(of: 7, among: 3) == 2)
+        #expect(LoopSlots.index(of: -1, among: 3) == 2)
+        #expect(LoopSlots.index(of: nil, among: 3) == 2)
+        #expect(LoopSlots.index(of: 0, among: 1) == 0)
+    }
+
     @Test("counters kept per loop sum exactly: requests by class, in flight, the duration histogram")
     func countersSum() {
         let counters = ProxyCounters(loopCount: 2)

@@ -113,21 +113,17 @@ final class UpstreamSet: Sendable {
 /// balancer moved its cache line between the cores twice per request. A loop's count may go
 /// below zero (an attempt that ended on another loop than it started on); the sum is exact.
 final class AttemptCounter: Sendable {
-    /// One per loop, then one for callers on no loop of the balancer's group.
+    /// One per loop, then one for callers on no loop of the balancer's group (``LoopSlots``).
     private let slots: [PaddedCount]
 
     init(loopCount: Int) {
-        slots = (0...max(loopCount, 0)).map { _ in PaddedCount() }
+        slots = (0..<LoopSlots.count(forLoops: loopCount)).map { _ in PaddedCount() }
     }
 
     @inline(__always)
-    private func slot(_ loopIndex: Int?) -> Int {
-        let last = slots.count - 1
-        guard let loopIndex, loopIndex < last else { return last }
-        return loopIndex
-    }
+    private func slot(_ loopIndex: Int?) -> Int { LoopSlots.index(of: loopIndex, among: slots.count) }
 
-    /// An attempt started on loop `loopIndex` (`group.currentLoop?.index`).
+    /// An attempt started on loop `loopIndex` (`group.currentLoopIndex`).
     @inline(__always)
     func started(onLoop loopIndex: Int?) {
         slots[slot(loopIndex)].value.add(1, ordering: .relaxed)

@@ -9,7 +9,7 @@ import Synchronization
 /// lines between the cores on every request: about 0.5 µs of user CPU per proxied request in
 /// `Docs/Performance.md` step 50. The rare ones (no backend, reloads, tunnels) stay shared.
 final class ProxyCounters: Sendable {
-    /// One per loop of the balancer's group, then one for callers on no loop of it.
+    /// One per loop of the balancer's group, then one for callers on no loop of it (``LoopSlots``).
     let shards: [ProxyCounterShard]
     let noBackend = Atomic<Int>(0)
     let budgetExhausted = Atomic<Int>(0)
@@ -22,16 +22,11 @@ final class ProxyCounters: Sendable {
 
     /// - Parameter loopCount: loops in the balancer's group (a shard each, plus one).
     init(loopCount: Int) {
-        shards = (0...max(loopCount, 0)).map { _ in ProxyCounterShard() }
+        shards = (0..<LoopSlots.count(forLoops: loopCount)).map { _ in ProxyCounterShard() }
     }
 
-    /// The shard of loop `index` (`group.currentLoopIndex`), or the shared last one.
     @inline(__always)
-    private func shardIndex(_ index: Int?) -> Int {
-        let last = shards.count - 1
-        guard let index, index < last else { return last }
-        return index
-    }
+    private func shardIndex(_ loopIndex: Int?) -> Int { LoopSlots.index(of: loopIndex, among: shards.count) }
 
     /// A request entered the balancer on loop `loopIndex`; ``requestLeft(loopIndex:)`` is given
     /// the same index.
