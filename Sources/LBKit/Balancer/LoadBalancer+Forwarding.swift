@@ -3,8 +3,8 @@
 extension LoadBalancer {
     /// Tries up to `maxAttempts` distinct backends within the request deadline.
     /// Returns the response, the backend that produced it (if any) and the attempts made.
-    @inline(__always)  // one caller (handleInline): one async frame less per request
     /// `loopIndex`: the index of the balancer's loop the caller runs on (`group.currentLoopIndex`).
+    @inline(__always)  // one caller (handleInline): one async frame less per request
     nonisolated(nonsending) func forward(_ request: LBRequest, context: LBRequestContext, loopIndex: Int?) async -> (LBResponse, String?, Int) {
         // One snapshot of the backends for the whole request: a reload mid-request does not mix sets.
         let up = upstreamSet.read(onLoop: loopIndex)
@@ -94,65 +94,63 @@ extension LoadBalancer {
                 cluster.attemptStarted(index)
                 if thresholdIsHedgePoint { hangThresholdNs = cluster.hangThresholdNanoseconds(index) }
             }
+            plan.started(index)
+            attemptActivityStarted(index, in: up)
+            var hedgeDelayNs = !plan.mayHedge ? nil : thresholdIsHedgePoint ? hangThresholdNs : hedgeDelayNanoseconds(for: index, in: cluster)
+            if trial, let delay = hedgeDelayNs {
+                // A replayable trial of a half-open backend (ejected, slow or hung before) is
+                // raced against another backend almost at once: it costs the client nothing,
+                // and its own outcome still decides whether the backend comes back.
+                hedgeDelayNs = min(delay, Self.trialRaceDelayNanoseconds)
+            }
+            // The attempt's backend, start and result as three locals, not an AttemptRecord:
+            // taking the result back out of a record copied the whole response (and
+            // destroyed the record's), about 16 reference-count operations per request.
+            var used = index
+            var attemptStart = now
+            let result: Result<UpstreamResponse, UpstreamError>
             do {
-                plan.started(index)
-                attemptActivityStarted(index, in: up)
-                var hedgeDelayNs = !plan.mayHedge ? nil : thresholdIsHedgePoint ? hangThresholdNs : hedgeDelayNanoseconds(for: index, in: cluster)
-                if trial, let delay = hedgeDelayNs {
-                    // A replayable trial of a half-open backend (ejected, slow or hung before) is
-                    // raced against another backend almost at once: it costs the client nothing,
-                    // and its own outcome still decides whether the backend comes back.
-                    hedgeDelayNs = min(delay, Self.trialRaceDelayNanoseconds)
+                let deadlineNs = UpstreamClient.deadline(after: attemptDeadline - now)
+                let answerByNs = hedgeDelayNs.map { UpstreamClient.deadline(afterNanoseconds: $0) } ?? .max
+                // A task nothing can cancel skips send's cancellation wrapper (one async call less).
+                let progress = uncancellable
+                    ? try await client.sendUncancellable(upstream, to: up.endpoints[index], on: loop, deadline: deadlineNs, answerBy: answerByNs)
+                    : try await client.send(upstream, to: up.endpoints[index], on: loop, deadline: deadlineNs, answerBy: answerByNs)
+                switch consume progress {
+                case .complete(let response):
+                    result = .success(response)
+                case .pending(let pending):
+                    let raced = await hedge(upstream, in: up, pending: pending, firstIndex: index, firstStart: now,
+                                            firstDeadline: attemptDeadline, plan: &plan, loop: loop)
+                    used = raced.index
+                    attemptStart = raced.start
+                    result = raced.result
                 }
-                // The attempt's backend, start and result as three locals, not an AttemptRecord:
-                // taking the result back out of a record copied the whole response (and
-                // destroyed the record's), about 16 reference-count operations per request.
-                var used = index
-                var attemptStart = now
-                let result: Result<UpstreamResponse, UpstreamError>
-                do {
-                    let deadlineNs = UpstreamClient.deadline(after: attemptDeadline - now)
-                    let answerByNs = hedgeDelayNs.map { UpstreamClient.deadline(afterNanoseconds: $0) } ?? .max
-                    // A task nothing can cancel skips send's cancellation wrapper (one async call less).
-                    let progress = uncancellable
-                        ? try await client.sendUncancellable(upstream, to: up.endpoints[index], on: loop, deadline: deadlineNs, answerBy: answerByNs)
-                        : try await client.send(upstream, to: up.endpoints[index], on: loop, deadline: deadlineNs, answerBy: answerByNs)
-                    switch consume progress {
-                    case .complete(let response):
-                        result = .success(response)
-                    case .pending(let pending):
-                        let raced = await hedge(upstream, in: up, pending: pending, firstIndex: index, firstStart: now,
-                                                firstDeadline: attemptDeadline, plan: &plan, loop: loop)
-                        used = raced.index
-                        attemptStart = raced.start
-                        result = raced.result
-                    }
-                } catch {
-                    result = .failure(error)
-                }
-                record(index: used, start: attemptStart, result: result, in: up)
-                let name = up.names[used]
-                switch consume result {
-                case .success(let response):
-                    let status = response.head.status
-                    var proxied = clientResponse(consume response, backend: name, request: request.head)
-                    observeLastByte(&proxied, index: used, start: attemptStart, in: cluster)
-                    if plan.retryAfterResponse(status: status) {
-                        lastResponse?.0.bodyStream?.abandon()
-                        lastResponse = (proxied, name)
-                        continue
-                    }
+            } catch {
+                result = .failure(error)
+            }
+            record(index: used, start: attemptStart, result: result, in: up)
+            let name = up.names[used]
+            switch consume result {
+            case .success(let response):
+                let status = response.head.status
+                var proxied = clientResponse(consume response, backend: name, request: request.head)
+                observeLastByte(&proxied, index: used, start: attemptStart, in: cluster)
+                if plan.retryAfterResponse(status: status) {
                     lastResponse?.0.bodyStream?.abandon()
-                    return (proxied, name, plan.attempts)
-                case .failure(let error):
-                    lastFailure = failureDescription(error, backend: name)
-                    lastResponse?.0.bodyStream?.abandon()
-                    lastResponse = nil
-                    // A streamed request body that started flowing cannot be sent again.
-                    let sent = error.requestSent || (request.bodyStream?.source.hasStarted ?? false)
-                    if plan.retryAfterFailure(sent: sent, timedOut: error.kind == .timedOut) { continue }
-                    return finish(nil, lastFailure, plan.attempts)
+                    lastResponse = (proxied, name)
+                    continue
                 }
+                lastResponse?.0.bodyStream?.abandon()
+                return (proxied, name, plan.attempts)
+            case .failure(let error):
+                lastFailure = failureDescription(error, backend: name)
+                lastResponse?.0.bodyStream?.abandon()
+                lastResponse = nil
+                // A streamed request body that started flowing cannot be sent again.
+                let sent = error.requestSent || (request.bodyStream?.source.hasStarted ?? false)
+                if plan.retryAfterFailure(sent: sent, timedOut: error.kind == .timedOut) { continue }
+                return finish(nil, lastFailure, plan.attempts)
             }
         }
         return finish(lastResponse, lastFailure, plan.attempts)
