@@ -31,9 +31,9 @@ extension LoadBalancer {
         let upstream: UpstreamRequest
         if let stream = request.bodyStream {
             // Beyond the buffering limit: the body is read as it is sent, so it can be sent once.
-            upstream = UpstreamRequest(head: head, bodyStream: stream)
+            upstream = UpstreamRequest(head: consume head, bodyStream: stream)
         } else {
-            upstream = UpstreamRequest(head: head, body: request.body, mayReplay: replayable)
+            upstream = UpstreamRequest(head: consume head, body: request.body, mayReplay: replayable)
         }
         var plan = AttemptPlan(maxAttempts: configuration.maxAttempts, replayable: replayable,
                                requestDeadline: clock.now() + requestTimeout,

@@ -122,7 +122,12 @@ public struct LBMiddlewareChain: HTTPHandler, InlineHTTPHandler {
 /// witnesses (about 130 instructions a copy), a class reference is one retain.
 final class SynchronousMiddlewareRow: HTTPHandler, InlineHTTPHandler {
     static let capacity = 8
-    let middlewares: [any SynchronousMiddleware]
+    /// The middlewares, each opened once into a ``SynchronousMiddlewareBox``: a method called on
+    /// an existential (`any SynchronousMiddleware`, in an array or any other storage) copies it
+    /// out first, through its value witnesses, and destroys the copy afterwards, before and after
+    /// every request, per middleware (about 110 instructions each time). A box is a class
+    /// reference whose method calls its middleware statically.
+    let middlewares: [SynchronousMiddlewareBox]
     let next: any HTTPHandler
     let inlineNext: (any InlineHTTPHandler & AnyObject)?
     /// `next` when it is the balancer itself (lbserve's chain: admin and throttle, then the
@@ -132,7 +137,7 @@ final class SynchronousMiddlewareRow: HTTPHandler, InlineHTTPHandler {
 
     init(_ middlewares: [any SynchronousMiddleware], next: any HTTPHandler) {
         precondition(middlewares.count <= Self.capacity)
-        self.middlewares = middlewares
+        self.middlewares = middlewares.map { SynchronousMiddlewareBox.opening($0) }
         self.next = next
         self.inlineNext = next.inlineObject
         self.balancerNext = next as? LoadBalancer
@@ -162,7 +167,7 @@ final class SynchronousMiddlewareRow: HTTPHandler, InlineHTTPHandler {
             break
         }
         let response: LBResponse
-        if let answer {
+        if let answer = consume answer {  // consumed, not copied out of the optional
             response = answer
         } else if answersLater {
             response = await middlewares[passed].answer(request, context: context)
@@ -182,6 +187,52 @@ final class SynchronousMiddlewareRow: HTTPHandler, InlineHTTPHandler {
 
     /// The row's own work is synchronous (or `nonisolated(nonsending)`): it depends on what follows.
     var staysOnCallerExecutor: Bool { inlineNext?.staysOnCallerExecutor ?? false }
+}
+
+/// A ``SynchronousMiddleware`` behind a class reference, its type known to the subclass: the row
+/// calls it without copying an existential.
+class SynchronousMiddlewareBox: @unchecked Sendable {
+    // `@unchecked Sendable`, proof: the base class has no state; its only subclass,
+    // `OpenedSynchronousMiddleware`, holds one `let` of a `Sendable` type.
+
+    /// A box for `middleware`, its dynamic type opened.
+    static func opening(_ middleware: any SynchronousMiddleware) -> SynchronousMiddlewareBox {
+        boxing(middleware)  // the existential opened as the generic parameter
+    }
+
+    private static func boxing<M: SynchronousMiddleware>(_ middleware: M) -> SynchronousMiddlewareBox {
+        OpenedSynchronousMiddleware(middleware)
+    }
+
+    func before(_ request: LBRequest, context: LBRequestContext) -> MiddlewareVerdict {
+        preconditionFailure("overridden")
+    }
+
+    func after(_ response: LBResponse, request: LBRequest, context: LBRequestContext, mark: UInt64) {
+        preconditionFailure("overridden")
+    }
+
+    nonisolated(nonsending) func answer(_ request: LBRequest, context: LBRequestContext) async -> LBResponse {
+        preconditionFailure("overridden")
+    }
+}
+
+private final class OpenedSynchronousMiddleware<M: SynchronousMiddleware>: SynchronousMiddlewareBox, @unchecked Sendable {
+    let middleware: M
+
+    init(_ middleware: M) { self.middleware = middleware }
+
+    override func before(_ request: LBRequest, context: LBRequestContext) -> MiddlewareVerdict {
+        middleware.before(request, context: context)
+    }
+
+    override func after(_ response: LBResponse, request: LBRequest, context: LBRequestContext, mark: UInt64) {
+        middleware.after(response, request: request, context: context, mark: mark)
+    }
+
+    nonisolated(nonsending) override func answer(_ request: LBRequest, context: LBRequestContext) async -> LBResponse {
+        await middleware.answer(request, context: context)
+    }
 }
 
 /// One middleware bound to what follows it (built once, so a request allocates no closures).

@@ -6,7 +6,7 @@ extension InboundBuffer {
         let parsed = try withReadableBytes { (bytes) throws(HTTPParseError) in
             try HTTPRequestHeadParser.parse(bytes, limits: limits, scanFrom: scanFrom)
         }
-        if let parsed { consume(parsed.headLength) }
+        if let length = parsed?.headLength { consume(length) }  // `if let parsed` copied the head
         return parsed
     }
 
