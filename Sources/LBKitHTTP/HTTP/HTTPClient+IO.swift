@@ -80,8 +80,7 @@ extension UpstreamClient {
                 } catch {
                     throw failure(.malformedResponse(error.reason))
                 }
-                // Consumed, not bound: `if let parsed` copied the head out of the optional.
-                if let parsed = consume parsed {
+                if let parsed {
                     if parsed.head.status == 101 {
                         // Final, never interim (RFC 9110 15.2.2): the connection now speaks
                         // another protocol. Only acceptable when we asked for it.

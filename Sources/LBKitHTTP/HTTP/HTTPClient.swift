@@ -213,7 +213,7 @@ public final class UpstreamClient: Sendable {
                 var started = false
                 let parsed = try await readHead(connection, method: head.method, deadline: deadline,
                                                 answerBy: answerBy, upgrade: upgrade, started: &started)
-                guard let parsed = consume parsed else {  // consumed: `guard let parsed` copied the head
+                guard let parsed else {
                     let pending = PendingExchange(connection: connection, endpoint: endpoint, loop: loop,
                                                   method: head.method, reused: reused,
                                                   abortHandle: handle ?? Self.attachedHandle(connection),
@@ -221,9 +221,7 @@ public final class UpstreamClient: Sendable {
                     return .pending(pending)
                 }
                 // A body already in the buffer (the common small answer) completes synchronously.
-                // Bound by consuming: `if let done = completeNow(...)` copied the whole response.
-                let immediate = completeNow(parsed, connection, endpoint: endpoint, loop: loop, reused: reused, handle: handle)
-                if let done = consume immediate {
+                if let done = completeNow(parsed, connection, endpoint: endpoint, loop: loop, reused: reused, handle: handle) {
                     return .complete(done)
                 }
                 return .complete(try await complete(parsed, connection, endpoint: endpoint, loop: loop, deadline: deadline,
