@@ -9,8 +9,6 @@ import Testing
 /// be exact whichever loop, or none, did the counting.
 @Suite("Per-loop request state", .timeLimit(.minutes(1)))
 struct PerLoopCountersTests {
-    static func url(_ port: Int) throws -> BackendURL { try BackendURL(parsing: "http://127.0.0.1:\(port)") }
-
     @Test("currentLoopIndex is the index of the group's loop running the caller, nil off the group's loops")
     func currentLoopIndex() async throws {
         let group = try LBEventLoopGroup(loopCount: 2, namePrefix: "per-loop-test")
@@ -88,7 +86,7 @@ struct PerLoopCountersTests {
     @Test("a loop's copy of the backend set follows every reload; callers off the loops read the set in effect")
     func publishedSetFollowsReloads() async throws {
         var config = LoadBalancerConfiguration()
-        config.backends = [try Self.url(6301)]
+        config.backends = [try BackendURL.loopback(6301)]
         let group = try LBEventLoopGroup(loopCount: 2, namePrefix: "per-loop-set")
         defer { group.shutdown() }
         let balancer = try LoadBalancer(configuration: config, group: group)
@@ -97,10 +95,10 @@ struct PerLoopCountersTests {
         }
         #expect(await namesSeen(onLoop: 0) == ["http://127.0.0.1:6301"])
         #expect(await namesSeen(onLoop: 1) == ["http://127.0.0.1:6301"])
-        try balancer.reload(backends: [try Self.url(6301), try Self.url(6302)])
+        try balancer.reload(backends: [try BackendURL.loopback(6301), try BackendURL.loopback(6302)])
         #expect(await namesSeen(onLoop: 0) == ["http://127.0.0.1:6301", "http://127.0.0.1:6302"])
         #expect(balancer.upstreamSet.read(onLoop: nil).names.count == 2)
-        try balancer.reload(backends: [try Self.url(6303)])
+        try balancer.reload(backends: [try BackendURL.loopback(6303)])
         #expect(await namesSeen(onLoop: 1) == ["http://127.0.0.1:6303"])
         #expect(await namesSeen(onLoop: 0) == ["http://127.0.0.1:6303"])
         // The copy is the set in effect itself, not a rebuilt one.

@@ -10,13 +10,11 @@ import Testing
 /// backend process: nothing is sent.
 @Suite("Reload snapshots", .timeLimit(.minutes(1)))
 struct ReloadSnapshotTests {
-    static func url(_ port: Int) throws -> BackendURL { try BackendURL(parsing: "http://127.0.0.1:\(port)") }
-
     @Test("the hedge point reads the p99 of the request's own snapshot, not of the set a reload installed since")
     func hedgePointUsesTheRequestsSnapshot() throws {
         let clock = ManualClock()
         var config = LoadBalancerConfiguration()
-        config.backends = [try Self.url(6101), try Self.url(6102)]
+        config.backends = [try BackendURL.loopback(6101), try BackendURL.loopback(6102)]
         config.maxDelay = .seconds(1)
         let balancer = try LoadBalancer(configuration: config, group: TestLoops.group, clock: clock)
         // The snapshot a request took: backend 0 (6101) answers in about 40 ms.
@@ -27,7 +25,7 @@ struct ReloadSnapshotTests {
         }
         let p99 = try #require(snapshot.cluster.recentP99(0))
         // A reload puts a new backend (no latency samples) at index 0.
-        try balancer.reload(backends: [try Self.url(6103), try Self.url(6101), try Self.url(6102)])
+        try balancer.reload(backends: [try BackendURL.loopback(6103), try BackendURL.loopback(6101), try BackendURL.loopback(6102)])
         #expect(balancer.upstreams.cluster.recentP99(0) == nil)
         let now = clock.now()
         let point = try #require(balancer.hedgePoint(for: 0, in: snapshot.cluster, from: now))
@@ -39,9 +37,9 @@ struct ReloadSnapshotTests {
     @Test("two concurrent reloads are applied one after the other: the later one builds on the earlier one's set")
     func concurrentReloadsDoNotLoseOne() async throws {
         var config = LoadBalancerConfiguration()
-        config.backends = [try Self.url(6201)]
-        let first = [try Self.url(6201), try Self.url(6202)]
-        let second = [try Self.url(6201), try Self.url(6202), try Self.url(6203)]
+        config.backends = [try BackendURL.loopback(6201)]
+        let first = [try BackendURL.loopback(6201), try BackendURL.loopback(6202)]
+        let second = [try BackendURL.loopback(6201), try BackendURL.loopback(6202), try BackendURL.loopback(6203)]
         // How many clock reads one such reload makes: the first reload is held at its last one,
         // made while it builds its new set (the new cluster reads the clock), that is after it
         // read the set in effect and before it installs its own.

@@ -136,3 +136,8 @@ func promtoolCheckMetrics(_ metrics: [UInt8]) async throws -> (Int32, String) {
         return (p.terminationStatus, text)
     }
 }
+
+extension BackendURL {
+    /// `http://127.0.0.1:<port>`, for tests that need a backend address nothing listens on.
+    static func loopback(_ port: Int) throws -> BackendURL { try BackendURL(parsing: "http://127.0.0.1:\(port)") }
+}
