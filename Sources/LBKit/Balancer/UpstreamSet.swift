@@ -141,9 +141,9 @@ final class AttemptCounter: Sendable {
     var total: Int { slots.reduce(0) { $0 + $1.value.load(ordering: .sequentiallyConsistent) } }
 
     private final class PaddedCount: Sendable {
-        private let leadingPad = InlineArray<16, UInt64>(repeating: 0)
+        private let leadingPad = CacheLinePadding()
         let value = Atomic<Int>(0)
-        private let trailingPad = InlineArray<16, UInt64>(repeating: 0)
+        private let trailingPad = CacheLinePadding()
     }
 }
 
@@ -156,7 +156,7 @@ final class AttemptCounter: Sendable {
 /// its loop's copy. Callers on no loop of the group read under the lock.
 ///
 /// ```swift
-/// let up = balancer.upstreamSet.read(onLoop: group.currentLoop?.index)
+/// let up = balancer.upstreamSet.read(onLoop: group.currentLoopIndex)
 /// ```
 final class PublishedUpstreamSet: Sendable {
     private let current: Mutex<UpstreamSet>
@@ -181,7 +181,7 @@ final class PublishedUpstreamSet: Sendable {
     }
 
     /// The set in effect, from loop `index`'s copy when it is current.
-    /// - Parameter index: the index of the loop whose thread calls this (`group.currentLoop?.index`),
+    /// - Parameter index: the index of the loop whose thread calls this (`group.currentLoopIndex`),
     ///   nil elsewhere. Only that loop's thread may pass it: the copy is not locked.
     @inline(__always)
     func read(onLoop index: Int?) -> UpstreamSet {
@@ -197,13 +197,13 @@ final class PublishedUpstreamSet: Sendable {
     /// One loop's copy, padded onto cache lines of its own.
     ///
     /// `@unchecked Sendable`, proof: only ``read(onLoop:)`` touches `generation` and `set`, and
-    /// only with the index of `LBEventLoopGroup.currentLoop`, which is that loop on that loop's
+    /// only with `LBEventLoopGroup.currentLoopIndex`, which is that loop's index on that loop's
     /// own thread and nil on every other thread; a loop's thread runs one job at a time, so each
     /// copy is only ever accessed by one thread, sequentially.
     private final class LoopCopy: @unchecked Sendable {
-        private let leadingPad = InlineArray<16, UInt64>(repeating: 0)
+        private let leadingPad = CacheLinePadding()
         var generation = -1
         var set: UpstreamSet?
-        private let trailingPad = InlineArray<16, UInt64>(repeating: 0)
+        private let trailingPad = CacheLinePadding()
     }
 }

@@ -5,9 +5,9 @@ import Synchronization
 ///
 /// The ones every request touches (requests by status class, in flight, the duration histogram)
 /// are kept per event loop, in ``ProxyCounterShard``s on cache lines of their own, and summed
-/// when read. One set of atomics written by both loops of a two-loop balancer moved those cache
-/// lines between the cores on every request: about 0.5 µs of user CPU per proxied request in
-/// `Docs/Performance.md` step 50. The rare ones (no backend, reloads, tunnels) stay shared.
+/// when read: one set of atomics written by both loops of a two-loop balancer moved those cache
+/// lines between the cores on every request (`Docs/Performance.md` step 50; on 2 shared cores
+/// the gain was within the noise). The rare ones (no backend, reloads, tunnels) stay shared.
 final class ProxyCounters: Sendable {
     /// One per loop of the balancer's group, then one for callers on no loop of it (``LoopSlots``).
     let shards: [ProxyCounterShard]
@@ -66,11 +66,10 @@ final class ProxyCounters: Sendable {
 }
 
 /// One loop's share of ``ProxyCounters``: written by that loop's thread alone (apart from a task
-/// that moved between loops mid-request), read by the stats endpoints. 128 bytes of padding on
-/// each side keep its atomics off the cache lines of any neighbouring allocation, another
-/// shard's included (the hardware fetches lines in pairs).
+/// that moved between loops mid-request), read by the stats endpoints; padded on both sides
+/// (``CacheLinePadding``).
 final class ProxyCounterShard: Sendable {
-    private let leadingPad = InlineArray<16, UInt64>(repeating: 0)
+    private let leadingPad = CacheLinePadding()
     let requests = Atomic<Int>(0)
     /// Requests answered, by status class: 1xx at 0 ... 5xx at 4.
     let statusClasses = InlineArray<5, Atomic<Int>> { _ in Atomic(0) }
@@ -78,7 +77,7 @@ final class ProxyCounterShard: Sendable {
     /// ``RequestDurationHistogram/bounds`` buckets (not cumulative), the last one `+Inf`.
     let durationBuckets = InlineArray<18, Atomic<Int>> { _ in Atomic(0) }  // bounds.count + 1
     let durationSumNanoseconds = Atomic<Int>(0)
-    private let trailingPad = InlineArray<16, UInt64>(repeating: 0)
+    private let trailingPad = CacheLinePadding()
 
     init() {}
 

@@ -77,9 +77,9 @@ extension UpstreamEndpoint {
 /// Padded onto cache lines of its own: the pools of one endpoint are allocated one after the
 /// other, and each loop takes and returns a connection on every request.
 final class ConnectionPool: Sendable {
-    private let leadingPad = InlineArray<16, UInt64>(repeating: 0)
+    private let leadingPad = CacheLinePadding()
     let idle = Mutex<[PooledConnection]>([])
-    private let trailingPad = InlineArray<16, UInt64>(repeating: 0)
+    private let trailingPad = CacheLinePadding()
 }
 
 /// A pooled upstream connection and its read buffer.

@@ -37,11 +37,10 @@ extension BackendCluster {
     /// Retry counters since the cluster was created.
     public func retryStatistics() -> RetryStatistics {
         state.withLock { s in
-            let r = s.retry
             var stats = RetryStatistics()
             for reason in RetryReason.allCases {
-                stats.granted[reason] = r.granted[reason.slot]
-                stats.denied[reason] = r.denied[reason.slot]
+                stats.granted[reason] = s.retry.granted[reason.slot]
+                stats.denied[reason] = s.retry.denied[reason.slot]
             }
             return stats
         }
