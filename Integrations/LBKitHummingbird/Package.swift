@@ -35,10 +35,21 @@ let package = Package(
             ],
             swiftSettings: swift6
         ),
+        // Test helper, run as a process of its own by NIOTakeOverTests (not a product).
+        .executableTarget(
+            name: "NIOTakeOverCheck",
+            dependencies: [
+                .product(name: "LBKit", package: "LBKit"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swift6
+        ),
         .testTarget(
             name: "LBKitHummingbirdTests",
             dependencies: [
                 "LBKitHummingbird",
+                "NIOTakeOverCheck",
                 .product(name: "LBKit", package: "LBKit"),
                 .product(name: "LBKitTesting", package: "LBKit"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -185,23 +185,35 @@ extern lbk_swift_enqueue_hook swift_task_enqueueGlobal_hook __attribute__((weak)
 extern void swift_job_run(void *job, lbk_serial_executor_ref executor) __attribute__((swiftcall, weak));
 
 static int (*lbk_loop_enqueue)(void *loop, void *job) = NULL;
+// The hook that was installed before ours (SwiftNIO's executor take-over, say): jobs from threads
+// that are no loop's go there, as they did before ours was installed.
+static lbk_swift_enqueue_hook lbk_previous_enqueue_hook = NULL;
 
 __attribute__((swiftcall))
 static void lbk_loop_thread_enqueue_hook(void *job, lbk_swift_enqueue_original original) {
     void *loop = lbk_current_loop_pointer;
     if (loop != NULL && lbk_loop_enqueue(loop, job)) return;
-    original(job);
+    lbk_swift_enqueue_hook previous = __atomic_load_n(&lbk_previous_enqueue_hook, __ATOMIC_ACQUIRE);
+    if (previous != NULL) {
+        previous(job, original);
+    } else {
+        original(job);
+    }
 }
 
 int lbk_install_loop_thread_enqueue_hook(int (*enqueue)(void *loop, void *job)) {
     if (&swift_task_enqueueGlobal_hook == NULL || swift_job_run == NULL) return 0;
-    lbk_swift_enqueue_hook expected = NULL;
     lbk_loop_enqueue = enqueue;
-    if (__atomic_compare_exchange_n(&swift_task_enqueueGlobal_hook, &expected, lbk_loop_thread_enqueue_hook,
-                                    0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
-        return 1;
+    lbk_swift_enqueue_hook expected = __atomic_load_n(&swift_task_enqueueGlobal_hook, __ATOMIC_SEQ_CST);
+    for (;;) {
+        if (expected == lbk_loop_thread_enqueue_hook) return 1;
+        // Published before our hook is: a job that reaches our hook finds the previous one.
+        __atomic_store_n(&lbk_previous_enqueue_hook, expected, __ATOMIC_SEQ_CST);
+        if (__atomic_compare_exchange_n(&swift_task_enqueueGlobal_hook, &expected, lbk_loop_thread_enqueue_hook,
+                                        0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+            return expected == NULL ? 1 : 2;
+        }
     }
-    return expected == lbk_loop_thread_enqueue_hook;
 }
 
 void lbk_run_job_on_global_executor(void *job) {

@@ -92,9 +92,10 @@ void *lbk_current_loop(void);
 
 /// Routes jobs that the Swift runtime sends to its global executor from a loop thread to that
 /// loop instead (`swift_task_enqueueGlobal_hook`): `enqueue(loop, job)` queues the job on the
-/// loop and returns 1, or returns 0 to let the global executor have it. Returns 1 when the hook
-/// is ours, 0 when another one (SwiftNIO's executor take-over) is installed or the runtime has
-/// no hook.
+/// loop and returns 1, or returns 0 to pass the job on. A job passed on, or one from a thread
+/// that is no loop's, goes to the hook installed before ours (SwiftNIO's executor take-over,
+/// say) or, when there was none, to the global executor. Returns 1 when ours is the only hook,
+/// 2 when it was put in front of another one, 0 when the runtime has no hook.
 int lbk_install_loop_thread_enqueue_hook(int (*enqueue)(void *loop, void *job));
 /// Runs `job` as the global executor would: on no particular serial or task executor.
 void lbk_run_job_on_global_executor(void *job);

@@ -75,10 +75,14 @@ public final class LBEventLoopGroup: TaskExecutor, Sendable {
     }
 
     /// From now on, for the whole process, a job that the Swift runtime sends to its global
-    /// executor from the thread of any ``LBEventLoop`` runs on that loop. Returns false, and
-    /// changes nothing, when another global-executor hook is installed (SwiftNIO's executor
-    /// take-over, say). A ``LoadBalancer`` calls it when its configuration's
+    /// executor from the thread of any ``LBEventLoop`` runs on that loop. Returns false when the
+    /// runtime has no such hook. A ``LoadBalancer`` calls it when its configuration's
     /// `keepsResumedTasksOnLoops` is true (the default), lbserve's among them.
+    ///
+    /// Another global-executor hook installed before it (SwiftNIO's executor take-over,
+    /// `NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()`)
+    /// keeps working: LBKit's hook passes it every job that comes from a thread that is no loop's.
+    /// Install that one first, at the top of `main`: it only installs itself where no hook is.
     ///
     /// Why: ``HTTP1Server`` then runs a connection whose handler chain is all LBKit's (the
     /// balancer, its throttle and admin endpoints) in a task with no executor preference. Such

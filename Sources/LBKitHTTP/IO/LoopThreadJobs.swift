@@ -14,7 +14,8 @@ extension LBEventLoop {
     /// See ``LBEventLoopGroup/keepGlobalJobsOnLoopThreads()``. The runtime's hook
     /// (`swift_task_enqueueGlobal_hook`, the one SwiftNIO's executor take-over uses) is set by
     /// compare-and-exchange in the C shim; it sends a job to the loop of the calling thread, and
-    /// to the global executor when the thread is not a loop's or the loop has stopped. Such a
+    /// when the thread is not a loop's or the loop has stopped, to the hook that was installed
+    /// before it (SwiftNIO's take-over, say), or to the global executor when there was none. Such a
     /// job runs on no particular executor (`swift_job_run` with the generic executor), as on
     /// the global pool, so the runtime sees no executor change and adds no hop.
     @discardableResult
@@ -23,7 +24,7 @@ extension LBEventLoop {
             guard let loopPointer, let jobPointer else { return 0 }
             let loop = Unmanaged<LBEventLoop>.fromOpaque(loopPointer).takeUnretainedValue()
             return loop.tryEnqueue(unsafeBitCast(jobPointer, to: UnownedJob.self), runningOn: .global) ? 1 : 0
-        } == 1
+        } >= 1
         if installed { keepsGlobalJobs.store(true, ordering: .relaxed) }
         return installed
     }
