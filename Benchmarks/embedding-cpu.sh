@@ -14,6 +14,13 @@
 #                backend answered) goes back to a thread of the global pool, as before that setting
 #                (HB_POOL=0 leaves it out)
 #   vapor-trivial / vapor-lbkit (when the Vapor release build is there)                Benchmarks/VaporEmbedded
+#   hb-raw       the floor for any forwarder in Hummingbird: GET /raw/x forwarded round robin by a minimal
+#                hand-written HTTP/1.1 exchange over a SwiftNIO channel on the client connection's own event
+#                loop (kept-alive upstream connections, no retries, health, limits or header handling)
+#                Benchmarks/HummingbirdRawForward (HB_FLOOR=0 leaves it and hb-raw-nio out)
+#   hb-*-nio     hb-trivial, hb-lbkit (HB_NIO=0 leaves them out) and hb-raw in processes that first call
+#                SwiftNIO's executor take-over (NIO_TAKEOVER=1): Swift concurrency's global executor is NIO's
+#                event loops, so a handler runs on the loop that read its request
 #
 # Every server is a release build, bound to 127.0.0.1, proxying to the same 3 backends: the root package's release
 # echo on 3 ports (one process), or with BACKEND=nginx one nginx worker on 3 ports, as
@@ -30,17 +37,17 @@
 #
 # usage: bash Benchmarks/embedding-cpu.sh        (from anywhere; takes ~5 min + builds + quiet waits)
 # knobs: BUILD=1 (0: use the existing release binaries)  ROUNDS=3  DUR=8  WARMUP=2  CONNS=32  THREADS=1
-#        HB_LOOPS=1|0  HB_POOL=1|0  BACKEND=echo|nginx  VAPOR=auto|0 (auto: build VaporEmbedded with at most VAPOR_BUILD_TIMEOUT=1200 s,
+#        HB_LOOPS=1|0  HB_POOL=1|0  HB_FLOOR=1|0  HB_NIO=1|0  BACKEND=echo|nginx  VAPOR=auto|0 (auto: build VaporEmbedded with at most VAPOR_BUILD_TIMEOUT=1200 s,
 #        skip Vapor if that fails)  FOREIGN_MAX=30  QUIET_WAIT=120  BASE_PORT=8490  BACKEND_BASE=5490
 #        RESULTS=path of the markdown report (default Benchmarks/results/embedding-<date>.md)
 set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD=${BUILD:-1}; ROUNDS=${ROUNDS:-3}; DUR=${DUR:-8}; WARMUP=${WARMUP:-2}; CONNS=${CONNS:-32}; THREADS=${THREADS:-1}
-HB_LOOPS=${HB_LOOPS:-1}; HB_POOL=${HB_POOL:-1}; BACKEND=${BACKEND:-echo}; VAPOR=${VAPOR:-auto}; VAPOR_ASKED=$VAPOR; VAPOR_BUILD_TIMEOUT=${VAPOR_BUILD_TIMEOUT:-1200}
+HB_LOOPS=${HB_LOOPS:-1}; HB_POOL=${HB_POOL:-1}; HB_FLOOR=${HB_FLOOR:-1}; HB_NIO=${HB_NIO:-1}; BACKEND=${BACKEND:-echo}; VAPOR=${VAPOR:-auto}; VAPOR_ASKED=$VAPOR; VAPOR_BUILD_TIMEOUT=${VAPOR_BUILD_TIMEOUT:-1200}
 FOREIGN_MAX=${FOREIGN_MAX:-30}; QUIET_WAIT=${QUIET_WAIT:-120}
 BASE_PORT=${BASE_PORT:-8490}; BACKEND_BASE=${BACKEND_BASE:-5490}
 RESULTS=${RESULTS:-$ROOT/Benchmarks/results/embedding-$(date +%F).md}
-HB_PORT=$((BASE_PORT + 1)); LB_PORT=$((BASE_PORT + 2)); AHC_PORT=$((BASE_PORT + 3)); HBL_PORT=$((BASE_PORT + 4)); VAPOR_PORT=$((BASE_PORT + 5)); HBK_PORT=$((BASE_PORT + 6))
+RAW_PORT=$((BASE_PORT + 7)); RAWN_PORT=$((BASE_PORT + 8)); HBN_PORT=$((BASE_PORT + 9)); HB_PORT=$((BASE_PORT + 1)); LB_PORT=$((BASE_PORT + 2)); AHC_PORT=$((BASE_PORT + 3)); HBL_PORT=$((BASE_PORT + 4)); VAPOR_PORT=$((BASE_PORT + 5)); HBK_PORT=$((BASE_PORT + 6))
 BPORTS=($((BACKEND_BASE + 1)) $((BACKEND_BASE + 2)) $((BACKEND_BASE + 3)))
 BURLS=(); for p in "${BPORTS[@]}"; do BURLS+=("http://127.0.0.1:$p"); done
 HZ=$(getconf CLK_TCK); NCPU=$(nproc)
@@ -52,7 +59,7 @@ for tool in wrk curl timeout setsid; do command -v $tool >/dev/null || die "$too
 [ "$BACKEND" = nginx ] && { command -v nginx >/dev/null || die "nginx not found (apt-get install nginx, or BACKEND=echo)"; }
 
 # ---- builds (release) ----
-HBE="$ROOT/Benchmarks/HummingbirdEmbedded"; AHC="$ROOT/Benchmarks/HummingbirdAHCGateway"; VPE="$ROOT/Benchmarks/VaporEmbedded"
+HBE="$ROOT/Benchmarks/HummingbirdEmbedded"; HRF="$ROOT/Benchmarks/HummingbirdRawForward"; AHC="$ROOT/Benchmarks/HummingbirdAHCGateway"; VPE="$ROOT/Benchmarks/VaporEmbedded"
 VAPOR_NOTE=""; [ "$VAPOR" = 0 ] && VAPOR_NOTE="Vapor not measured (VAPOR=0)"
 if [ "$BUILD" = 1 ]; then
   say "building release: lbserve, echo"
@@ -61,6 +68,10 @@ if [ "$BUILD" = 1 ]; then
   (cd "$HBE" && swift build -c release) || die "HummingbirdEmbedded build failed"
   say "building release: Benchmarks/HummingbirdAHCGateway"
   (cd "$AHC" && swift build -c release) || die "HummingbirdAHCGateway build failed"
+  if [ "$HB_FLOOR" = 1 ]; then
+    say "building release: Benchmarks/HummingbirdRawForward"
+    (cd "$HRF" && swift build -c release) || die "HummingbirdRawForward build failed"
+  fi
   if [ "$VAPOR" != 0 ]; then
     say "building release: Benchmarks/VaporEmbedded (at most ${VAPOR_BUILD_TIMEOUT} s)"
     t0=$(date +%s)
@@ -75,8 +86,9 @@ if [ "$BUILD" = 1 ]; then
 fi
 LBSERVE_BIN="$ROOT/.build/release/lbserve"; ECHO_BIN="$ROOT/.build/release/echo"
 HBE_BIN="$HBE/.build/release/HummingbirdEmbedded"; AHC_BIN="$AHC/.build/release/HummingbirdAHCGateway"
-VPE_BIN="$VPE/.build/release/VaporEmbedded"
-for b in "$LBSERVE_BIN" "$HBE_BIN" "$AHC_BIN"; do [ -x "$b" ] || die "missing $b (run with BUILD=1)"; done
+VPE_BIN="$VPE/.build/release/VaporEmbedded"; HRF_BIN="$HRF/.build/release/HummingbirdRawForward"
+FLOOR_BINS=(); [ "$HB_FLOOR" = 1 ] && FLOOR_BINS=("$HRF_BIN")
+for b in "$LBSERVE_BIN" "$HBE_BIN" "$AHC_BIN" "${FLOOR_BINS[@]}"; do [ -x "$b" ] || die "missing $b (run with BUILD=1)"; done
 [ "$BACKEND" = echo ] && { [ -x "$ECHO_BIN" ] || die "missing $ECHO_BIN"; }
 if [ "$VAPOR" != 0 ] && [ ! -x "$VPE_BIN" ]; then VAPOR=0; VAPOR_NOTE=${VAPOR_NOTE:-"no Vapor release binary: Vapor skipped"}; fi
 
@@ -91,7 +103,7 @@ trap 'exit 130' INT TERM
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 waitp() { for _ in $(seq 300); do port_open "$1" && return 0; sleep 0.1; done; die "port $1 never opened (see $TMP)"; }
 start() { local name=$1; shift; setsid "$@" >"$TMP/$name.log" 2>&1 </dev/null & PIDS+=($!); }
-for p in "${BPORTS[@]}" $HB_PORT $LB_PORT $AHC_PORT $HBL_PORT $VAPOR_PORT $HBK_PORT; do port_open $p && die "port $p is already in use (set BASE_PORT / BACKEND_BASE)"; done
+for p in "${BPORTS[@]}" $HB_PORT $LB_PORT $AHC_PORT $HBL_PORT $VAPOR_PORT $HBK_PORT $RAW_PORT $RAWN_PORT $HBN_PORT; do port_open $p && die "port $p is already in use (set BASE_PORT / BACKEND_BASE)"; done
 
 if [ "$BACKEND" = nginx ]; then   # same as ../shared/bench/conf/backend-nginx.conf, on BPORTS
   { echo "daemon off; master_process on; worker_processes 1; worker_rlimit_nofile 16384; pid backend.pid;"
@@ -112,11 +124,18 @@ start lbserve "$LBSERVE_BIN" --host 127.0.0.1 --port $LB_PORT --backend "${BURLS
 start ahc env PORT=$AHC_PORT "$AHC_BIN" "${BURLS[@]}"; AHC_PID=${PIDS[-1]}
 if [ "$HB_LOOPS" = 1 ]; then start hb-loops env PORT=$HBL_PORT LB_EXECUTOR=1 "$HBE_BIN" "${BURLS[@]}"; HBL_PID=${PIDS[-1]}; fi
 if [ "$HB_POOL" = 1 ]; then start hb-pool env PORT=$HBK_PORT LB_KEEP_JOBS=0 "$HBE_BIN" "${BURLS[@]}"; HBK_PID=${PIDS[-1]}; fi
+RAWHOSTS=(); for p in "${BPORTS[@]}"; do RAWHOSTS+=("127.0.0.1:$p"); done
+if [ "$HB_FLOOR" = 1 ]; then
+  start raw env PORT=$RAW_PORT "$HRF_BIN" "${RAWHOSTS[@]}"; RAW_PID=${PIDS[-1]}
+  start raw-nio env PORT=$RAWN_PORT NIO_TAKEOVER=1 "$HRF_BIN" "${RAWHOSTS[@]}"; RAWN_PID=${PIDS[-1]}
+fi
+if [ "$HB_NIO" = 1 ] || [ "$HB_FLOOR" = 1 ]; then start hb-nio env PORT=$HBN_PORT NIO_TAKEOVER=1 "$HBE_BIN" "${BURLS[@]}"; HBN_PID=${PIDS[-1]}; fi
 if [ "$VAPOR" != 0 ]; then
   start vapor env BACKENDS="$(IFS=,; echo "${BURLS[*]}")" "$VPE_BIN" serve --env production --hostname 127.0.0.1 --port $VAPOR_PORT
   VAPOR_PID=${PIDS[-1]}
 fi
 waitp $HB_PORT; waitp $LB_PORT; waitp $AHC_PORT; [ "$HB_LOOPS" = 1 ] && waitp $HBL_PORT; [ "$HB_POOL" = 1 ] && waitp $HBK_PORT; [ "$VAPOR" != 0 ] && waitp $VAPOR_PORT
+[ "$HB_FLOOR" = 1 ] && { waitp $RAW_PORT; waitp $RAWN_PORT; }; { [ "$HB_NIO" = 1 ] || [ "$HB_FLOOR" = 1 ]; } && waitp $HBN_PORT
 
 # name:pid:port:path:what
 TARGETS=("hb-trivial:$HB_PID:$HB_PORT:/hello:Hummingbird trivial route (GET /hello, no proxying)"
@@ -130,6 +149,18 @@ fi
 if [ "$HB_POOL" = 1 ]; then
   TARGETS+=("hb-trivial-pool:$HBK_PID:$HBK_PORT:/hello:Hummingbird trivial route, balancer with keepsResumedTasksOnLoops = false (LB_KEEP_JOBS=0)"
             "hb-lbkit-pool:$HBK_PID:$HBK_PORT:/api/x:Hummingbird + LBKit, keepsResumedTasksOnLoops = false (LB_KEEP_JOBS=0)")
+fi
+if [ "$HB_FLOOR" = 1 ]; then
+  TARGETS+=("hb-raw:$RAW_PID:$RAW_PORT:/raw/x:floor: Hummingbird route forwarding with a minimal NIO exchange on the connection's loop (no features)")
+fi
+if [ "$HB_NIO" = 1 ] || [ "$HB_FLOOR" = 1 ]; then
+  TARGETS+=("hb-trivial-nio:$HBN_PID:$HBN_PORT:/hello:Hummingbird trivial route, SwiftNIO's executor take-over (NIO_TAKEOVER=1)")
+fi
+if [ "$HB_NIO" = 1 ]; then
+  TARGETS+=("hb-lbkit-nio:$HBN_PID:$HBN_PORT:/api/x:Hummingbird + LBKit, SwiftNIO's executor take-over (NIO_TAKEOVER=1)")
+fi
+if [ "$HB_FLOOR" = 1 ]; then
+  TARGETS+=("hb-raw-nio:$RAWN_PID:$RAWN_PORT:/raw/x:floor, SwiftNIO's executor take-over (NIO_TAKEOVER=1)")
 fi
 if [ "$VAPOR" != 0 ]; then
   TARGETS+=("vapor-trivial:$VAPOR_PID:$VAPOR_PORT:/hello:Vapor trivial route (GET /hello, no proxying)"
@@ -241,6 +272,19 @@ if [ "$HB_POOL" = 1 ]; then
   KCSE=$(awk -v a="$(col hb-lbkit-pool 11 | med)" -v b="$(col hb-trivial-pool 11 | med)" 'BEGIN{printf "%.2f", a-b}')
   RATIOS+=$'\n'"- Hummingbird with keepsResumedTasksOnLoops = false (the route's work after the answer on the pool): (hb-lbkit-pool − hb-trivial-pool) = ${MUS[hb-lbkit-pool]} − ${MUS[hb-trivial-pool]} = $KEMB µs vs lbserve ${MUS[lbserve]} µs: **$R5×**; context switches $KCSE per request vs lbserve $CSL"
 fi
+if [ "$HB_FLOOR" = 1 ]; then
+  FEMB=$(awk -v a="${MUS[hb-raw]}" -v b="${MUS[hb-trivial]}" 'BEGIN{printf "%.1f", a-b}')
+  R6=$(ratio "$FEMB" "${MUS[lbserve]}"); R6P=$(paired '(x-y)/z' hb-raw hb-trivial lbserve)
+  FNEMB=$(awk -v a="${MUS[hb-raw-nio]}" -v b="${MUS[hb-trivial-nio]}" 'BEGIN{printf "%.1f", a-b}')
+  R7=$(ratio "$FNEMB" "${MUS[lbserve]}"); R7P=$(paired '(x-y)/z' hb-raw-nio hb-trivial-nio lbserve)
+  RATIOS+=$'\n'"- Floor, a forwarder with no features (hb-raw − hb-trivial) = ${MUS[hb-raw]} − ${MUS[hb-trivial]} = $FEMB µs vs lbserve ${MUS[lbserve]} µs: **$R6×** (median of per-round ratios $R6P×); LBKit's route costs $(ratio "${MUS[hb-lbkit]}" "${MUS[hb-raw]}")× the floor's
+- Floor under SwiftNIO's take-over (hb-raw-nio − hb-trivial-nio) = ${MUS[hb-raw-nio]} − ${MUS[hb-trivial-nio]} = $FNEMB µs vs lbserve ${MUS[lbserve]} µs: **$R7×** (median of per-round ratios $R7P×)"
+fi
+if [ "$HB_NIO" = 1 ]; then
+  NEMB=$(awk -v a="${MUS[hb-lbkit-nio]}" -v b="${MUS[hb-trivial-nio]}" 'BEGIN{printf "%.1f", a-b}')
+  R8=$(ratio "$NEMB" "${MUS[lbserve]}"); R8P=$(paired '(x-y)/z' hb-lbkit-nio hb-trivial-nio lbserve)
+  RATIOS+=$'\n'"- Hummingbird + LBKit under SwiftNIO's take-over (hb-lbkit-nio − hb-trivial-nio) = ${MUS[hb-lbkit-nio]} − ${MUS[hb-trivial-nio]} = $NEMB µs vs lbserve ${MUS[lbserve]} µs: **$R8×** (median of per-round ratios $R8P×)"
+fi
 if [ "$VAPOR" != 0 ]; then
   VEMB=$(awk -v a="${MUS[vapor-lbkit]}" -v b="${MUS[vapor-trivial]}" 'BEGIN{printf "%.1f", a-b}')
   R3=$(ratio "$VEMB" "${MUS[lbserve]}"); R3P=$(paired '(x-y)/z' vapor-lbkit vapor-trivial lbserve)
@@ -257,11 +301,11 @@ cat >"$RESULTS" <<EOF
 
 $(date '+%Y-%m-%d %H:%M %Z'), commit $GITDESC, $NCPU cores, $(uname -r), $(swift --version 2>/dev/null | head -1)
 
-Command: \`BUILD=$BUILD HB_LOOPS=$HB_LOOPS HB_POOL=$HB_POOL ROUNDS=$ROUNDS DUR=$DUR WARMUP=$WARMUP CONNS=$CONNS THREADS=$THREADS BACKEND=$BACKEND VAPOR=$VAPOR_ASKED bash Benchmarks/embedding-cpu.sh\`
+Command: \`BUILD=$BUILD HB_LOOPS=$HB_LOOPS HB_POOL=$HB_POOL HB_FLOOR=$HB_FLOOR HB_NIO=$HB_NIO ROUNDS=$ROUNDS DUR=$DUR WARMUP=$WARMUP CONNS=$CONNS THREADS=$THREADS BACKEND=$BACKEND VAPOR=$VAPOR_ASKED bash Benchmarks/embedding-cpu.sh\`
 
 Release builds, everything on 127.0.0.1, 3 backends ($BACKEND on ports ${BPORTS[*]}), nothing pinned.
-Each run: ${WARMUP} s warm-up, then \`wrk -t$THREADS -c$CONNS -d${DUR}s\` GET (/hello for the trivial routes, /api/x
-otherwise); CPU = utime+stime of the server process (all threads) over the run, divided by the requests wrk
+Each run: ${WARMUP} s warm-up, then \`wrk -t$THREADS -c$CONNS -d${DUR}s\` GET (/hello for the trivial routes, /raw/x for the
+floor, /api/x otherwise); CPU = utime+stime of the server process (all threads) over the run, divided by the requests wrk
 completed. $ROUNDS interleaved rounds; medians. "other CPU" = CPU used during the run by processes this
 script did not start (% of one core; the machine has $NCPU cores), from /proc/stat minus our own processes.
 ${VAPOR_NOTE:+$VAPOR_NOTE.}

@@ -10,6 +10,7 @@ let package = Package(
         .package(name: "LBKit", path: "../.."),
         .package(path: "../../Integrations/LBKitHummingbird"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         .executableTarget(
@@ -17,6 +18,8 @@ let package = Package(
             dependencies: [
                 .product(name: "LBKitHummingbird", package: "LBKitHummingbird"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6)]
         ),

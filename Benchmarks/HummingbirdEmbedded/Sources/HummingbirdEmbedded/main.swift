@@ -1,5 +1,14 @@
 import Hummingbird
 import LBKitHummingbird
+import NIOCore
+import NIOPosix
+
+// NIO_TAKEOVER=1: Swift concurrency's global executor becomes SwiftNIO's event loops (before anything
+// else, as an app does at the top of main), so a handler runs on the loop that read its request.
+// LBKit's hook for jobs from its own loop threads is then put in front of NIO's.
+if Environment().get("NIO_TAKEOVER") == "1" {
+    print("NIO take-over: \(NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor())")
+}
 
 // Bench only. usage: PORT=8491 HummingbirdEmbedded http://127.0.0.1:5001 http://127.0.0.1:5002 ...
 // GET /hello: a trivial Hummingbird route. /api/*: balanced by LBKit (prefix stripped, no rate
