@@ -17,7 +17,10 @@
 #   hb-raw       the floor for any forwarder in Hummingbird: GET /raw/x forwarded round robin by a minimal
 #                hand-written HTTP/1.1 exchange over a SwiftNIO channel on the client connection's own event
 #                loop (kept-alive upstream connections, no retries, health, limits or header handling)
-#                Benchmarks/HummingbirdRawForward (HB_FLOOR=0 leaves it and hb-raw-nio out)
+#                Benchmarks/HummingbirdRawForward (HB_FLOOR=0 leaves it, hb-block and hb-raw-nio out)
+#   hb-block     the absolute lower bound: GET /block/x in the same process, the handler's own thread forwarding
+#                with blocking system calls on kept-alive sockets (wrong in a real server: it blocks a thread
+#                of the concurrency pool; here it shows what crossing to the backend costs at the least)
 #   hb-*-nio     hb-trivial, hb-lbkit (HB_NIO=0 leaves them out) and hb-raw in processes that first call
 #                SwiftNIO's executor take-over (NIO_TAKEOVER=1): Swift concurrency's global executor is NIO's
 #                event loops, so a handler runs on the loop that read its request
@@ -151,7 +154,8 @@ if [ "$HB_POOL" = 1 ]; then
             "hb-lbkit-pool:$HBK_PID:$HBK_PORT:/api/x:Hummingbird + LBKit, keepsResumedTasksOnLoops = false (LB_KEEP_JOBS=0)")
 fi
 if [ "$HB_FLOOR" = 1 ]; then
-  TARGETS+=("hb-raw:$RAW_PID:$RAW_PORT:/raw/x:floor: Hummingbird route forwarding with a minimal NIO exchange on the connection's loop (no features)")
+  TARGETS+=("hb-raw:$RAW_PID:$RAW_PORT:/raw/x:floor: Hummingbird route forwarding with a minimal NIO exchange on the connection's loop (no features)"
+            "hb-block:$RAW_PID:$RAW_PORT:/block/x:lower bound: the handler's thread forwarding with blocking system calls (no features)")
 fi
 if [ "$HB_NIO" = 1 ] || [ "$HB_FLOOR" = 1 ]; then
   TARGETS+=("hb-trivial-nio:$HBN_PID:$HBN_PORT:/hello:Hummingbird trivial route, SwiftNIO's executor take-over (NIO_TAKEOVER=1)")
@@ -278,6 +282,7 @@ if [ "$HB_FLOOR" = 1 ]; then
   FNEMB=$(awk -v a="${MUS[hb-raw-nio]}" -v b="${MUS[hb-trivial-nio]}" 'BEGIN{printf "%.1f", a-b}')
   R7=$(ratio "$FNEMB" "${MUS[lbserve]}"); R7P=$(paired '(x-y)/z' hb-raw-nio hb-trivial-nio lbserve)
   RATIOS+=$'\n'"- Floor, a forwarder with no features (hb-raw − hb-trivial) = ${MUS[hb-raw]} − ${MUS[hb-trivial]} = $FEMB µs vs lbserve ${MUS[lbserve]} µs: **$R6×** (median of per-round ratios $R6P×); LBKit's route costs $(ratio "${MUS[hb-lbkit]}" "${MUS[hb-raw]}")× the floor's
+- Lower bound, blocking system calls on the handler's thread (hb-block − hb-trivial) = ${MUS[hb-block]} − ${MUS[hb-trivial]} = $(awk -v a="${MUS[hb-block]}" -v b="${MUS[hb-trivial]}" 'BEGIN{printf "%.1f", a-b}') µs vs lbserve ${MUS[lbserve]} µs: **$(ratio "$(awk -v a="${MUS[hb-block]}" -v b="${MUS[hb-trivial]}" 'BEGIN{printf "%.1f", a-b}')" "${MUS[lbserve]}")×** (median of per-round ratios $(paired '(x-y)/z' hb-block hb-trivial lbserve)×)
 - Floor under SwiftNIO's take-over (hb-raw-nio − hb-trivial-nio) = ${MUS[hb-raw-nio]} − ${MUS[hb-trivial-nio]} = $FNEMB µs vs lbserve ${MUS[lbserve]} µs: **$R7×** (median of per-round ratios $R7P×)"
 fi
 if [ "$HB_NIO" = 1 ]; then
@@ -304,8 +309,8 @@ $(date '+%Y-%m-%d %H:%M %Z'), commit $GITDESC, $NCPU cores, $(uname -r), $(swift
 Command: \`BUILD=$BUILD HB_LOOPS=$HB_LOOPS HB_POOL=$HB_POOL HB_FLOOR=$HB_FLOOR HB_NIO=$HB_NIO ROUNDS=$ROUNDS DUR=$DUR WARMUP=$WARMUP CONNS=$CONNS THREADS=$THREADS BACKEND=$BACKEND VAPOR=$VAPOR_ASKED bash Benchmarks/embedding-cpu.sh\`
 
 Release builds, everything on 127.0.0.1, 3 backends ($BACKEND on ports ${BPORTS[*]}), nothing pinned.
-Each run: ${WARMUP} s warm-up, then \`wrk -t$THREADS -c$CONNS -d${DUR}s\` GET (/hello for the trivial routes, /raw/x for the
-floor, /api/x otherwise); CPU = utime+stime of the server process (all threads) over the run, divided by the requests wrk
+Each run: ${WARMUP} s warm-up, then \`wrk -t$THREADS -c$CONNS -d${DUR}s\` GET (/hello for the trivial routes, /raw/x and
+/block/x for the floor and the lower bound, /api/x otherwise); CPU = utime+stime of the server process (all threads) over the run, divided by the requests wrk
 completed. $ROUNDS interleaved rounds; medians. "other CPU" = CPU used during the run by processes this
 script did not start (% of one core; the machine has $NCPU cores), from /proc/stat minus our own processes.
 ${VAPOR_NOTE:+$VAPOR_NOTE.}

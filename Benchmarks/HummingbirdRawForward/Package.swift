@@ -6,7 +6,8 @@ import PackageDescription
 // hand-written HTTP/1.1 exchange over a SwiftNIO channel on the client connection's own event
 // loop (one kept-alive upstream connection at a time per loop and backend, no retries, no health,
 // no limits). NIO_TAKEOVER=1 installs SwiftNIO's global-executor take-over first, so that the
-// handler runs on that same loop.
+// handler runs on that same loop. GET /block/* is the absolute lower bound: the handler's own
+// thread forwards with blocking system calls on kept-alive sockets (wrong in a real server).
 let package = Package(
     name: "HummingbirdRawForward",
     platforms: [.macOS(.v15)],

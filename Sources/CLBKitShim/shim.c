@@ -201,19 +201,30 @@ static void lbk_loop_thread_enqueue_hook(void *job, lbk_swift_enqueue_original o
     }
 }
 
+// Serializes our installs (balancers created at once on several threads): each stores the previous
+// hook it saw before its compare-and-exchange, and an install working from a stale view must not
+// overwrite what another one chained.
+static pthread_mutex_t lbk_hook_install_lock = PTHREAD_MUTEX_INITIALIZER;
+
 int lbk_install_loop_thread_enqueue_hook(int (*enqueue)(void *loop, void *job)) {
     if (&swift_task_enqueueGlobal_hook == NULL || swift_job_run == NULL) return 0;
+    pthread_mutex_lock(&lbk_hook_install_lock);
     lbk_loop_enqueue = enqueue;
+    int result;
     lbk_swift_enqueue_hook expected = __atomic_load_n(&swift_task_enqueueGlobal_hook, __ATOMIC_SEQ_CST);
     for (;;) {
-        if (expected == lbk_loop_thread_enqueue_hook) return 1;
-        // Published before our hook is: a job that reaches our hook finds the previous one.
+        if (expected == lbk_loop_thread_enqueue_hook) { result = 1; break; }
+        // Published before our hook is: a job that reaches our hook finds the previous one. A hook
+        // installed by someone else in between makes the exchange fail; the loop then chains that one.
         __atomic_store_n(&lbk_previous_enqueue_hook, expected, __ATOMIC_SEQ_CST);
         if (__atomic_compare_exchange_n(&swift_task_enqueueGlobal_hook, &expected, lbk_loop_thread_enqueue_hook,
                                         0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
-            return expected == NULL ? 1 : 2;
+            result = expected == NULL ? 1 : 2;
+            break;
         }
     }
+    pthread_mutex_unlock(&lbk_hook_install_lock);
+    return result;
 }
 
 void lbk_run_job_on_global_executor(void *job) {
