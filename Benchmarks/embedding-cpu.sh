@@ -279,10 +279,12 @@ fi
 if [ "$HB_FLOOR" = 1 ]; then
   FEMB=$(awk -v a="${MUS[hb-raw]}" -v b="${MUS[hb-trivial]}" 'BEGIN{printf "%.1f", a-b}')
   R6=$(ratio "$FEMB" "${MUS[lbserve]}"); R6P=$(paired '(x-y)/z' hb-raw hb-trivial lbserve)
+  BEMB=$(awk -v a="${MUS[hb-block]}" -v b="${MUS[hb-trivial]}" 'BEGIN{printf "%.1f", a-b}')
+  R9=$(ratio "$BEMB" "${MUS[lbserve]}"); R9P=$(paired '(x-y)/z' hb-block hb-trivial lbserve)
   FNEMB=$(awk -v a="${MUS[hb-raw-nio]}" -v b="${MUS[hb-trivial-nio]}" 'BEGIN{printf "%.1f", a-b}')
   R7=$(ratio "$FNEMB" "${MUS[lbserve]}"); R7P=$(paired '(x-y)/z' hb-raw-nio hb-trivial-nio lbserve)
   RATIOS+=$'\n'"- Floor, a forwarder with no features (hb-raw − hb-trivial) = ${MUS[hb-raw]} − ${MUS[hb-trivial]} = $FEMB µs vs lbserve ${MUS[lbserve]} µs: **$R6×** (median of per-round ratios $R6P×); LBKit's route costs $(ratio "${MUS[hb-lbkit]}" "${MUS[hb-raw]}")× the floor's
-- Lower bound, blocking system calls on the handler's thread (hb-block − hb-trivial) = ${MUS[hb-block]} − ${MUS[hb-trivial]} = $(awk -v a="${MUS[hb-block]}" -v b="${MUS[hb-trivial]}" 'BEGIN{printf "%.1f", a-b}') µs vs lbserve ${MUS[lbserve]} µs: **$(ratio "$(awk -v a="${MUS[hb-block]}" -v b="${MUS[hb-trivial]}" 'BEGIN{printf "%.1f", a-b}')" "${MUS[lbserve]}")×** (median of per-round ratios $(paired '(x-y)/z' hb-block hb-trivial lbserve)×)
+- Lower bound, blocking system calls on the handler's thread (hb-block − hb-trivial) = ${MUS[hb-block]} − ${MUS[hb-trivial]} = $BEMB µs vs lbserve ${MUS[lbserve]} µs: **$R9×** (median of per-round ratios $R9P×)
 - Floor under SwiftNIO's take-over (hb-raw-nio − hb-trivial-nio) = ${MUS[hb-raw-nio]} − ${MUS[hb-trivial-nio]} = $FNEMB µs vs lbserve ${MUS[lbserve]} µs: **$R7×** (median of per-round ratios $R7P×)"
 fi
 if [ "$HB_NIO" = 1 ]; then

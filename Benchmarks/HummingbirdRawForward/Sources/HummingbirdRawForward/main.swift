@@ -86,7 +86,10 @@ final class ResponseCollector: ChannelInboundHandler, @unchecked Sendable {
     }
 }
 
-struct Upstream: @unchecked Sendable {   // channel + its collector, used on the channel's loop
+/// An upstream channel and its collector. `@unchecked Sendable`: the channel is Sendable, and the
+/// collector's state is read and written only on the channel's event loop (`forward` sets its
+/// promise there, inline when already on the loop, else through `loop.execute`).
+struct Upstream: @unchecked Sendable {
     let channel: any Channel
     let collector: ResponseCollector
 }
