@@ -213,7 +213,10 @@ int lbk_install_loop_thread_enqueue_hook(int (*enqueue)(void *loop, void *job)) 
     int result;
     lbk_swift_enqueue_hook expected = __atomic_load_n(&swift_task_enqueueGlobal_hook, __ATOMIC_SEQ_CST);
     for (;;) {
-        if (expected == lbk_loop_thread_enqueue_hook) { result = 1; break; }
+        if (expected == lbk_loop_thread_enqueue_hook) {   // installed before: say how, as then
+            result = __atomic_load_n(&lbk_previous_enqueue_hook, __ATOMIC_SEQ_CST) == NULL ? 1 : 2;
+            break;
+        }
         // Published before our hook is: a job that reaches our hook finds the previous one. A hook
         // installed by someone else in between makes the exchange fail; the loop then chains that one.
         __atomic_store_n(&lbk_previous_enqueue_hook, expected, __ATOMIC_SEQ_CST);
